@@ -1,0 +1,361 @@
+//! The `twnode` command line: TrueWord Node's grammar (`twnode line create <parent>
+//! <peer_ip> <peer_vip> <local_vip> <name> --type ... --mode ...`) plus the daemon.
+//!
+//! Rules: a thin client of [`crate::control`]; it never touches netlink, TUN devices or
+//! sockets other than the control socket (`init` only writes two sysctls and creates a
+//! directory). Errors are one line that names the problem and what to do; exit code 1.
+
+mod output;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, PrivateKey};
+use crate::control::{self, client, LineSpec, Request, Response};
+
+/// twnode: userspace point-to-point tunnels (WireGuard) on TUN devices, stackable into
+/// multi-hop relays. Run `twnode daemon` (or the systemd unit), then create lines.
+#[derive(Debug, Parser)]
+#[command(name = "twnode", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file [default: /etc/twnode/twnode.toml]
+    #[arg(long, global = true, env = "TWNODE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Control socket of the daemon
+    #[arg(
+        long,
+        global = true,
+        env = "TWNODE_CONTROL",
+        value_name = "PATH",
+        default_value = control::DEFAULT_SOCKET
+    )]
+    control: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (systemd runs it as `twnode daemon`)
+    Daemon,
+    /// Prepare this host: enable IPv4/IPv6 forwarding, create the config directory (0700)
+    Init,
+    /// Print a new private key (base64, as `wg genkey`)
+    Genkey,
+    /// Read a private key on stdin, print its public key (as `wg pubkey`)
+    Pubkey,
+    /// Manage lines (tunnels)
+    #[command(subcommand)]
+    Line(LineCommand),
+    /// Ask the daemon to re-read its configuration file (as SIGHUP does)
+    Reload,
+}
+
+#[derive(Debug, Subcommand)]
+enum LineCommand {
+    /// Create a line, store it in the config and bring it up
+    Create(CreateArgs),
+    /// List lines: parents first, children indented under them
+    List {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one line in detail (state, endpoint, keys' public halves, counters)
+    Show {
+        name: String,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the command that creates this line's other end (server lines)
+    ShowPeer { name: String },
+    /// Take a line down and remove it from the config
+    Delete {
+        name: String,
+        /// Also delete the lines stacked on this one
+        #[arg(long)]
+        cascade: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    /// Physical interface (e.g. eth0) or existing line the new line runs over
+    parent: String,
+    /// The peer's underlay address, reached through <parent>
+    peer_ip: String,
+    /// The peer's virtual IP on this line
+    peer_vip: String,
+    /// This end's virtual IP on this line
+    local_vip: String,
+    /// Line name (also the TUN device's name, at most 15 characters)
+    name: String,
+    /// Tunnel type
+    #[arg(long = "type", default_value = "wireguard", value_name = "TYPE")]
+    kind: String,
+    /// server (listens, generates both key pairs) or client (dials the server)
+    #[arg(long)]
+    mode: Option<String>,
+    /// UDP port to listen on (server: required; client: optional)
+    #[arg(long, value_name = "PORT")]
+    listen_port: Option<u32>,
+    /// The server's UDP port (client)
+    #[arg(long, value_name = "PORT")]
+    peer_port: Option<u32>,
+    /// This end's private key, base64 (client; printed by the server's peer command)
+    #[arg(long, value_name = "KEY")]
+    private_key: Option<String>,
+    /// The peer's public key, base64
+    #[arg(long, value_name = "KEY")]
+    peer_pubkey: Option<String>,
+    /// Persistent keepalive in seconds (0 = off) [default: 25]
+    #[arg(long, value_name = "SECS")]
+    keepalive: Option<u32>,
+    /// MTU of the line [default: the parent's MTU minus the tunnel's overhead]
+    #[arg(long)]
+    mtu: Option<u32>,
+}
+
+/// Runs the command line; the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Daemon);
+    init_tracing(daemon);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain of causes joined, the most specific last.
+            eprintln!("twnode: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+fn init_tracing(daemon: bool) {
+    let default = if daemon { "info,boringtun=warn" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TWNODE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // Under systemd the journal adds its own timestamps.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    cli.config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Daemon => run_daemon(&cli),
+        Command::Init => init(&cli),
+        Command::Genkey => {
+            println!("{}", PrivateKey::generate().to_base64());
+            Ok(())
+        }
+        Command::Pubkey => {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(1024)
+                .read_to_string(&mut text)
+                .context("cannot read the private key from stdin")?;
+            let key: PrivateKey = text
+                .trim()
+                .parse()
+                .map_err(|e| anyhow!("the private key on stdin is {e}"))?;
+            println!("{}", key.public_key());
+            Ok(())
+        }
+        Command::Reload => {
+            let r = call(&cli, Request::Reload)?;
+            if let Response::Reloaded { stopped, started } = r {
+                println!(
+                    "reloaded: {} line(s) stopped, {} started",
+                    stopped.len(),
+                    started.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Line(cmd) => line(&cli, cmd),
+    }
+}
+
+fn run_daemon(cli: &Cli) -> Result<()> {
+    let opts = crate::daemon::Options {
+        config: config_path(cli),
+        control: cli.control.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("twnode-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(crate::daemon::run(opts)).map_err(|e| {
+        crate::daemon::report(&e);
+        anyhow!(e)
+    })
+}
+
+fn init(cli: &Cli) -> Result<()> {
+    crate::net::sysctl::enable_forwarding()
+        .context("cannot enable forwarding (run as root)")?;
+    println!("✓ IPv4 and IPv6 forwarding enabled");
+    let path = config_path(cli);
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    if dir.exists() {
+        println!("✓ config directory {} exists", dir.display());
+    } else {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        println!("✓ config directory {} created (mode 0700)", dir.display());
+    }
+    Ok(())
+}
+
+/// Sends a request; when the user named a config file, first checks that the daemon
+/// behind the socket uses that file, so a command never edits another daemon's lines.
+fn call(cli: &Cli, request: Request) -> Result<Response> {
+    if let Some(want) = &cli.config {
+        let status = client::call(&cli.control, &Request::Status)?;
+        if let Response::Status(s) = status {
+            if !same_file(&s.config, want) {
+                bail!(
+                    "the daemon on {} uses config {}, not {}; pass --control for the daemon that uses {}",
+                    cli.control.display(),
+                    s.config.display(),
+                    want.display(),
+                    want.display()
+                );
+            }
+        }
+    }
+    Ok(client::call(&cli.control, &request)?)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| {
+        std::fs::canonicalize(p).unwrap_or_else(|_| {
+            // The file may not exist yet: compare its directory.
+            p.parent()
+                .and_then(|d| std::fs::canonicalize(d).ok())
+                .map(|d| d.join(p.file_name().unwrap_or_default()))
+                .unwrap_or_else(|| p.to_path_buf())
+        })
+    };
+    canon(a) == canon(b)
+}
+
+fn parse_ip(what: &str, s: &str) -> Result<std::net::IpAddr> {
+    s.parse()
+        .map_err(|_| anyhow!("<{what}> {s:?} is not an IP address (e.g. 198.51.100.20 or 2001:db8::1)"))
+}
+
+fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
+    match cmd {
+        LineCommand::Create(a) => {
+            let spec = LineSpec {
+                parent: a.parent.clone(),
+                peer_ip: parse_ip("peer_ip", &a.peer_ip)?,
+                peer_vip: parse_ip("peer_vip", &a.peer_vip)?,
+                local_vip: parse_ip("local_vip", &a.local_vip)?,
+                name: a.name.clone(),
+                kind: a.kind.clone(),
+                mode: a.mode.clone(),
+                listen_port: a.listen_port,
+                peer_port: a.peer_port,
+                private_key: a.private_key.clone(),
+                peer_pubkey: a.peer_pubkey.clone(),
+                keepalive: a.keepalive,
+                mtu: a.mtu,
+            };
+            match call(cli, Request::CreateLine(spec))? {
+                Response::Created(c) => {
+                    output::created(&c);
+                    Ok(())
+                }
+                other => bail!("unexpected answer from the daemon: {other:?}"),
+            }
+        }
+        LineCommand::List { json } => match call(cli, Request::ListLines)? {
+            Response::Lines { lines } => {
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&lines)?);
+                } else {
+                    print!("{}", output::table(&lines));
+                }
+                Ok(())
+            }
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        },
+        LineCommand::Show { name, json } => {
+            match call(cli, Request::ShowLine { name: name.clone() })? {
+                Response::Line(l) => {
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&l)?);
+                    } else {
+                        print!("{}", output::detail(&l));
+                    }
+                    Ok(())
+                }
+                other => bail!("unexpected answer from the daemon: {other:?}"),
+            }
+        }
+        LineCommand::ShowPeer { name } => {
+            match call(cli, Request::ShowPeer { name: name.clone() })? {
+                Response::Peer(p) => {
+                    eprintln!(
+                        "# This command carries the peer's private key: pass it over a trusted \
+                         channel and do not store it where others can read it."
+                    );
+                    println!("{p}");
+                    Ok(())
+                }
+                other => bail!("unexpected answer from the daemon: {other:?}"),
+            }
+        }
+        LineCommand::Delete { name, cascade } => match call(
+            cli,
+            Request::DeleteLine {
+                name: name.clone(),
+                cascade: *cascade,
+            },
+        )? {
+            Response::Deleted { names } => {
+                for n in names {
+                    println!("✓ line {n} deleted");
+                }
+                Ok(())
+            }
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        },
+    }
+}

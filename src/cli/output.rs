@@ -1,0 +1,215 @@
+//! What the commands print: the seed's `line create` report and `line list` table.
+
+use std::fmt::Write;
+
+use crate::control::{Created, LineState, LineStatus};
+
+/// `line create`'s report, in the order the seed shows it.
+pub fn created(c: &Created) {
+    let l = &c.line;
+    let mode = l.mode.as_deref().unwrap_or("-");
+    println!("[Create {} line - {mode} mode]", type_label(&l.kind));
+    println!("Parent:     {}", l.parent);
+    match l.local_ip {
+        Some(ip) => println!("Local IP:   {ip} (from parent {})", l.parent),
+        None => println!("Local IP:   (not known yet)"),
+    }
+    println!("Peer IP:    {}", l.peer_ip);
+    println!("Local VIP:  {}", l.local_vip);
+    println!("Peer VIP:   {}", l.peer_vip);
+    println!();
+    if c.generated_keys {
+        println!("Generating key pairs...");
+        println!("✓ local key pair generated");
+        println!("✓ peer key pair generated");
+        println!();
+    }
+    println!("[Bring-up]");
+    println!(
+        "✓ TUN device {} created (MTU {})",
+        l.name,
+        l.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "✓ VIP {} configured; {} routed in table 80",
+        l.local_vip, l.peer_vip
+    );
+    if let Some(port) = l.listen_port {
+        match l.local_ip {
+            Some(ip) => println!("✓ listening on {}", std::net::SocketAddr::new(ip, port)),
+            None => println!("✓ listening on port {port}"),
+        }
+    }
+    if mode == "client" {
+        println!("✓ handshake started toward {}", l.peer_ip);
+    } else {
+        println!("✓ waiting for the client's handshake");
+    }
+    println!();
+    println!("✓ line {} created and started", l.name);
+    if let Some(p) = &c.peer {
+        println!();
+        println!("[Peer command]");
+        println!("Run this on the peer (replace <parent> with its interface toward this host).");
+        println!("It carries the peer's private key: send it over a trusted channel.");
+        println!();
+        println!("{p}");
+    }
+}
+
+fn type_label(kind: &str) -> &str {
+    match kind {
+        "wireguard" => "WireGuard",
+        other => other,
+    }
+}
+
+/// A byte count in binary units.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// How long ago, for the handshake column.
+pub fn age(secs: Option<u64>) -> String {
+    match secs {
+        None => "never".into(),
+        Some(s) if s < 60 => format!("{s}s ago"),
+        Some(s) if s < 3600 => format!("{}m{}s ago", s / 60, s % 60),
+        Some(s) => format!("{}h{}m ago", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn state_label(l: &LineStatus) -> String {
+    match l.state {
+        LineState::Up => "✓ up".into(),
+        other => format!("✗ {other}"),
+    }
+}
+
+/// `line list`'s table: children indented under their parent.
+pub fn table(lines: &[LineStatus]) -> String {
+    let header = [
+        "NAME", "PARENT", "TYPE", "PEER IP", "LOCAL VIP", "MTU", "STATUS", "HANDSHAKE", "RX",
+        "TX",
+    ];
+    let rows: Vec<[String; 10]> = lines
+        .iter()
+        .map(|l| {
+            let name = if l.depth == 0 {
+                l.name.clone()
+            } else {
+                format!("{}└ {}", "  ".repeat(l.depth - 1), l.name)
+            };
+            [
+                name,
+                l.parent.clone(),
+                type_label(&l.kind).to_string(),
+                l.peer_ip.to_string(),
+                l.local_vip.to_string(),
+                l.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+                state_label(l),
+                age(l.last_handshake_secs),
+                bytes(l.rx_bytes),
+                bytes(l.tx_bytes),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        let _ = writeln!(out, "{}", s.trim_end());
+    };
+    line(&mut out, &header.map(String::from));
+    if rows.is_empty() {
+        out.push_str("(no lines: create one with `twnode line create`)\n");
+    }
+    for r in &rows {
+        line(&mut out, r);
+    }
+    out
+}
+
+/// `line show`'s detail view. Public keys only: private keys never print here.
+pub fn detail(l: &LineStatus) -> String {
+    let mut out = String::new();
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let _ = writeln!(out, "line:            {}", l.name);
+    let _ = writeln!(out, "type:            {}", l.kind);
+    let _ = writeln!(out, "mode:            {}", opt(l.mode.clone()));
+    let _ = writeln!(out, "parent:          {} (depth {})", l.parent, l.depth);
+    let _ = writeln!(out, "state:           {}", state_label(l));
+    if let Some(r) = &l.reason {
+        let _ = writeln!(out, "reason:          {r}");
+    }
+    let _ = writeln!(out, "local ip:        {}", opt(l.local_ip.map(|i| i.to_string())));
+    let _ = writeln!(out, "listen port:     {}", opt(l.listen_port.map(|p| p.to_string())));
+    let _ = writeln!(out, "peer ip:         {}", l.peer_ip);
+    let _ = writeln!(out, "endpoint:        {}", opt(l.endpoint.clone()));
+    let _ = writeln!(out, "local vip:       {}", l.local_vip);
+    let _ = writeln!(out, "peer vip:        {}", l.peer_vip);
+    let _ = writeln!(out, "mtu:             {}", opt(l.mtu.map(|m| m.to_string())));
+    let _ = writeln!(out, "public key:      {}", opt(l.public_key.clone()));
+    let _ = writeln!(out, "peer public key: {}", opt(l.peer_public_key.clone()));
+    let _ = writeln!(out, "last handshake:  {}", age(l.last_handshake_secs));
+    let _ = writeln!(
+        out,
+        "transfer:        {} received ({} packets), {} sent ({} packets)",
+        bytes(l.rx_bytes),
+        l.rx_packets,
+        bytes(l.tx_bytes),
+        l.tx_packets
+    );
+    if l.drops.is_empty() {
+        let _ = writeln!(out, "drops:           none");
+    } else {
+        let _ = writeln!(out, "drops:");
+        for (reason, n) in &l.drops {
+            let _ = writeln!(out, "  {reason:<16} {n}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn bytes_use_binary_units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(10 * 1024 * 1024), "10.0 MiB");
+    }
+
+    #[test]
+    fn handshake_age_reads_naturally() {
+        assert_eq!(age(None), "never");
+        assert_eq!(age(Some(5)), "5s ago");
+        assert_eq!(age(Some(125)), "2m5s ago");
+    }
+}

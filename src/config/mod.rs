@@ -1,0 +1,234 @@
+//! The TOML configuration: raw serde structs ([`raw`]) are turned by `TryFrom` into a
+//! validated model of newtypes ([`model`]); [`diff`] tells a reload which lines changed.
+//!
+//! Rules: everything that can be checked without looking at the host is checked at load
+//! time (duplicate names, unknown line parents, cycles, VIP and port clashes, MTU bounds);
+//! the file is written atomically (temp file, fsync, rename) with mode 0600; a file that
+//! holds private keys and is readable by other users is refused, as ssh refuses such keys.
+
+pub mod keys;
+pub mod model;
+pub mod raw;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub use keys::{KeyError, PrivateKey, PublicKey};
+pub use model::{Config, Line, LineKind, LineName, Mode, Mtu, Port, WireGuard};
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/twnode/twnode.toml";
+
+/// A configuration problem, always naming the file or the key that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done ("cannot read", "cannot write").
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML does not parse, or a key has the wrong type or is unknown.
+    /// toml's message carries line, column and the offending key.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's report.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// TOML key path, e.g. `line[1] ("tunnel_base").peer_port`.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The file holds private keys but other users can read it.
+    #[error(
+        "{path} holds private keys but is readable by other users (mode {mode:04o}); \
+         run `chmod 600 {path}` and start again"
+    )]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses and validates configuration text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: origin.to_path_buf(),
+        source: Box::new(e),
+    })?;
+    Config::try_from(raw)
+}
+
+/// Loads the configuration file. A missing file is an empty configuration (a fresh node
+/// before its first `line create`); anything else wrong is an error.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(source) => {
+            return Err(ConfigError::Io {
+                path: path.to_path_buf(),
+                action: "cannot read",
+                source,
+            })
+        }
+    };
+    let config = parse(&text, path)?;
+    if config.has_private_keys() {
+        let mode = fs::metadata(path)
+            .map_err(|source| ConfigError::Io {
+                path: path.to_path_buf(),
+                action: "cannot stat",
+                source,
+            })?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(config)
+}
+
+/// Writes the configuration atomically: a 0600 temp file in the same directory, fsync,
+/// rename over the old file, fsync the directory. A crash leaves the old or the new file,
+/// never half of one. The directory is created (0700) if missing.
+pub fn save(config: &Config, path: &Path) -> Result<(), ConfigError> {
+    let io = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| ConfigError::Io {
+            path: p,
+            action,
+            source,
+        }
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("cannot create directory", dir))?;
+    }
+    let text = config.to_toml();
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        file_name.as_deref().unwrap_or("twnode.toml"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("cannot create", &tmp))?;
+        // The mode given to open() is filtered by the umask and ignored for an existing
+        // file: set it explicitly.
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io("cannot chmod", &tmp))?;
+        f.write_all(text.as_bytes())
+            .map_err(io("cannot write", &tmp))?;
+        f.sync_all().map_err(io("cannot fsync", &tmp))?;
+        fs::rename(&tmp, path).map_err(io("cannot rename into place", path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("cannot fsync directory", dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn save_is_0600_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/twnode.toml");
+        let cfg = parse(model::test::SERVER_TOML, Path::new("x")).unwrap();
+        save(&cfg, &path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load(&path).unwrap(), cfg);
+        // No temp file left behind.
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn world_readable_file_with_private_keys_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twnode.toml");
+        fs::write(&path, model::test::SERVER_TOML).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Permissions { mode: 0o644, .. }));
+        assert!(msg.contains("chmod 600"), "{msg}");
+    }
+
+    #[test]
+    fn missing_file_is_an_empty_config() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            load(&dir.path().join("none.toml")).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn malformed_toml_names_file_line_and_column() {
+        let err = parse("[[line]]\nname = \n", Path::new("/etc/twnode/twnode.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/twnode/twnode.toml"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = model::test::SERVER_TOML.replace("mtu = 1420", "mtu = 1420\ncolour = \"red\"");
+        let msg = parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(msg.contains("colour"), "{msg}");
+    }
+}

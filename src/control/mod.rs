@@ -1,0 +1,371 @@
+//! The control protocol between `twnode` commands and the daemon: typed, versioned
+//! requests and responses, one JSON object per line over a unix socket.
+//!
+//! Rules: every message carries [`PROTOCOL_VERSION`]; a peer speaking another version
+//! gets an error that says which binary to use, never a misread request. A request is
+//! at most [`MAX_MESSAGE`] bytes. Private keys never travel in a response except the one
+//! field meant for it ([`PeerCommand::private_key`], the generated key of a client).
+
+pub mod client;
+pub mod server;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change of [`Request`] or [`Response`].
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/twnode/control.sock";
+/// Longest accepted message, in bytes.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// What can go wrong on the control channel.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No daemon listens on the socket.
+    #[error(
+        "the twnode daemon is not running (nothing listens on {path}); start it with \
+         `systemctl start twnode` or `twnode daemon`"
+    )]
+    NotRunning {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The connect error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket exists but could not be used.
+    #[error("control socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The other side sent something that is not a message of this protocol.
+    #[error("malformed control message: {0}")]
+    Malformed(String),
+    /// The other side speaks another protocol version.
+    #[error(
+        "control protocol mismatch: this twnode speaks version {ours}, the other side {theirs}; \
+         use the twnode binary that matches the running daemon (or restart the daemon after an upgrade)"
+    )]
+    Version {
+        /// Our version.
+        ours: u32,
+        /// Theirs.
+        theirs: u32,
+    },
+    /// The daemon refused or failed the request; the message says why.
+    #[error("{0}")]
+    Daemon(String),
+}
+
+/// A request with its protocol version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope<T> {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub protocol: u32,
+    /// The message.
+    pub body: T,
+}
+
+/// What a command asks of the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// The daemon's identity: version, config path.
+    Status,
+    /// Every line with its state.
+    ListLines,
+    /// One line in detail.
+    ShowLine {
+        /// The line.
+        name: String,
+    },
+    /// The command that creates this line's other end.
+    ShowPeer {
+        /// The line.
+        name: String,
+    },
+    /// Add a line to the config and bring it up.
+    CreateLine(LineSpec),
+    /// Take a line down and remove it from the config.
+    DeleteLine {
+        /// The line.
+        name: String,
+        /// Also delete the lines stacked on it.
+        cascade: bool,
+    },
+    /// Re-read the config file (as SIGHUP does).
+    Reload,
+}
+
+/// The arguments of `line create`, as typed by the user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineSpec {
+    pub parent: String,
+    pub peer_ip: IpAddr,
+    pub peer_vip: IpAddr,
+    pub local_vip: IpAddr,
+    pub name: String,
+    /// `type`: "wireguard".
+    pub kind: String,
+    pub mode: Option<String>,
+    pub listen_port: Option<u32>,
+    pub peer_port: Option<u32>,
+    /// Base64; given with `--mode client`.
+    pub private_key: Option<String>,
+    pub peer_pubkey: Option<String>,
+    pub keepalive: Option<u32>,
+    pub mtu: Option<u32>,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    /// Answer to [`Request::Status`].
+    Status(DaemonStatus),
+    /// Answer to [`Request::ListLines`].
+    Lines {
+        /// Lines, parents before their children.
+        lines: Vec<LineStatus>,
+    },
+    /// Answer to [`Request::ShowLine`].
+    Line(LineStatus),
+    /// Answer to [`Request::ShowPeer`].
+    Peer(PeerCommand),
+    /// Answer to [`Request::CreateLine`].
+    Created(Created),
+    /// Answer to [`Request::DeleteLine`].
+    Deleted {
+        /// Lines removed, children first.
+        names: Vec<String>,
+    },
+    /// Answer to [`Request::Reload`].
+    Reloaded {
+        /// Lines stopped.
+        stopped: Vec<String>,
+        /// Lines started.
+        started: Vec<String>,
+    },
+    /// The request failed; nothing was changed.
+    Error {
+        /// One line: what is wrong and what to do.
+        message: String,
+    },
+}
+
+/// Who the daemon is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub pid: u32,
+    pub config: PathBuf,
+    pub lines: usize,
+}
+
+/// A line's state as `line list` and `line show` print it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LineStatus {
+    pub name: String,
+    pub parent: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub mode: Option<String>,
+    pub peer_ip: IpAddr,
+    pub peer_vip: IpAddr,
+    pub local_vip: IpAddr,
+    /// The underlay address the line's socket is bound to (from its parent), once known.
+    pub local_ip: Option<IpAddr>,
+    pub depth: usize,
+    pub mtu: Option<u16>,
+    pub state: LineState,
+    /// Why the line is not up, when it is not.
+    pub reason: Option<String>,
+    pub listen_port: Option<u16>,
+    /// Where the peer's datagrams come from (follows a roaming client).
+    pub endpoint: Option<String>,
+    pub public_key: Option<String>,
+    pub peer_public_key: Option<String>,
+    pub last_handshake_secs: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Dropped packets by reason (only the non-zero ones).
+    pub drops: Vec<(String, u64)>,
+}
+
+/// A line's state.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LineState {
+    /// Traffic is flowing: a WireGuard session is established.
+    Up,
+    /// The data plane runs but the peer has not answered yet (or stopped answering).
+    Connecting,
+    /// The parent line is not up.
+    ParentDown,
+    /// The line could not be brought up; `reason` says why, the daemon retries.
+    Down,
+}
+
+impl fmt::Display for LineState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LineState::Up => "up",
+            LineState::Connecting => "connecting",
+            LineState::ParentDown => "parent down",
+            LineState::Down => "down",
+        })
+    }
+}
+
+/// The result of `line create`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Created {
+    pub line: LineStatus,
+    /// The command for the other end (for a server line with generated keys).
+    pub peer: Option<PeerCommand>,
+    /// Whether key pairs were generated.
+    pub generated_keys: bool,
+}
+
+/// The `line create` command that builds the other end of a line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerCommand {
+    /// Our underlay address: the peer's `peer_ip`.
+    pub peer_ip: IpAddr,
+    /// Our local VIP: the peer's `peer_vip`.
+    pub peer_vip: IpAddr,
+    /// Our peer VIP: the peer's `local_vip`.
+    pub local_vip: IpAddr,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The client's private key, generated by this server. Secret.
+    pub private_key: String,
+    /// Our public key.
+    pub peer_pubkey: String,
+    /// Our listen port.
+    pub peer_port: u16,
+}
+
+impl fmt::Display for PeerCommand {
+    /// One shell command, with `<parent>` left for the user to fill in.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "twnode line create <parent> {} {} {} {} --type {} --mode client \
+             --private-key '{}' --peer-pubkey '{}' --peer-port {}",
+            self.peer_ip,
+            self.peer_vip,
+            self.local_vip,
+            self.name,
+            self.kind,
+            self.private_key,
+            self.peer_pubkey,
+            self.peer_port
+        )
+    }
+}
+
+/// Encodes a message as one line of JSON.
+pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
+    let env = Envelope {
+        protocol: PROTOCOL_VERSION,
+        body,
+    };
+    let mut out = serde_json::to_vec(&env).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// Decodes one line; checks the version before the body so that a newer peer's
+/// unknown request reads as a version mismatch, not as garbage.
+pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, ControlError> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        protocol: u32,
+    }
+    let v: VersionOnly = serde_json::from_slice(line)
+        .map_err(|e| ControlError::Malformed(format!("no protocol version: {e}")))?;
+    if v.protocol != PROTOCOL_VERSION {
+        return Err(ControlError::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: v.protocol,
+        });
+    }
+    let env: Envelope<T> =
+        serde_json::from_slice(line).map_err(|e| ControlError::Malformed(e.to_string()))?;
+    Ok(env.body)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn request_round_trips() {
+        let bytes = encode(&Request::DeleteLine {
+            name: "t".into(),
+            cascade: true,
+        });
+        assert_eq!(*bytes.last().unwrap(), b'\n');
+        match decode::<Request>(&bytes[..bytes.len() - 1]).unwrap() {
+            Request::DeleteLine { name, cascade } => assert!(name == "t" && cascade),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn other_protocol_version_is_named() {
+        let err = decode::<Request>(br#"{"protocol":2,"body":{"request":"frobnicate"}}"#)
+            .unwrap_err();
+        assert!(matches!(err, ControlError::Version { ours: 1, theirs: 2 }));
+        assert!(err.to_string().contains("matches the running daemon"));
+    }
+
+    #[test]
+    fn unknown_request_is_malformed() {
+        let err = decode::<Request>(br#"{"protocol":1,"body":{"request":"frobnicate"}}"#)
+            .unwrap_err();
+        assert!(matches!(err, ControlError::Malformed(_)), "{err}");
+    }
+
+    #[test]
+    fn peer_command_is_one_line_starting_with_the_grammar() {
+        let p = PeerCommand {
+            peer_ip: "203.0.113.10".parse().unwrap(),
+            peer_vip: "10.0.0.1".parse().unwrap(),
+            local_vip: "10.0.0.2".parse().unwrap(),
+            name: "tunnel_base".into(),
+            kind: "wireguard".into(),
+            private_key: "k".into(),
+            peer_pubkey: "p".into(),
+            peer_port: 51820,
+        };
+        let s = p.to_string();
+        assert!(s.starts_with(
+            "twnode line create <parent> 203.0.113.10 10.0.0.1 10.0.0.2 tunnel_base "
+        ));
+        assert!(!s.contains('\n'));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<Request>(&b);
+            let _ = decode::<Response>(&b);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The daemon: loads the config, serves the control socket, keeps every configured line
+//! up, reloads on SIGHUP, and on SIGTERM removes everything it created and exits 0.
+//!
+//! Rules: one task (this loop) owns the [`Supervisor`]; control requests, signals and
+//! the retry tick are handled one at a time, so no state is shared between them.
+
+pub mod supervisor;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::config::{self, ConfigError};
+use crate::control::server::Server;
+use crate::control::ControlError;
+use crate::net::{Host, NetError};
+pub use supervisor::Supervisor;
+
+/// How often lines that are down are tried again (and states are logged).
+pub const RETRY: Duration = Duration::from_secs(2);
+
+/// Where the daemon finds its files.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub control: PathBuf,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration did not load.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The control socket could not be served.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// Netlink is not available.
+    #[error("netlink: {0}")]
+    Net(#[from] NetError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    let config = config::load(&opts.config)?;
+    info!(config = %opts.config.display(), lines = config.lines.len(), "twnode starting");
+    let host = Host::connect()?;
+    match host.purge_stale().await {
+        Ok(0) => {}
+        Ok(n) => warn!(removed = n, "removed routes and rules left by a previous twnode run"),
+        Err(e) => warn!(error = %e, "could not look for stale routes and rules"),
+    }
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+
+    let server = Server::bind(&opts.control)?;
+    let (calls_tx, mut calls) = mpsc::channel(64);
+    let serving = tokio::spawn(server.serve(calls_tx));
+
+    let mut sup = Supervisor::new(host, opts.config.clone(), config);
+    sup.reconcile().await;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    info!(control = %opts.control.display(), lines = sup.configured(), "twnode ready");
+
+    let mut retry = tokio::time::interval(RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut states = sup.states();
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading {}", opts.config.display());
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                let _ = sup.reload().await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            }
+            Some((request, reply)) = calls.recv() => {
+                let response = sup.handle(request).await;
+                let _ = reply.send(response);
+            }
+            _ = retry.tick() => {
+                sup.reconcile().await;
+                let now = sup.states();
+                for (name, state) in &now {
+                    if states.get(name) != Some(state) {
+                        info!(line = %name, state = %state, "line state changed");
+                    }
+                }
+                states = now;
+            }
+        }
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    serving.abort();
+    let _ = serving.await;
+    sup.shutdown().await;
+    info!("twnode stopped; everything it created is removed");
+    Ok(())
+}
+
+/// Logs a fatal start-up error in the daemon's voice.
+pub fn report(e: &DaemonError) {
+    error!("{e}");
+}

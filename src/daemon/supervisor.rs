@@ -1,0 +1,754 @@
+//! The supervisor: owns the running lines, brings configured lines up parents first,
+//! keeps retrying the ones that cannot come up, and answers control requests.
+//!
+//! Rules: a control request that fails changes nothing (the config file is written
+//! only after the host accepted the change, and a line half brought up is rolled back);
+//! every host object a line installs is recorded so that taking the line down removes
+//! exactly that; rules shared by several lines are reference-counted, and a rule that
+//! existed before twnode is never removed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use tracing::{info, warn};
+
+use crate::config::{self, Config, Line, LineKind, LineName, Mode, PrivateKey, WireGuard};
+use crate::control::{
+    Created, DaemonStatus, LineSpec, LineState, LineStatus, PeerCommand, Request, Response,
+};
+use crate::dataplane::{LineStats, WireGuardLine, WireGuardSpec};
+use crate::net::{self, Family, Host, NetError, Route, Rule};
+
+/// Outer headers a WireGuard line adds: IP (20 or 40) + UDP 8 + WireGuard 32.
+pub fn wireguard_overhead(underlay: IpAddr) -> u16 {
+    let ip = if underlay.is_ipv4() { 20 } else { 40 };
+    ip + 8 + crate::tunnel::wireguard::DATA_OVERHEAD as u16
+}
+
+/// A host object installed for a line.
+#[derive(Debug, Clone)]
+enum Installed {
+    Route(Route),
+    /// A reference on a shared rule.
+    Rule(Rule),
+}
+
+/// A line whose data plane runs.
+struct Running {
+    line: Line,
+    local_ip: IpAddr,
+    mtu: u16,
+    dataplane: WireGuardLine,
+    installed: Vec<Installed>,
+}
+
+/// A configured line that is not running, and why.
+#[derive(Debug, Clone)]
+struct Failed {
+    reason: String,
+    parent_down: bool,
+}
+
+/// The daemon's state.
+pub struct Supervisor {
+    host: Host,
+    config_path: PathBuf,
+    config: Config,
+    running: HashMap<LineName, Running>,
+    failed: HashMap<LineName, Failed>,
+    /// Rules shared by lines: how many lines use each, and whether it predates us.
+    rules: HashMap<Rule, (usize, bool)>,
+    next_index: u32,
+}
+
+impl Supervisor {
+    /// A supervisor with nothing running yet.
+    pub fn new(host: Host, config_path: PathBuf, config: Config) -> Supervisor {
+        Supervisor {
+            host,
+            config_path,
+            config,
+            running: HashMap::new(),
+            failed: HashMap::new(),
+            rules: HashMap::new(),
+            next_index: rand_index(),
+        }
+    }
+
+    /// How many lines are configured.
+    pub fn configured(&self) -> usize {
+        self.config.lines.len()
+    }
+
+    /// Tries to bring up every configured line that is not running, parents first.
+    /// Logs a line's failure once per distinct reason.
+    pub async fn reconcile(&mut self) {
+        let order: Vec<Line> = self.config.ordered().into_iter().cloned().collect();
+        for line in order {
+            if self.running.contains_key(&line.name) {
+                continue;
+            }
+            match self.bring_up(&line).await {
+                Ok(()) => {
+                    self.failed.remove(&line.name);
+                }
+                Err(f) => {
+                    let changed = self
+                        .failed
+                        .get(&line.name)
+                        .is_none_or(|old| old.reason != f.reason);
+                    if changed {
+                        warn!(line = %line.name, reason = %f.reason, "line cannot come up; retrying");
+                    }
+                    self.failed.insert(line.name.clone(), f);
+                }
+            }
+        }
+    }
+
+    /// Takes every line down, children first, and removes what they installed.
+    pub async fn shutdown(&mut self) {
+        let order: Vec<LineName> = self
+            .config
+            .ordered()
+            .into_iter()
+            .rev()
+            .map(|l| l.name.clone())
+            .collect();
+        for name in order {
+            self.take_down(&name).await;
+        }
+        // Lines that were running but are no longer configured (cannot happen through
+        // the supervisor's own paths, but never leave anything behind).
+        let rest: Vec<LineName> = self.running.keys().cloned().collect();
+        for name in rest {
+            self.take_down(&name).await;
+        }
+    }
+
+    /// Answers one control request.
+    pub async fn handle(&mut self, request: Request) -> Response {
+        let result = match request {
+            Request::Status => Ok(Response::Status(DaemonStatus {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                config: self.config_path.clone(),
+                lines: self.config.lines.len(),
+            })),
+            Request::ListLines => Ok(Response::Lines {
+                lines: self
+                    .config
+                    .ordered()
+                    .into_iter()
+                    .map(|l| self.status(l))
+                    .collect(),
+            }),
+            Request::ShowLine { name } => self
+                .known(&name)
+                .map(|l| Response::Line(self.status(l))),
+            Request::ShowPeer { name } => self.show_peer(&name).await.map(Response::Peer),
+            Request::CreateLine(spec) => self.create(spec).await.map(Response::Created),
+            Request::DeleteLine { name, cascade } => self
+                .delete(&name, cascade)
+                .await
+                .map(|names| Response::Deleted { names }),
+            Request::Reload => self.reload().await.map(|(stopped, started)| {
+                Response::Reloaded { stopped, started }
+            }),
+        };
+        result.unwrap_or_else(|message| Response::Error { message })
+    }
+
+    fn known(&self, name: &str) -> Result<&Line, String> {
+        self.config.line(name).ok_or_else(|| {
+            format!("no line named {name:?}; `twnode line list` shows the configured lines")
+        })
+    }
+
+    /// Re-reads the config file and applies the difference. A config that does not load
+    /// changes nothing.
+    pub async fn reload(&mut self) -> Result<(Vec<String>, Vec<String>), String> {
+        let new = config::load(&self.config_path).map_err(|e| {
+            let msg = format!("reload refused, keeping the running configuration: {e}");
+            warn!("{msg}");
+            msg
+        })?;
+        let diff = config::model::diff(&self.config, &new);
+        for name in &diff.stop {
+            self.take_down(name).await;
+            self.failed.remove(name);
+        }
+        for name in self.config.lines.iter().map(|l| l.name.clone()).collect::<Vec<_>>() {
+            if new.line(name.as_str()).is_none() {
+                self.failed.remove(&name);
+            }
+        }
+        self.config = new;
+        self.reconcile().await;
+        info!(stopped = ?diff.stop, started = ?diff.start, "configuration reloaded");
+        Ok((
+            diff.stop.iter().map(|n| n.to_string()).collect(),
+            diff.start.iter().map(|n| n.to_string()).collect(),
+        ))
+    }
+
+    async fn create(&mut self, spec: LineSpec) -> Result<Created, String> {
+        let (line, generated) = line_from_spec(spec)?;
+        let new_config = self.config.with_line(line.clone()).map_err(|e| e.to_string())?;
+        if let Some(parent) = self.config.line(line.parent.as_str()) {
+            if !self.running.contains_key(&parent.name) {
+                let why = self
+                    .failed
+                    .get(&parent.name)
+                    .map(|f| f.reason.clone())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "parent line {} is not running ({why}); bring it up first",
+                    parent.name
+                ));
+            }
+        }
+        // Bring it up before writing anything: a parent that does not exist, a VIP or a
+        // port in use fails here and the config file stays as it was.
+        let old_config = std::mem::replace(&mut self.config, new_config);
+        if let Err(f) = self.bring_up(&line).await {
+            self.config = old_config;
+            return Err(f.reason);
+        }
+        if let Err(e) = config::save(&self.config, &self.config_path) {
+            self.take_down(&line.name).await;
+            self.config = old_config;
+            return Err(format!("line not created: {e}"));
+        }
+        info!(line = %line.name, parent = %line.parent, peer_ip = %line.peer_ip, "line created");
+        let status = self.status(&line);
+        let peer = self.peer_command(&line).ok();
+        Ok(Created {
+            line: status,
+            peer,
+            generated_keys: generated,
+        })
+    }
+
+    async fn delete(&mut self, name: &str, cascade: bool) -> Result<Vec<String>, String> {
+        let line = self.known(name)?.clone();
+        let below = self.config.descendants(name);
+        if !below.is_empty() && !cascade {
+            let names: Vec<String> = below.iter().map(|n| n.to_string()).collect();
+            return Err(format!(
+                "line {name} carries {}; delete those first or add --cascade",
+                names.join(", ")
+            ));
+        }
+        let mut doomed = below;
+        doomed.reverse();
+        doomed.sort_by_key(|n| std::cmp::Reverse(self.config.depth(n.as_str())));
+        doomed.push(line.name.clone());
+        let new_config = self.config.without(&doomed);
+        config::save(&new_config, &self.config_path)
+            .map_err(|e| format!("nothing deleted: {e}"))?;
+        for n in &doomed {
+            self.take_down(n).await;
+            self.failed.remove(n);
+        }
+        self.config = new_config;
+        info!(lines = ?doomed, "deleted");
+        Ok(doomed.iter().map(|n| n.to_string()).collect())
+    }
+
+    async fn show_peer(&mut self, name: &str) -> Result<PeerCommand, String> {
+        let line = self.known(name)?.clone();
+        self.peer_command(&line)
+    }
+
+    fn peer_command(&self, line: &Line) -> Result<PeerCommand, String> {
+        let LineKind::WireGuard(wg) = &line.kind;
+        if wg.mode != Mode::Server {
+            return Err(format!(
+                "line {} is a client; its peer command comes from the server: run \
+                 `twnode line show-peer {}` on {}",
+                line.name, line.name, line.peer_ip
+            ));
+        }
+        let Some(peer_private) = &wg.peer_private_key else {
+            return Err(format!(
+                "line {} was created with keys given by hand, so twnode does not know the \
+                 client's private key; give the client its key yourself",
+                line.name
+            ));
+        };
+        let local_ip = self
+            .running
+            .get(&line.name)
+            .map(|r| r.local_ip)
+            .ok_or_else(|| {
+                format!(
+                    "line {} is not running, so its local IP is not known yet: {}",
+                    line.name,
+                    self.failed
+                        .get(&line.name)
+                        .map(|f| f.reason.as_str())
+                        .unwrap_or("starting")
+                )
+            })?;
+        Ok(PeerCommand {
+            peer_ip: local_ip,
+            peer_vip: line.local_vip,
+            local_vip: line.peer_vip,
+            name: line.name.to_string(),
+            kind: line.kind.type_name().to_string(),
+            private_key: peer_private.to_base64(),
+            peer_pubkey: wg.private_key.public_key().to_string(),
+            peer_port: wg.listen_port.map(|p| p.get()).unwrap_or(0),
+        })
+    }
+
+    fn state(&self, line: &Line) -> (LineState, Option<String>) {
+        let parent_up = match self.config.line(line.parent.as_str()) {
+            None => true,
+            Some(p) => self.state(p).0 == LineState::Up,
+        };
+        match self.running.get(&line.name) {
+            Some(_) if !parent_up => (
+                LineState::ParentDown,
+                Some(format!("parent line {} is not up", line.parent)),
+            ),
+            Some(r) if r.dataplane.status().up => (LineState::Up, None),
+            Some(_) => (
+                LineState::Connecting,
+                Some("no WireGuard session with the peer yet".into()),
+            ),
+            None => match self.failed.get(&line.name) {
+                Some(f) if f.parent_down => (LineState::ParentDown, Some(f.reason.clone())),
+                Some(f) => (LineState::Down, Some(f.reason.clone())),
+                None => (LineState::Down, Some("starting".into())),
+            },
+        }
+    }
+
+    fn status(&self, line: &Line) -> LineStatus {
+        let (state, reason) = self.state(line);
+        let LineKind::WireGuard(wg) = &line.kind;
+        let running = self.running.get(&line.name);
+        let dp = running.map(|r| (r.dataplane.status(), r.dataplane.stats()));
+        let stat = |f: fn(&LineStats) -> &std::sync::atomic::AtomicU64| {
+            dp.as_ref().map(|(_, s)| LineStats::get(f(s))).unwrap_or(0)
+        };
+        LineStatus {
+            name: line.name.to_string(),
+            parent: line.parent.to_string(),
+            kind: line.kind.type_name().to_string(),
+            mode: Some(wg.mode.as_str().to_string()),
+            peer_ip: line.peer_ip,
+            peer_vip: line.peer_vip,
+            local_vip: line.local_vip,
+            local_ip: running.map(|r| r.local_ip),
+            depth: self.config.depth(line.name.as_str()),
+            mtu: running.map(|r| r.mtu).or(line.mtu.map(|m| m.get())),
+            state,
+            reason,
+            listen_port: dp
+                .as_ref()
+                .and_then(|(s, _)| s.local.map(|a| a.port()))
+                .or(wg.listen_port.map(|p| p.get())),
+            endpoint: dp
+                .as_ref()
+                .and_then(|(s, _)| s.endpoint.map(|e| e.to_string())),
+            public_key: Some(wg.private_key.public_key().to_string()),
+            peer_public_key: Some(wg.peer_public_key.to_string()),
+            last_handshake_secs: dp
+                .as_ref()
+                .and_then(|(s, _)| s.core.last_handshake.map(|d| d.as_secs())),
+            rx_bytes: stat(|s| &s.rx_bytes),
+            tx_bytes: stat(|s| &s.tx_bytes),
+            rx_packets: stat(|s| &s.rx_packets),
+            tx_packets: stat(|s| &s.tx_packets),
+            drops: dp
+                .as_ref()
+                .map(|(_, s)| s.nonzero_drops())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Where the line's socket binds and what MTU its parent offers.
+    async fn resolve_parent(&self, line: &Line) -> Result<(IpAddr, u16, Option<u32>), Failed> {
+        let fail = |reason: String| Failed {
+            reason,
+            parent_down: false,
+        };
+        if let Some(parent) = self.config.line(line.parent.as_str()) {
+            let Some(p) = self.running.get(&parent.name) else {
+                return Err(Failed {
+                    reason: format!("parent line {} is not running", parent.name),
+                    parent_down: true,
+                });
+            };
+            if parent.local_vip.is_ipv4() != line.peer_ip.is_ipv4() {
+                return Err(fail(format!(
+                    "peer_ip {} and parent line {}'s VIP {} are of different IP families",
+                    line.peer_ip, parent.name, parent.local_vip
+                )));
+            }
+            return Ok((parent.local_vip, p.mtu, Some(p.dataplane.ifindex())));
+        }
+        let name = line.parent.as_str();
+        let index = self
+            .host
+            .link_index(name)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| {
+                fail(format!(
+                    "parent interface {name} does not exist on this host \
+                     (`ip link` lists the interfaces; a line's parent is an interface or a line)"
+                ))
+            })?;
+        let addrs = self
+            .host
+            .link_addrs(index)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let local = pick_local_address(&addrs, line.peer_ip).ok_or_else(|| {
+            let fam = if line.peer_ip.is_ipv4() { "IPv4" } else { "IPv6" };
+            fail(format!(
+                "parent interface {name} has no {fam} address to reach peer {} from; \
+                 add one or choose another parent",
+                line.peer_ip
+            ))
+        })?;
+        let mtu = self
+            .host
+            .link_mtu(index)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok((local, mtu.min(u16::MAX as u32) as u16, None))
+    }
+
+    /// Brings one line up; on any failure everything done so far is undone.
+    async fn bring_up(&mut self, line: &Line) -> Result<(), Failed> {
+        let fail = |reason: String| Failed {
+            reason,
+            parent_down: false,
+        };
+        let (local_ip, parent_mtu, parent_ifindex) = self.resolve_parent(line).await?;
+        if let Some(idx) = self
+            .host
+            .link_index(line.name.as_str())
+            .await
+            .map_err(|e| fail(e.to_string()))?
+        {
+            return Err(fail(format!(
+                "an interface named {} (index {idx}) already exists on this host; \
+                 choose another line name",
+                line.name
+            )));
+        }
+        let addrs = self
+            .host
+            .all_addrs()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        for (what, vip) in [("local VIP", line.local_vip), ("peer VIP", line.peer_vip)] {
+            if let Some((idx, _)) = addrs.iter().find(|(_, a)| *a == vip) {
+                return Err(fail(format!(
+                    "{what} {vip} is already configured on this host (interface index {idx}); \
+                     choose another VIP"
+                )));
+            }
+        }
+        let LineKind::WireGuard(wg) = &line.kind;
+        let overhead = wireguard_overhead(line.peer_ip);
+        let mtu = match line.mtu {
+            Some(m) => m.get(),
+            None => {
+                let derived = parent_mtu.saturating_sub(overhead);
+                let min = if line.carries_ipv6() {
+                    config::Mtu::MIN_V6
+                } else {
+                    config::Mtu::MIN_V4
+                };
+                if u32::from(derived) < min {
+                    return Err(fail(format!(
+                        "the parent's MTU {parent_mtu} leaves {derived} after WireGuard's \
+                         {overhead} bytes, below the minimum {min}"
+                    )));
+                }
+                derived.min(config::Mtu::MAX as u16)
+            }
+        };
+        let index = self.next_index;
+        self.next_index = self.next_index.wrapping_add(1) & 0x00ff_ffff;
+        let spec = WireGuardSpec {
+            name: line.name.to_string(),
+            mtu,
+            local_ip,
+            listen_port: wg.listen_port.map(|p| p.get()).unwrap_or(0),
+            endpoint: match wg.mode {
+                Mode::Client => wg
+                    .peer_port
+                    .map(|p| SocketAddr::new(line.peer_ip, p.get())),
+                Mode::Server => None,
+            },
+            private_key: wg.private_key.clone(),
+            peer_public_key: wg.peer_public_key,
+            keepalive: wg.persistent_keepalive,
+            index,
+        };
+        let dataplane = WireGuardLine::start(spec).map_err(|e| {
+            let mut reason = e.to_string();
+            if reason.contains("in use") {
+                reason.push_str("; another program (or line) holds that port: choose another");
+            }
+            fail(reason)
+        })?;
+        let mut running = Running {
+            line: line.clone(),
+            local_ip,
+            mtu,
+            dataplane,
+            installed: Vec::new(),
+        };
+        if let Err(e) = self.install(&mut running, parent_ifindex).await {
+            self.uninstall(&mut running).await;
+            running.dataplane.stop().await;
+            return Err(fail(e.to_string()));
+        }
+        info!(line = %line.name, local_ip = %local_ip, mtu, "line up (waiting for the peer)");
+        self.running.insert(line.name.clone(), running);
+        Ok(())
+    }
+
+    /// Addresses, routes and rules of a running line.
+    async fn install(&mut self, r: &mut Running, parent_ifindex: Option<u32>) -> Result<(), NetError> {
+        let line = r.line.clone();
+        let ifindex = r.dataplane.ifindex();
+        let family = Family::of(line.local_vip);
+        let max = family.max_prefix();
+        self.host.add_addr(ifindex, line.local_vip, max).await?;
+        let vip_route = Route {
+            dst: line.peer_vip,
+            prefix: max,
+            oif: ifindex,
+            table: net::VIP_TABLE,
+            src: Some(line.local_vip),
+        };
+        self.host.add_route(&vip_route).await?;
+        r.installed.push(Installed::Route(vip_route));
+        self.acquire_rule(r, Rule::from_all(family, net::VIP_RULE_PREF, net::VIP_TABLE))
+            .await?;
+        // Protection: the underlay datagrams to peer_ip must never enter a tunnel's
+        // routes. On a physical parent they follow the main table; on a line they follow
+        // the VIP table, where the parent's route (or the relay route below) carries them.
+        let peer_max = Family::of(line.peer_ip).max_prefix();
+        let protect_table = match parent_ifindex {
+            None => net::MAIN_TABLE,
+            Some(parent_if) => {
+                let parent_peer_vip = self
+                    .config
+                    .line(line.parent.as_str())
+                    .map(|p| p.peer_vip);
+                if parent_peer_vip != Some(line.peer_ip) {
+                    // A relay: the peer is reached through the parent's far end.
+                    let relay = Route {
+                        dst: line.peer_ip,
+                        prefix: peer_max,
+                        oif: parent_if,
+                        table: net::VIP_TABLE,
+                        src: Some(r.local_ip),
+                    };
+                    self.host.add_route(&relay).await?;
+                    r.installed.push(Installed::Route(relay));
+                }
+                net::VIP_TABLE
+            }
+        };
+        self.acquire_rule(
+            r,
+            Rule::to_prefix(net::PROTECT_RULE_PREF, line.peer_ip, peer_max, protect_table),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn acquire_rule(&mut self, r: &mut Running, rule: Rule) -> Result<(), NetError> {
+        let entry = match self.rules.get_mut(&rule) {
+            Some(e) => e,
+            None => {
+                let preexisting = self.host.rule_exists(&rule).await?;
+                if !preexisting {
+                    self.host.add_rule(&rule).await?;
+                }
+                self.rules.entry(rule.clone()).or_insert((0, preexisting))
+            }
+        };
+        entry.0 += 1;
+        r.installed.push(Installed::Rule(rule));
+        Ok(())
+    }
+
+    async fn uninstall(&mut self, r: &mut Running) {
+        for obj in r.installed.drain(..).rev() {
+            let result = match obj {
+                Installed::Route(route) => self.host.del_route(&route).await,
+                Installed::Rule(rule) => {
+                    let last = match self.rules.get_mut(&rule) {
+                        Some(e) => {
+                            e.0 = e.0.saturating_sub(1);
+                            (e.0 == 0).then_some(e.1)
+                        }
+                        None => None,
+                    };
+                    match last {
+                        Some(preexisting) => {
+                            self.rules.remove(&rule);
+                            if preexisting {
+                                Ok(())
+                            } else {
+                                self.host.del_rule(&rule).await
+                            }
+                        }
+                        None => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                warn!(line = %r.line.name, error = %e, "could not remove a host object");
+            }
+        }
+    }
+
+    async fn take_down(&mut self, name: &LineName) {
+        if let Some(mut r) = self.running.remove(name) {
+            self.uninstall(&mut r).await;
+            r.dataplane.stop().await;
+        }
+    }
+
+    /// Current states, to log transitions.
+    pub fn states(&self) -> BTreeMap<String, LineState> {
+        self.config
+            .lines
+            .iter()
+            .map(|l| (l.name.to_string(), self.state(l).0))
+            .collect()
+    }
+}
+
+fn rand_index() -> u32 {
+    let mut b = [0u8; 4];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    u32::from_le_bytes(b) & 0x00ff_ffff
+}
+
+/// The parent's address to use toward `peer`: same family, global scope preferred.
+fn pick_local_address(addrs: &[IpAddr], peer: IpAddr) -> Option<IpAddr> {
+    let same = addrs.iter().copied().filter(|a| a.is_ipv4() == peer.is_ipv4());
+    let is_link_local = |a: &IpAddr| match a {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    let all: Vec<IpAddr> = same.collect();
+    all.iter()
+        .copied()
+        .find(|a| !is_link_local(a))
+        .or_else(|| all.first().copied())
+}
+
+/// Builds a line from `line create`'s arguments, generating keys for a server.
+fn line_from_spec(spec: LineSpec) -> Result<(Line, bool), String> {
+    let name: LineName = spec.name.parse().map_err(|e: String| format!("<name>: {e}"))?;
+    let parent: LineName = spec.parent.parse().map_err(|e: String| format!("<parent>: {e}"))?;
+    if spec.kind != "wireguard" {
+        return Err(format!(
+            "--type {}: not supported yet; supported: {} (see the README's list of missing features)",
+            spec.kind,
+            config::model::SUPPORTED_TYPES.join(", ")
+        ));
+    }
+    let mode: Mode = spec
+        .mode
+        .as_deref()
+        .ok_or("--mode server|client is required for a wireguard line")?
+        .parse()
+        .map_err(|e: String| format!("--mode: {e}"))?;
+    let parse_private = |s: &str| {
+        s.parse::<PrivateKey>()
+            .map_err(|e| format!("--private-key: {e}"))
+    };
+    let parse_public = |s: &str| {
+        s.parse::<config::PublicKey>()
+            .map_err(|e| format!("--peer-pubkey: {e}"))
+    };
+    let port = |flag: &str, v: Option<u32>| {
+        v.map(config::Port::new)
+            .transpose()
+            .map_err(|e| format!("{flag}: {e}"))
+    };
+    let listen_port = port("--listen-port", spec.listen_port)?;
+    let peer_port = port("--peer-port", spec.peer_port)?;
+    let (private_key, peer_public_key, peer_private_key, generated) = match mode {
+        Mode::Client => {
+            let private = parse_private(spec.private_key.as_deref().ok_or(
+                "--private-key is required for a client (paste the server's peer command)",
+            )?)?;
+            let public = parse_public(spec.peer_pubkey.as_deref().ok_or(
+                "--peer-pubkey is required for a client (paste the server's peer command)",
+            )?)?;
+            if peer_port.is_none() {
+                return Err(
+                    "--peer-port is required for a client: the server's listen port, printed in its peer command"
+                        .into(),
+                );
+            }
+            (private, public, None, false)
+        }
+        Mode::Server => {
+            if listen_port.is_none() {
+                return Err("--listen-port is required for a server".into());
+            }
+            match (spec.private_key.as_deref(), spec.peer_pubkey.as_deref()) {
+                (None, None) => {
+                    let ours = PrivateKey::generate();
+                    let theirs = PrivateKey::generate();
+                    let public = theirs.public_key();
+                    (ours, public, Some(theirs), true)
+                }
+                (Some(k), Some(p)) => (parse_private(k)?, parse_public(p)?, None, false),
+                _ => {
+                    return Err(
+                        "give both --private-key and --peer-pubkey, or neither (twnode then generates both key pairs)"
+                            .into(),
+                    )
+                }
+            }
+        }
+    };
+    let persistent_keepalive = match spec.keepalive {
+        None => config::model::DEFAULT_KEEPALIVE,
+        Some(v) => u16::try_from(v).map_err(|_| format!("--keepalive {v}: above 65535 seconds"))?,
+    };
+    let mtu = spec
+        .mtu
+        .map(|m| config::Mtu::new(m, spec.local_vip.is_ipv6()))
+        .transpose()
+        .map_err(|e| format!("--mtu: {e}"))?;
+    let line = Line {
+        name,
+        parent,
+        peer_ip: spec.peer_ip,
+        peer_vip: spec.peer_vip,
+        local_vip: spec.local_vip,
+        mtu,
+        kind: LineKind::WireGuard(WireGuard {
+            mode,
+            listen_port,
+            peer_port,
+            private_key,
+            peer_public_key,
+            peer_private_key,
+            persistent_keepalive,
+        }),
+    };
+    Ok((line, generated))
+}

@@ -1,0 +1,84 @@
+//! Batch buffers. Each worker thread owns one set, reused for every batch of every line
+//! it serves, so the memory cost does not grow with the number of lines and nothing is
+//! allocated per packet. A batch is received, processed and sent without an `.await` in
+//! between, which is what makes per-thread buffers safe.
+
+use std::cell::RefCell;
+
+/// Packets handled per system call.
+pub const BATCH: usize = 32;
+/// One slot holds the largest packet twnode carries: MTU 9000 plus outer headers.
+pub const SLOT: usize = 9216;
+
+/// Input and output slots of one batch.
+pub struct Batch {
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Length of each received packet.
+    pub in_len: [usize; BATCH],
+    /// Offset and length of each produced packet in its output slot.
+    pub out: [(usize, usize); BATCH],
+    /// Source address of each received datagram.
+    pub from: [Option<std::net::SocketAddr>; BATCH],
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            input: vec![0; BATCH * SLOT],
+            output: vec![0; BATCH * SLOT],
+            in_len: [0; BATCH],
+            out: [(0, 0); BATCH],
+            from: [None; BATCH],
+        }
+    }
+
+    /// Input slot `i`, whole.
+    pub fn input_slot(&mut self, i: usize) -> &mut [u8] {
+        &mut self.input[i * SLOT..(i + 1) * SLOT]
+    }
+
+    /// The received packet in input slot `i`.
+    pub fn input(&self, i: usize) -> &[u8] {
+        &self.input[i * SLOT..i * SLOT + self.in_len[i]]
+    }
+
+    /// Input slot `i`'s packet and output slot `i`, borrowed together.
+    pub fn in_out(&mut self, i: usize) -> (&[u8], &mut [u8]) {
+        let len = self.in_len[i];
+        (
+            &self.input[i * SLOT..i * SLOT + len],
+            &mut self.output[i * SLOT..(i + 1) * SLOT],
+        )
+    }
+
+    /// The produced packet in output slot `i`.
+    pub fn output(&self, i: usize) -> &[u8] {
+        let (off, len) = self.out[i];
+        &self.output[i * SLOT + off..i * SLOT + off + len]
+    }
+
+    /// All input slots as one buffer (for `recvmmsg`).
+    pub fn inputs_mut(&mut self) -> &mut [u8] {
+        &mut self.input
+    }
+}
+
+/// Where `produced` (a slice a core returned) starts inside the slot that begins at
+/// `slot_start`.
+pub fn offset_in(slot_start: *const u8, produced: &[u8]) -> usize {
+    produced.as_ptr() as usize - slot_start as usize
+}
+
+thread_local! {
+    static BATCH_BUFFERS: RefCell<Option<Box<Batch>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's batch buffers (allocated on first use).
+pub fn with_batch<R>(f: impl FnOnce(&mut Batch) -> R) -> R {
+    BATCH_BUFFERS.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let batch = slot.get_or_insert_with(|| Box::new(Batch::new()));
+        f(batch)
+    })
+}

@@ -1,0 +1,50 @@
+//! The data plane: the only code that owns TUN devices and sockets. It moves packets in
+//! batches between a line's TUN device and its underlay socket, through the line's
+//! tunnel core.
+//!
+//! Rules: no allocation per packet (batch buffers are per worker thread and reused, see
+//! [`batch`]); no lock held across `.await` (a line's core is locked once per batch);
+//! a bad packet is counted and dropped, never a crash; timers run on a tick, not per
+//! packet.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod batch;
+pub mod stats;
+pub mod tun;
+pub mod udp;
+pub mod wireguard;
+
+pub use stats::LineStats;
+pub use wireguard::{WireGuardLine, WireGuardSpec};
+
+/// Why a line's data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The TUN device could not be created.
+    #[error("cannot create TUN device {name}: {source} (is /dev/net/tun there, and do we have CAP_NET_ADMIN?)")]
+    Tun {
+        /// Device name.
+        name: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The underlay socket could not be opened or bound.
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        /// The local address and port.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A socket option or registration with the runtime failed.
+    #[error("{what}: {source}")]
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
