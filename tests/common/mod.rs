@@ -28,6 +28,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 
+pub mod node;
+
 /// Distinguishes the namespaces of one test process (tests run on parallel threads).
 static NEXT_NS: AtomicUsize = AtomicUsize::new(0);
 
@@ -293,9 +295,27 @@ pub fn veth_pair(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_a
         ns.ip(&["link", "set", ifname, "up"]);
         let gateway = host_part(peer);
         let family = if v6 { "-6" } else { "-4" };
+        // onlink: the two ends may sit in different subnets, as the seed's hosts do
+        // (203.0.113.10/24 and 198.51.100.20/24 on one wire).
         ns.ip(&[
-            family, "route", "add", "default", "via", gateway, "dev", ifname,
+            family, "route", "add", "default", "via", gateway, "dev", ifname, "onlink",
         ]);
+    }
+    wait_ipv6_settled(a, a_if);
+    wait_ipv6_settled(b, b_if);
+}
+
+/// Waits (up to 5 s) until `ifname` in `ns` has no tentative IPv6 address, so the
+/// link-local address and its route exist before a test takes a "before" snapshot.
+pub fn wait_ipv6_settled(ns: &Netns, ifname: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let tentative = ns.ip(&["-6", "addr", "show", "dev", ifname, "tentative"]);
+        let has_link_local = ns.ip(&["-6", "addr", "show", "dev", ifname]).contains("fe80::");
+        if tentative.trim().is_empty() && has_link_local {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -1,0 +1,308 @@
+//! A twnode host for integration tests: a daemon running in a test namespace with its
+//! own config file and control socket, driven through the real `twnode` binary exactly
+//! as a user would drive it.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use super::{Netns, Spawned};
+
+/// The `twnode` binary cargo built for this test run.
+pub fn twnode_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_twnode")
+}
+
+/// A twnode daemon in a namespace.
+pub struct Node<'a> {
+    pub ns: &'a Netns,
+    pub dir: tempfile::TempDir,
+    daemon: Option<Spawned>,
+}
+
+impl<'a> Node<'a> {
+    /// Prepares a node (no daemon yet).
+    pub fn new(ns: &'a Netns) -> Node<'a> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Node {
+            ns,
+            dir,
+            daemon: None,
+        }
+    }
+
+    /// Creates a node and starts its daemon.
+    pub fn start(ns: &'a Netns) -> Node<'a> {
+        let mut n = Node::new(ns);
+        n.start_daemon();
+        n
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("twnode.toml")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    /// Starts the daemon and waits until it answers on its control socket.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let config = self.config();
+        let socket = self.socket();
+        let spawned = self.ns.spawn(&[
+            twnode_bin(),
+            "daemon",
+            "--config",
+            config.to_str().unwrap(),
+            "--control",
+            socket.to_str().unwrap(),
+        ]);
+        self.daemon = Some(spawned);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.cli(&["line", "list"]).status.success() {
+                return;
+            }
+            if let Some(d) = self.daemon.as_mut() {
+                if let Ok(Some(status)) = d.child.try_wait() {
+                    panic!("daemon exited with {status}:\n{}", d.log());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not answer within 10 s:\n{}", self.log());
+    }
+
+    /// Sends SIGTERM and asserts the daemon exits 0 within 10 s.
+    pub fn stop_daemon(&mut self) {
+        let mut d = self.daemon.take().expect("no daemon running");
+        // SAFETY: plain kill(2) on a pid we own.
+        unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                assert!(status.success(), "daemon exited with {status}:\n{}", d.log());
+                return;
+            }
+            assert!(Instant::now() < deadline, "daemon ignored SIGTERM:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the daemon with SIGKILL (a crash).
+    pub fn kill_daemon(&mut self) {
+        let mut d = self.daemon.take().expect("no daemon running");
+        let _ = d.child.kill();
+        let _ = d.child.wait();
+    }
+
+    /// Sends a signal to the running daemon.
+    pub fn signal(&self, sig: i32) {
+        let d = self.daemon.as_ref().expect("no daemon running");
+        // SAFETY: plain kill(2) on a pid we own.
+        unsafe { libc::kill(d.child.id() as i32, sig) };
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        self.daemon.as_ref().map(|d| d.log()).unwrap_or_default()
+    }
+
+    /// Runs `twnode --config C --control S args...` in the namespace.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let config = self.config();
+        let socket = self.socket();
+        let mut full = vec![
+            twnode_bin(),
+            "--config",
+            config.to_str().unwrap(),
+            "--control",
+            socket.to_str().unwrap(),
+        ];
+        full.extend_from_slice(args);
+        self.ns.exec(&full)
+    }
+
+    /// Like [`Node::cli`], panicking with stdout, stderr and the daemon log on failure.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        if !out.status.success() {
+            panic!(
+                "twnode {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}\ndaemon log:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a pasted peer command (`twnode line create <parent> ...`) with the parent
+    /// filled in, as a user would paste it into a shell (single-quoted keys).
+    pub fn paste(&self, command: &str, parent: &str) -> String {
+        let command = command.trim().replacen("<parent>", parent, 1);
+        let words = shell_words(&command);
+        assert_eq!(words.first().map(String::as_str), Some("twnode"), "{command}");
+        let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+        self.cli_ok(&args)
+    }
+
+    /// `line list --json` parsed.
+    pub fn lines(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["line", "list", "--json"])).expect("json")
+    }
+
+    /// Waits until `line` reports `state` (e.g. "up"), up to `secs`.
+    pub fn wait_state(&self, line: &str, state: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let lines = self.lines();
+            let found = lines
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["name"] == line)
+                .map(|l| l["state"].as_str().unwrap_or("").to_string());
+            if found.as_deref() == Some(state) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "line {line} is {found:?}, not {state:?}, after {secs} s\n{}\ndaemon log:\n{}",
+                    self.cli_ok(&["line", "list"]),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(self.config()).unwrap_or_default()
+    }
+}
+
+impl Drop for Node<'_> {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            // SAFETY: plain kill(2) on a pid we own.
+            unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = d.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+        }
+    }
+}
+
+/// Splits a command line the way a POSIX shell does for words, single and double quotes
+/// (enough for pasted peer commands).
+pub fn shell_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                    cur.push(c);
+                }
+            }
+            '"' => {
+                in_word = true;
+                for c in chars.by_ref() {
+                    if c == '"' {
+                        break;
+                    }
+                    cur.push(c);
+                }
+            }
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    if n != '\n' {
+                        cur.push(n);
+                        in_word = true;
+                    }
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+/// Two hosts as in the seed: A 203.0.113.10 and B 198.51.100.20 on one veth (each side
+/// named eth0), each with a default route to the other.
+pub fn seed_pair(prefix: &str) -> (Netns, Netns) {
+    let a = Netns::new(&format!("{prefix}a"));
+    let b = Netns::new(&format!("{prefix}b"));
+    super::veth_pair(&a, "eth0", "203.0.113.10/24", &b, "eth0", "198.51.100.20/24");
+    (a, b)
+}
+
+/// Runs a 10 MB checksummed TCP transfer from `from` to `to_ip:port` (served in `to`)
+/// with python3; returns (sent sha256, received sha256).
+pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, port: u16, bytes: usize) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("received");
+    let server = to.spawn(&[
+        "python3",
+        "-c",
+        "import socket,hashlib,sys\n\
+         s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n\
+         s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind((sys.argv[1],int(sys.argv[2])));s.listen(1);s.settimeout(60)\n\
+         c,_=s.accept();c.settimeout(60);h=hashlib.sha256()\n\
+         while True:\n b=c.recv(65536)\n if not b: break\n h.update(b)\n\
+         open(sys.argv[3]+'.tmp','w').write(h.hexdigest())\n\
+         import os;os.rename(sys.argv[3]+'.tmp',sys.argv[3])\n",
+        to_ip,
+        &port.to_string(),
+        out.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(400));
+    let sent = from.run_ok(&[
+        "python3",
+        "-c",
+        "import socket,hashlib,sys,os\n\
+         data=os.urandom(int(sys.argv[3]))\n\
+         s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=60)\n\
+         s.sendall(data);s.shutdown(socket.SHUT_WR);s.recv(1);s.close()\n\
+         print(hashlib.sha256(data).hexdigest())\n",
+        to_ip,
+        &port.to_string(),
+        &bytes.to_string(),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !Path::new(&out).exists() {
+        assert!(Instant::now() < deadline, "receiver never finished:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = std::fs::read_to_string(&out).unwrap();
+    (sent.trim().to_string(), got.trim().to_string())
+}

@@ -1,0 +1,82 @@
+//! A WireGuard line between two twnode hosts in network namespaces, created exactly as a
+//! user would: `line create` on the server, `show-peer`, paste on the client.
+
+mod common;
+
+use common::node::{seed_pair, tcp_transfer, Node};
+use common::{dump_state, require_root_and_tools};
+
+const SERVER_CREATE: &[&str] = &[
+    "line", "create", "eth0", "198.51.100.20", "10.0.0.2", "10.0.0.1", "tunnel_base", "--type",
+    "wireguard", "--mode", "server", "--listen-port", "51820",
+];
+
+#[test]
+fn line_made_with_create_and_pasted_peer_command_carries_ping_and_tcp() {
+    if !require_root_and_tools(&["ip", "ping", "python3"]) {
+        return;
+    }
+    let (a, b) = seed_pair("wg");
+    let before_a = dump_state(&a);
+    let before_b = dump_state(&b);
+    let mut na = Node::start(&a);
+    let mut nb = Node::start(&b);
+
+    let created = na.cli_ok(SERVER_CREATE);
+    assert!(created.contains("Local IP:   203.0.113.10 (from parent eth0)"), "{created}");
+    let peer = na.cli_ok(&["line", "show-peer", "tunnel_base"]);
+    assert!(
+        peer.starts_with("twnode line create <parent> 203.0.113.10 10.0.0.1 10.0.0.2 tunnel_base "),
+        "{peer}"
+    );
+    assert_eq!(peer.trim().lines().count(), 1, "one shell command: {peer}");
+    assert!(created.contains(peer.trim()), "create prints the same peer command");
+    nb.paste(&peer, "eth0");
+
+    na.wait_state("tunnel_base", "up", 10);
+    nb.wait_state("tunnel_base", "up", 10);
+    a.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2"]);
+    b.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.1"]);
+    let route = a.run_ok(&["ip", "route", "get", "10.0.0.2"]);
+    assert!(route.contains("dev tunnel_base") && route.contains("src 10.0.0.1"), "{route}");
+
+    let (sent, got) = tcp_transfer(&a, &b, "10.0.0.2", 5001, 10 << 20);
+    assert_eq!(sent, got, "10 MB transfer checksum");
+
+    let list = na.cli_ok(&["line", "list"]);
+    assert!(list.contains("tunnel_base") && list.contains("✓ up"), "{list}");
+    let json = na.lines();
+    let l = &json[0];
+    assert!(l["rx_bytes"].as_u64().unwrap() > 0 && l["tx_bytes"].as_u64().unwrap() > 10 << 20);
+    assert!(l["last_handshake_secs"].as_u64().is_some());
+
+    // Restart: lines come back from the config, traffic flows again.
+    na.stop_daemon();
+    na.start_daemon();
+    na.wait_state("tunnel_base", "up", 30);
+    a.run_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.2"]);
+
+    // SIGTERM removes everything: links, addresses, routes, rules as before.
+    na.stop_daemon();
+    nb.stop_daemon();
+    assert_eq!(dump_state(&a), before_a, "A's state after SIGTERM");
+    assert_eq!(dump_state(&b), before_b, "B's state after SIGTERM");
+}
+
+#[test]
+fn line_delete_leaves_nothing_behind_and_updates_the_config() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("del");
+    let before = dump_state(&a);
+    let na = Node::start(&a);
+    na.cli_ok(SERVER_CREATE);
+    assert!(na.config_text().contains("tunnel_base"));
+    assert_ne!(dump_state(&a), before);
+    let out = na.cli_ok(&["line", "delete", "tunnel_base"]);
+    assert!(out.contains("tunnel_base"), "{out}");
+    assert_eq!(dump_state(&a), before, "state after line delete");
+    assert!(!na.config_text().contains("tunnel_base"));
+    assert!(na.lines().as_array().unwrap().is_empty());
+}
