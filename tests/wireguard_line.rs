@@ -7,8 +7,19 @@ use common::node::{seed_pair, tcp_transfer, Node};
 use common::{dump_state, require_root_and_tools};
 
 const SERVER_CREATE: &[&str] = &[
-    "line", "create", "eth0", "198.51.100.20", "10.0.0.2", "10.0.0.1", "tunnel_base", "--type",
-    "wireguard", "--mode", "server", "--listen-port", "51820",
+    "line",
+    "create",
+    "eth0",
+    "198.51.100.20",
+    "10.0.0.2",
+    "10.0.0.1",
+    "tunnel_base",
+    "--type",
+    "wireguard",
+    "--mode",
+    "server",
+    "--listen-port",
+    "51820",
 ];
 
 #[test]
@@ -23,14 +34,20 @@ fn line_made_with_create_and_pasted_peer_command_carries_ping_and_tcp() {
     let mut nb = Node::start(&b);
 
     let created = na.cli_ok(SERVER_CREATE);
-    assert!(created.contains("Local IP:   203.0.113.10 (from parent eth0)"), "{created}");
+    assert!(
+        created.contains("Local IP:   203.0.113.10 (from parent eth0)"),
+        "{created}"
+    );
     let peer = na.cli_ok(&["line", "show-peer", "tunnel_base"]);
     assert!(
         peer.starts_with("twnode line create <parent> 203.0.113.10 10.0.0.1 10.0.0.2 tunnel_base "),
         "{peer}"
     );
     assert_eq!(peer.trim().lines().count(), 1, "one shell command: {peer}");
-    assert!(created.contains(peer.trim()), "create prints the same peer command");
+    assert!(
+        created.contains(peer.trim()),
+        "create prints the same peer command"
+    );
     nb.paste(&peer, "eth0");
 
     na.wait_state("tunnel_base", "up", 10);
@@ -38,13 +55,19 @@ fn line_made_with_create_and_pasted_peer_command_carries_ping_and_tcp() {
     a.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2"]);
     b.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.1"]);
     let route = a.run_ok(&["ip", "route", "get", "10.0.0.2"]);
-    assert!(route.contains("dev tunnel_base") && route.contains("src 10.0.0.1"), "{route}");
+    assert!(
+        route.contains("dev tunnel_base") && route.contains("src 10.0.0.1"),
+        "{route}"
+    );
 
     let (sent, got) = tcp_transfer(&a, &b, "10.0.0.2", 5001, 10 << 20);
     assert_eq!(sent, got, "10 MB transfer checksum");
 
     let list = na.cli_ok(&["line", "list"]);
-    assert!(list.contains("tunnel_base") && list.contains("✓ up"), "{list}");
+    assert!(
+        list.contains("tunnel_base") && list.contains("✓ up"),
+        "{list}"
+    );
     let json = na.lines();
     let l = &json[0];
     assert!(l["rx_bytes"].as_u64().unwrap() > 0 && l["tx_bytes"].as_u64().unwrap() > 10 << 20);

@@ -50,7 +50,7 @@ enum Command {
     Pubkey,
     /// Manage lines (tunnels)
     #[command(subcommand)]
-    Line(LineCommand),
+    Line(Box<LineCommand>),
     /// Ask the daemon to re-read its configuration file (as SIGHUP does)
     Reload,
 }
@@ -58,7 +58,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum LineCommand {
     /// Create a line, store it in the config and bring it up
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List lines: parents first, children indented under them
     List {
         /// Machine-readable output
@@ -148,7 +148,11 @@ fn chain(e: &anyhow::Error) -> String {
 }
 
 fn init_tracing(daemon: bool) {
-    let default = if daemon { "info,boringtun=warn" } else { "warn" };
+    let default = if daemon {
+        "info,boringtun=warn"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TWNODE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
@@ -222,8 +226,7 @@ fn run_daemon(cli: &Cli) -> Result<()> {
 }
 
 fn init(cli: &Cli) -> Result<()> {
-    crate::net::sysctl::enable_forwarding()
-        .context("cannot enable forwarding (run as root)")?;
+    crate::net::sysctl::enable_forwarding().context("cannot enable forwarding (run as root)")?;
     println!("✓ IPv4 and IPv6 forwarding enabled");
     let path = config_path(cli);
     let dir = path.parent().unwrap_or(Path::new("/"));
@@ -275,8 +278,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 fn parse_ip(what: &str, s: &str) -> Result<std::net::IpAddr> {
-    s.parse()
-        .map_err(|_| anyhow!("<{what}> {s:?} is not an IP address (e.g. 198.51.100.20 or 2001:db8::1)"))
+    s.parse().map_err(|_| {
+        anyhow!("<{what}> {s:?} is not an IP address (e.g. 198.51.100.20 or 2001:db8::1)")
+    })
 }
 
 fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
@@ -297,7 +301,7 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                 keepalive: a.keepalive,
                 mtu: a.mtu,
             };
-            match call(cli, Request::CreateLine(spec))? {
+            match call(cli, Request::CreateLine(Box::new(spec)))? {
                 Response::Created(c) => {
                     output::created(&c);
                     Ok(())

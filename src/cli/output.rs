@@ -100,7 +100,15 @@ fn state_label(l: &LineStatus) -> String {
 /// `line list`'s table: children indented under their parent.
 pub fn table(lines: &[LineStatus]) -> String {
     let header = [
-        "NAME", "PARENT", "TYPE", "PEER IP", "LOCAL VIP", "MTU", "STATUS", "HANDSHAKE", "RX",
+        "NAME",
+        "PARENT",
+        "TYPE",
+        "PEER IP",
+        "LOCAL VIP",
+        "MTU",
+        "STATUS",
+        "HANDSHAKE",
+        "RX",
         "TX",
     ];
     let rows: Vec<[String; 10]> = lines
@@ -165,13 +173,25 @@ pub fn detail(l: &LineStatus) -> String {
     if let Some(r) = &l.reason {
         let _ = writeln!(out, "reason:          {r}");
     }
-    let _ = writeln!(out, "local ip:        {}", opt(l.local_ip.map(|i| i.to_string())));
-    let _ = writeln!(out, "listen port:     {}", opt(l.listen_port.map(|p| p.to_string())));
+    let _ = writeln!(
+        out,
+        "local ip:        {}",
+        opt(l.local_ip.map(|i| i.to_string()))
+    );
+    let _ = writeln!(
+        out,
+        "listen port:     {}",
+        opt(l.listen_port.map(|p| p.to_string()))
+    );
     let _ = writeln!(out, "peer ip:         {}", l.peer_ip);
     let _ = writeln!(out, "endpoint:        {}", opt(l.endpoint.clone()));
     let _ = writeln!(out, "local vip:       {}", l.local_vip);
     let _ = writeln!(out, "peer vip:        {}", l.peer_vip);
-    let _ = writeln!(out, "mtu:             {}", opt(l.mtu.map(|m| m.to_string())));
+    let _ = writeln!(
+        out,
+        "mtu:             {}",
+        opt(l.mtu.map(|m| m.to_string()))
+    );
     let _ = writeln!(out, "public key:      {}", opt(l.public_key.clone()));
     let _ = writeln!(out, "peer public key: {}", opt(l.peer_public_key.clone()));
     let _ = writeln!(out, "last handshake:  {}", age(l.last_handshake_secs));

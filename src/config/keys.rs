@@ -17,7 +17,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     /// Not valid base64 at all.
-    #[error("not valid base64 (a WireGuard key is 44 characters ending in '=', as `wg genkey` prints)")]
+    #[error(
+        "not valid base64 (a WireGuard key is 44 characters ending in '=', as `wg genkey` prints)"
+    )]
     Base64,
     /// Valid base64, but not 32 bytes.
     #[error("decodes to {0} bytes, a WireGuard key has 32 (44 base64 characters ending in '=')")]

@@ -113,7 +113,11 @@ impl Mtu {
     pub fn new(v: u32, ipv6: bool) -> Result<Mtu, String> {
         let min = if ipv6 { Self::MIN_V6 } else { Self::MIN_V4 };
         if v < min {
-            let why = if ipv6 { " for a line carrying IPv6" } else { "" };
+            let why = if ipv6 {
+                " for a line carrying IPv6"
+            } else {
+                ""
+            };
             return Err(format!("MTU {v} is below the minimum {min}{why}"));
         }
         if v > Self::MAX {
@@ -347,7 +351,8 @@ fn line_key(i: usize, name: &str) -> String {
 }
 
 fn convert_wireguard(key: &str, raw: RawWireGuard) -> Result<WireGuard, ConfigError> {
-    let err = |field: &str, msg: String| ConfigError::invalid(format!("{key}.wireguard.{field}"), msg);
+    let err =
+        |field: &str, msg: String| ConfigError::invalid(format!("{key}.wireguard.{field}"), msg);
     let mode: Mode = raw.mode.parse().map_err(|m| err("mode", m))?;
     let listen_port = raw
         .listen_port
@@ -366,13 +371,11 @@ fn convert_wireguard(key: &str, raw: RawWireGuard) -> Result<WireGuard, ConfigEr
                 "a server needs a fixed port for its client to dial (--listen-port)".into(),
             ))
         }
-        Mode::Client if peer_port.is_none() => {
-            return Err(err(
-                "peer_port",
-                "a client needs the server's port (--peer-port, printed in the server's peer command)"
-                    .into(),
-            ))
-        }
+        Mode::Client if peer_port.is_none() => return Err(err(
+            "peer_port",
+            "a client needs the server's port (--peer-port, printed in the server's peer command)"
+                .into(),
+        )),
         _ => {}
     }
     if raw.private_key.public_key() == raw.peer_public_key {
@@ -383,8 +386,12 @@ fn convert_wireguard(key: &str, raw: RawWireGuard) -> Result<WireGuard, ConfigEr
     }
     let persistent_keepalive = match raw.persistent_keepalive {
         None => DEFAULT_KEEPALIVE,
-        Some(v) => u16::try_from(v)
-            .map_err(|_| err("persistent_keepalive", format!("{v} is above 65535 seconds")))?,
+        Some(v) => u16::try_from(v).map_err(|_| {
+            err(
+                "persistent_keepalive",
+                format!("{v} is above 65535 seconds"),
+            )
+        })?,
     };
     Ok(WireGuard {
         mode,
@@ -499,7 +506,10 @@ impl TryFrom<RawConfig> for Config {
             if !names.insert(l.name.as_str()) {
                 return Err(ConfigError::invalid(
                     format!("{key}.name"),
-                    format!("a line named {} already exists; names must be unique", l.name),
+                    format!(
+                        "a line named {} already exists; names must be unique",
+                        l.name
+                    ),
                 ));
             }
             for (field, vip) in [("local_vip", l.local_vip), ("peer_vip", l.peer_vip)] {
@@ -648,7 +658,13 @@ persistent_keepalive = 10
 
     #[test]
     fn duplicate_line_name_is_refused() {
-        let text = format!("{SERVER_TOML}{}", &SERVER_TOML.replace("10.0.", "10.9.").replace("172.16.", "172.19.").replace("51820", "51830"));
+        let text = format!(
+            "{SERVER_TOML}{}",
+            &SERVER_TOML
+                .replace("10.0.", "10.9.")
+                .replace("172.16.", "172.19.")
+                .replace("51820", "51830")
+        );
         assert!(err(&text).contains("already exists"), "{}", err(&text));
     }
 
@@ -662,7 +678,10 @@ persistent_keepalive = 10
     #[test]
     fn client_without_peer_port_is_refused() {
         let msg = err(&SERVER_TOML.replace("peer_port = 51821\n", ""));
-        assert!(msg.contains("peer_port") && msg.contains("--peer-port"), "{msg}");
+        assert!(
+            msg.contains("peer_port") && msg.contains("--peer-port"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -688,7 +707,10 @@ persistent_keepalive = 10
     fn malformed_key_names_the_key_and_the_fix() {
         let text = SERVER_TOML.replace("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "short");
         let msg = err(&text);
-        assert!(msg.contains("peer_public_key") && msg.contains("base64"), "{msg}");
+        assert!(
+            msg.contains("peer_public_key") && msg.contains("base64"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -722,8 +744,14 @@ persistent_keepalive = 10
         assert_eq!(diff(&old, &new), Diff::default());
         new.lines[0].mtu = Some(Mtu::new(1400, false).unwrap());
         let d = diff(&old, &new);
-        assert_eq!(d.stop.iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["tunnel_secure", "tunnel_base"]);
-        assert_eq!(d.start.iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["tunnel_base", "tunnel_secure"]);
+        assert_eq!(
+            d.stop.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            ["tunnel_secure", "tunnel_base"]
+        );
+        assert_eq!(
+            d.start.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            ["tunnel_base", "tunnel_secure"]
+        );
         // Changing only the child leaves the parent alone.
         let mut new2 = old.clone();
         new2.lines[1].mtu = Some(Mtu::new(1300, false).unwrap());

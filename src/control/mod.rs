@@ -94,7 +94,7 @@ pub enum Request {
         name: String,
     },
     /// Add a line to the config and bring it up.
-    CreateLine(LineSpec),
+    CreateLine(Box<LineSpec>),
     /// Take a line down and remove it from the config.
     DeleteLine {
         /// The line.
@@ -329,16 +329,16 @@ mod test {
 
     #[test]
     fn other_protocol_version_is_named() {
-        let err = decode::<Request>(br#"{"protocol":2,"body":{"request":"frobnicate"}}"#)
-            .unwrap_err();
+        let err =
+            decode::<Request>(br#"{"protocol":2,"body":{"request":"frobnicate"}}"#).unwrap_err();
         assert!(matches!(err, ControlError::Version { ours: 1, theirs: 2 }));
         assert!(err.to_string().contains("matches the running daemon"));
     }
 
     #[test]
     fn unknown_request_is_malformed() {
-        let err = decode::<Request>(br#"{"protocol":1,"body":{"request":"frobnicate"}}"#)
-            .unwrap_err();
+        let err =
+            decode::<Request>(br#"{"protocol":1,"body":{"request":"frobnicate"}}"#).unwrap_err();
         assert!(matches!(err, ControlError::Malformed(_)), "{err}");
     }
 

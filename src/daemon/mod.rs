@@ -53,7 +53,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let host = Host::connect()?;
     match host.purge_stale().await {
         Ok(0) => {}
-        Ok(n) => warn!(removed = n, "removed routes and rules left by a previous twnode run"),
+        Ok(n) => warn!(
+            removed = n,
+            "removed routes and rules left by a previous twnode run"
+        ),
         Err(e) => warn!(error = %e, "could not look for stale routes and rules"),
     }
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;

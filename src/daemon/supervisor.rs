@@ -144,18 +144,17 @@ impl Supervisor {
                     .map(|l| self.status(l))
                     .collect(),
             }),
-            Request::ShowLine { name } => self
-                .known(&name)
-                .map(|l| Response::Line(self.status(l))),
+            Request::ShowLine { name } => self.known(&name).map(|l| Response::Line(self.status(l))),
             Request::ShowPeer { name } => self.show_peer(&name).await.map(Response::Peer),
-            Request::CreateLine(spec) => self.create(spec).await.map(Response::Created),
+            Request::CreateLine(spec) => self.create(*spec).await.map(Response::Created),
             Request::DeleteLine { name, cascade } => self
                 .delete(&name, cascade)
                 .await
                 .map(|names| Response::Deleted { names }),
-            Request::Reload => self.reload().await.map(|(stopped, started)| {
-                Response::Reloaded { stopped, started }
-            }),
+            Request::Reload => self
+                .reload()
+                .await
+                .map(|(stopped, started)| Response::Reloaded { stopped, started }),
         };
         result.unwrap_or_else(|message| Response::Error { message })
     }
@@ -179,7 +178,13 @@ impl Supervisor {
             self.take_down(name).await;
             self.failed.remove(name);
         }
-        for name in self.config.lines.iter().map(|l| l.name.clone()).collect::<Vec<_>>() {
+        for name in self
+            .config
+            .lines
+            .iter()
+            .map(|l| l.name.clone())
+            .collect::<Vec<_>>()
+        {
             if new.line(name.as_str()).is_none() {
                 self.failed.remove(&name);
             }
@@ -195,7 +200,10 @@ impl Supervisor {
 
     async fn create(&mut self, spec: LineSpec) -> Result<Created, String> {
         let (line, generated) = line_from_spec(spec)?;
-        let new_config = self.config.with_line(line.clone()).map_err(|e| e.to_string())?;
+        let new_config = self
+            .config
+            .with_line(line.clone())
+            .map_err(|e| e.to_string())?;
         if let Some(parent) = self.config.line(line.parent.as_str()) {
             if !self.running.contains_key(&parent.name) {
                 let why = self
@@ -410,7 +418,11 @@ impl Supervisor {
             .await
             .map_err(|e| fail(e.to_string()))?;
         let local = pick_local_address(&addrs, line.peer_ip).ok_or_else(|| {
-            let fam = if line.peer_ip.is_ipv4() { "IPv4" } else { "IPv6" };
+            let fam = if line.peer_ip.is_ipv4() {
+                "IPv4"
+            } else {
+                "IPv6"
+            };
             fail(format!(
                 "parent interface {name} has no {fam} address to reach peer {} from; \
                  add one or choose another parent",
@@ -485,9 +497,7 @@ impl Supervisor {
             local_ip,
             listen_port: wg.listen_port.map(|p| p.get()).unwrap_or(0),
             endpoint: match wg.mode {
-                Mode::Client => wg
-                    .peer_port
-                    .map(|p| SocketAddr::new(line.peer_ip, p.get())),
+                Mode::Client => wg.peer_port.map(|p| SocketAddr::new(line.peer_ip, p.get())),
                 Mode::Server => None,
             },
             private_key: wg.private_key.clone(),
@@ -520,7 +530,11 @@ impl Supervisor {
     }
 
     /// Addresses, routes and rules of a running line.
-    async fn install(&mut self, r: &mut Running, parent_ifindex: Option<u32>) -> Result<(), NetError> {
+    async fn install(
+        &mut self,
+        r: &mut Running,
+        parent_ifindex: Option<u32>,
+    ) -> Result<(), NetError> {
         let line = r.line.clone();
         let ifindex = r.dataplane.ifindex();
         let family = Family::of(line.local_vip);
@@ -535,8 +549,11 @@ impl Supervisor {
         };
         self.host.add_route(&vip_route).await?;
         r.installed.push(Installed::Route(vip_route));
-        self.acquire_rule(r, Rule::from_all(family, net::VIP_RULE_PREF, net::VIP_TABLE))
-            .await?;
+        self.acquire_rule(
+            r,
+            Rule::from_all(family, net::VIP_RULE_PREF, net::VIP_TABLE),
+        )
+        .await?;
         // Protection: the underlay datagrams to peer_ip must never enter a tunnel's
         // routes. On a physical parent they follow the main table; on a line they follow
         // the VIP table, where the parent's route (or the relay route below) carries them.
@@ -544,10 +561,7 @@ impl Supervisor {
         let protect_table = match parent_ifindex {
             None => net::MAIN_TABLE,
             Some(parent_if) => {
-                let parent_peer_vip = self
-                    .config
-                    .line(line.parent.as_str())
-                    .map(|p| p.peer_vip);
+                let parent_peer_vip = self.config.line(line.parent.as_str()).map(|p| p.peer_vip);
                 if parent_peer_vip != Some(line.peer_ip) {
                     // A relay: the peer is reached through the parent's far end.
                     let relay = Route {
@@ -565,7 +579,12 @@ impl Supervisor {
         };
         self.acquire_rule(
             r,
-            Rule::to_prefix(net::PROTECT_RULE_PREF, line.peer_ip, peer_max, protect_table),
+            Rule::to_prefix(
+                net::PROTECT_RULE_PREF,
+                line.peer_ip,
+                peer_max,
+                protect_table,
+            ),
         )
         .await?;
         Ok(())
@@ -643,7 +662,10 @@ fn rand_index() -> u32 {
 
 /// The parent's address to use toward `peer`: same family, global scope preferred.
 fn pick_local_address(addrs: &[IpAddr], peer: IpAddr) -> Option<IpAddr> {
-    let same = addrs.iter().copied().filter(|a| a.is_ipv4() == peer.is_ipv4());
+    let same = addrs
+        .iter()
+        .copied()
+        .filter(|a| a.is_ipv4() == peer.is_ipv4());
     let is_link_local = |a: &IpAddr| match a {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
@@ -657,8 +679,14 @@ fn pick_local_address(addrs: &[IpAddr], peer: IpAddr) -> Option<IpAddr> {
 
 /// Builds a line from `line create`'s arguments, generating keys for a server.
 fn line_from_spec(spec: LineSpec) -> Result<(Line, bool), String> {
-    let name: LineName = spec.name.parse().map_err(|e: String| format!("<name>: {e}"))?;
-    let parent: LineName = spec.parent.parse().map_err(|e: String| format!("<parent>: {e}"))?;
+    let name: LineName = spec
+        .name
+        .parse()
+        .map_err(|e: String| format!("<name>: {e}"))?;
+    let parent: LineName = spec
+        .parent
+        .parse()
+        .map_err(|e: String| format!("<parent>: {e}"))?;
     if spec.kind != "wireguard" {
         return Err(format!(
             "--type {}: not supported yet; supported: {} (see the README's list of missing features)",

@@ -292,8 +292,8 @@ async fn inbound(io: Arc<Io>) {
             let mut flush_to: Option<SocketAddr> = None;
             {
                 let mut sh = io.lock();
-                for i in 0..n {
-                    outs[i] = Out::None;
+                for (i, slot) in outs.iter_mut().enumerate().take(n) {
+                    *slot = Out::None;
                     let Some(from) = b.from[i] else {
                         io.stats.count_drop(DropReason::Malformed, 1);
                         continue;
@@ -303,13 +303,13 @@ async fn inbound(io: Arc<Io>) {
                     let authenticated = match sh.core.handle_datagram(from.ip(), inp, out) {
                         Action::WriteToTun(p) => {
                             b.out[i] = (offset_in(base, p), p.len());
-                            outs[i] = Out::Tun;
+                            *slot = Out::Tun;
                             true
                         }
                         Action::WriteToNetwork(p) => {
                             // A handshake response or a cookie: goes back to the sender.
                             b.out[i] = (offset_in(base, p), p.len());
-                            outs[i] = Out::Net(from);
+                            *slot = Out::Net(from);
                             flush_to = Some(from);
                             true
                         }
@@ -327,8 +327,8 @@ async fn inbound(io: Arc<Io>) {
             }
             let mut rx_packets = 0u64;
             let mut rx_bytes = 0u64;
-            for i in 0..n {
-                match outs[i] {
+            for (i, out) in outs.iter().enumerate().take(n) {
+                match *out {
                     Out::Tun => {
                         let pkt = b.output(i);
                         match io.tun.write(pkt) {
@@ -390,10 +390,10 @@ async fn timers(io: Arc<Io>) {
             let mut sh = io.lock();
             endpoint = sh.endpoint;
             let (first, second) = buf.split_at_mut(TIMER_SLOT);
-            match sh.core.poll_timers(first) {
-                Action::WriteToNetwork(p) => sends[0] = Some(p.len()),
-                // Expired: the peer stopped answering; a client re-dials below.
-                _ => {}
+            // Other outcomes (Expired: the peer stopped answering) need no send; a
+            // client re-dials below.
+            if let Action::WriteToNetwork(p) = sh.core.poll_timers(first) {
+                sends[0] = Some(p.len());
             }
             up = sh.core.is_up();
             if io.dials && !up {

@@ -160,7 +160,9 @@ mod test {
     const B_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 20));
 
     fn ipv4_packet(payload: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let mut p = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
         p.extend_from_slice(payload);
         let len = p.len() as u16;
         p[2..4].copy_from_slice(&len.to_be_bytes());
@@ -193,7 +195,11 @@ mod test {
             let mut pending = vec![(a_to_b, dgram)];
             let mut out = vec![0u8; 2048];
             while let Some((to_b, d)) = pending.pop() {
-                let (rx, from) = if to_b { (&mut self.b, A_IP) } else { (&mut self.a, B_IP) };
+                let (rx, from) = if to_b {
+                    (&mut self.b, A_IP)
+                } else {
+                    (&mut self.a, B_IP)
+                };
                 let mut next = match rx.handle_datagram(from, &d, &mut out) {
                     Action::WriteToNetwork(b) => Some(b.to_vec()),
                     Action::WriteToTun(b) => {
@@ -227,7 +233,11 @@ mod test {
         // Feeding the handshake across: b answers, a completes the handshake and
         // flushes the queued packet, which reaches b's TUN.
         let at_b = p.deliver(true, init);
-        assert_eq!(at_b, vec![pkt.clone()], "the queued packet arrives after the handshake");
+        assert_eq!(
+            at_b,
+            vec![pkt.clone()],
+            "the queued packet arrives after the handshake"
+        );
         assert!(p.a.is_up() && p.b.is_up());
         let data = match p.a.handle_tun_packet(&pkt, &mut out) {
             Action::WriteToNetwork(b) => b.to_vec(),
@@ -259,7 +269,10 @@ mod test {
             p.b.handle_datagram(A_IP, &bad, &mut out),
             Action::Drop(DropReason::BadAuth)
         );
-        assert!(matches!(p.b.handle_datagram(A_IP, &data, &mut out), Action::WriteToTun(_)));
+        assert!(matches!(
+            p.b.handle_datagram(A_IP, &data, &mut out),
+            Action::WriteToTun(_)
+        ));
         assert_eq!(
             p.b.handle_datagram(A_IP, &data, &mut out),
             Action::Drop(DropReason::Replay)
@@ -274,7 +287,10 @@ mod test {
             for ty in [0u8, 1, 2, 3, 4, 9] {
                 let mut d = vec![0u8; len];
                 d[0] = ty;
-                assert!(matches!(p.b.handle_datagram(A_IP, &d, &mut out), Action::Drop(_)));
+                assert!(matches!(
+                    p.b.handle_datagram(A_IP, &d, &mut out),
+                    Action::Drop(_)
+                ));
             }
         }
     }

@@ -83,10 +83,18 @@ impl<'a> Node<'a> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = d.child.try_wait() {
-                assert!(status.success(), "daemon exited with {status}:\n{}", d.log());
+                assert!(
+                    status.success(),
+                    "daemon exited with {status}:\n{}",
+                    d.log()
+                );
                 return;
             }
-            assert!(Instant::now() < deadline, "daemon ignored SIGTERM:\n{}", d.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon ignored SIGTERM:\n{}",
+                d.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -145,7 +153,11 @@ impl<'a> Node<'a> {
     pub fn paste(&self, command: &str, parent: &str) -> String {
         let command = command.trim().replacen("<parent>", parent, 1);
         let words = shell_words(&command);
-        assert_eq!(words.first().map(String::as_str), Some("twnode"), "{command}");
+        assert_eq!(
+            words.first().map(String::as_str),
+            Some("twnode"),
+            "{command}"
+        );
         let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
         self.cli_ok(&args)
     }
@@ -261,13 +273,26 @@ pub fn shell_words(s: &str) -> Vec<String> {
 pub fn seed_pair(prefix: &str) -> (Netns, Netns) {
     let a = Netns::new(&format!("{prefix}a"));
     let b = Netns::new(&format!("{prefix}b"));
-    super::veth_pair(&a, "eth0", "203.0.113.10/24", &b, "eth0", "198.51.100.20/24");
+    super::veth_pair(
+        &a,
+        "eth0",
+        "203.0.113.10/24",
+        &b,
+        "eth0",
+        "198.51.100.20/24",
+    );
     (a, b)
 }
 
 /// Runs a 10 MB checksummed TCP transfer from `from` to `to_ip:port` (served in `to`)
 /// with python3; returns (sent sha256, received sha256).
-pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, port: u16, bytes: usize) -> (String, String) {
+pub fn tcp_transfer(
+    from: &Netns,
+    to: &Netns,
+    to_ip: &str,
+    port: u16,
+    bytes: usize,
+) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("received");
     let server = to.spawn(&[
@@ -300,7 +325,11 @@ pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, port: u16, bytes: usi
     ]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !Path::new(&out).exists() {
-        assert!(Instant::now() < deadline, "receiver never finished:\n{}", server.log());
+        assert!(
+            Instant::now() < deadline,
+            "receiver never finished:\n{}",
+            server.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let got = std::fs::read_to_string(&out).unwrap();
