@@ -33,6 +33,8 @@ use crate::tunnel::{Action, DropReason};
 pub const TICK: Duration = Duration::from_millis(250);
 /// Room for one timer message (a handshake initiation is the largest, 148 bytes).
 const TIMER_SLOT: usize = 256;
+/// WireGuard message type of a cookie reply.
+const COOKIE_REPLY: u8 = 3;
 
 /// Everything the data plane needs to run one WireGuard line.
 pub struct WireGuardSpec {
@@ -311,7 +313,10 @@ async fn inbound(io: Arc<Io>) {
                             b.out[i] = (offset_in(base, p), p.len());
                             *slot = Out::Net(from);
                             flush_to = Some(from);
-                            true
+                            // A cookie reply (type 3) answers an unauthenticated
+                            // handshake under load: it must not move the endpoint, or a
+                            // flood of forged initiations could steal the line.
+                            p.first() != Some(&COOKIE_REPLY)
                         }
                         Action::Done => true,
                         Action::Drop(r) => {

@@ -311,7 +311,9 @@ pub fn wait_ipv6_settled(ns: &Netns, ifname: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::time::Instant::now() < deadline {
         let tentative = ns.ip(&["-6", "addr", "show", "dev", ifname, "tentative"]);
-        let has_link_local = ns.ip(&["-6", "addr", "show", "dev", ifname]).contains("fe80::");
+        let has_link_local = ns
+            .ip(&["-6", "addr", "show", "dev", ifname])
+            .contains("fe80::");
         if tentative.trim().is_empty() && has_link_local {
             return;
         }
