@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, PrivateKey};
-use crate::control::{self, client, LineSpec, Request, Response};
+use crate::control::{self, client, IpTunnelArgs, LineSpec, Request, Response};
 
 /// twnode: userspace point-to-point tunnels (WireGuard) on TUN devices, stackable into
 /// multi-hop relays. Run `twnode daemon` (or the systemd unit), then create lines.
@@ -95,7 +95,8 @@ struct CreateArgs {
     local_vip: String,
     /// Line name (also the TUN device's name, at most 15 characters)
     name: String,
-    /// Tunnel type
+    /// Tunnel type: wireguard, or an IP tunnel as iproute2's modes: ipip, gre, sit,
+    /// ip6ip6, ipip6, gre6
     #[arg(long = "type", default_value = "wireguard", value_name = "TYPE")]
     kind: String,
     /// server (listens, generates both key pairs) or client (dials the server)
@@ -113,12 +114,66 @@ struct CreateArgs {
     /// The peer's public key, base64
     #[arg(long, value_name = "KEY")]
     peer_pubkey: Option<String>,
-    /// Persistent keepalive in seconds (0 = off) [default: 25]
-    #[arg(long, value_name = "SECS")]
-    keepalive: Option<u32>,
+    /// WireGuard: persistent keepalive in seconds (0 = off) [default: 25]. IP tunnels:
+    /// a probe every SECS, the line down after RETRIES unanswered [default: off; RETRIES 3]
+    #[arg(long, value_name = "SECS[,RETRIES]")]
+    keepalive: Option<String>,
     /// MTU of the line [default: the parent's MTU minus the tunnel's overhead]
     #[arg(long)]
     mtu: Option<u32>,
+    /// GRE key for both directions: a number or a dotted quad (gre, gre6)
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    /// GRE key expected on received packets
+    #[arg(long, value_name = "KEY")]
+    ikey: Option<String>,
+    /// GRE key put on sent packets
+    #[arg(long, value_name = "KEY")]
+    okey: Option<String>,
+    /// GRE sequence numbers both ways (--iseq and --oseq)
+    #[arg(long)]
+    seq: bool,
+    /// Require increasing GRE sequence numbers on received packets
+    #[arg(long)]
+    iseq: bool,
+    /// Number sent GRE packets
+    #[arg(long)]
+    oseq: bool,
+    /// GRE checksums both ways (--icsum and --ocsum)
+    #[arg(long)]
+    csum: bool,
+    /// Require a GRE checksum on received packets
+    #[arg(long)]
+    icsum: bool,
+    /// Checksum sent GRE packets
+    #[arg(long)]
+    ocsum: bool,
+    /// Outer TTL (IPv6: hop limit), 1-255 or inherit [default: inherit over IPv4, 64 over IPv6]
+    #[arg(long, value_name = "TTL")]
+    ttl: Option<String>,
+    /// Outer TOS (IPv6: traffic class), hexadecimal as iproute2 (10 = 0x10) or inherit [default: 0]
+    #[arg(long, value_name = "TOS")]
+    tos: Option<String>,
+    /// Set DF on every outer IPv4 packet (the default)
+    #[arg(long, conflicts_with = "nopmtudisc")]
+    pmtudisc: bool,
+    /// Copy DF from the inner packet instead (needs --ttl inherit, as iproute2)
+    #[arg(long)]
+    nopmtudisc: bool,
+}
+
+/// `--keepalive SECS[,RETRIES]`.
+fn parse_keepalive(s: &str) -> Result<(u32, Option<u32>)> {
+    let bad = || anyhow!("--keepalive {s:?}: expected SECS or SECS,RETRIES (e.g. 10 or 10,3)");
+    let (secs, retries) = match s.split_once(',') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let secs = secs.trim().parse().map_err(|_| bad())?;
+    let retries = retries
+        .map(|r| r.trim().parse().map_err(|_| bad()))
+        .transpose()?;
+    Ok((secs, retries))
 }
 
 /// Runs the command line; the binary's `main`.
@@ -158,7 +213,8 @@ fn init_tracing(daemon: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // Under systemd the journal adds its own timestamps.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().init();
@@ -219,10 +275,11 @@ fn run_daemon(cli: &Cli) -> Result<()> {
         .thread_name("twnode-worker")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(crate::daemon::run(opts)).map_err(|e| {
-        crate::daemon::report(&e);
-        anyhow!(e)
-    })
+    // `main` prints the error as the one `twnode: ` line; logging it as well would say
+    // it twice on stderr (and in the journal).
+    runtime
+        .block_on(crate::daemon::run(opts))
+        .map_err(|e| anyhow!(e))
 }
 
 fn init(cli: &Cli) -> Result<()> {
@@ -286,6 +343,13 @@ fn parse_ip(what: &str, s: &str) -> Result<std::net::IpAddr> {
 fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
     match cmd {
         LineCommand::Create(a) => {
+            let (keepalive, keepalive_retries) = match &a.keepalive {
+                Some(k) => {
+                    let (secs, retries) = parse_keepalive(k)?;
+                    (Some(secs), retries)
+                }
+                None => (None, None),
+            };
             let spec = LineSpec {
                 parent: a.parent.clone(),
                 peer_ip: parse_ip("peer_ip", &a.peer_ip)?,
@@ -298,8 +362,27 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                 peer_port: a.peer_port,
                 private_key: a.private_key.clone(),
                 peer_pubkey: a.peer_pubkey.clone(),
-                keepalive: a.keepalive,
+                keepalive,
                 mtu: a.mtu,
+                keepalive_retries,
+                ip_tunnel: IpTunnelArgs {
+                    key: a.key.clone(),
+                    ikey: a.ikey.clone(),
+                    okey: a.okey.clone(),
+                    seq: a.seq,
+                    iseq: a.iseq,
+                    oseq: a.oseq,
+                    csum: a.csum,
+                    icsum: a.icsum,
+                    ocsum: a.ocsum,
+                    ttl: a.ttl.clone(),
+                    tos: a.tos.clone(),
+                    pmtudisc: match (a.pmtudisc, a.nopmtudisc) {
+                        (_, true) => Some(false),
+                        (true, false) => Some(true),
+                        (false, false) => None,
+                    },
+                },
             };
             match call(cli, Request::CreateLine(Box::new(spec)))? {
                 Response::Created(c) => {
@@ -336,10 +419,12 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
         LineCommand::ShowPeer { name } => {
             match call(cli, Request::ShowPeer { name: name.clone() })? {
                 Response::Peer(p) => {
-                    eprintln!(
-                        "# This command carries the peer's private key: pass it over a trusted \
-                         channel and do not store it where others can read it."
-                    );
+                    if p.private_key.is_some() {
+                        eprintln!(
+                            "# This command carries the peer's private key: pass it over a \
+                             trusted channel and do not store it where others can read it."
+                        );
+                    }
                     println!("{p}");
                     Ok(())
                 }

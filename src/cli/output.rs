@@ -8,7 +8,11 @@ use crate::control::{Created, LineState, LineStatus};
 pub fn created(c: &Created) {
     let l = &c.line;
     let mode = l.mode.as_deref().unwrap_or("-");
-    println!("[Create {} line - {mode} mode]", type_label(&l.kind));
+    if l.mode.is_some() {
+        println!("[Create {} line - {mode} mode]", type_label(&l.kind));
+    } else {
+        println!("[Create {} line]", type_label(&l.kind));
+    }
     println!("Parent:     {}", l.parent);
     match l.local_ip {
         Some(ip) => println!("Local IP:   {ip} (from parent {})", l.parent),
@@ -40,7 +44,29 @@ pub fn created(c: &Created) {
             None => println!("✓ listening on port {port}"),
         }
     }
-    if mode == "client" {
+    if l.mode.is_none() {
+        let proto = match l.kind.as_str() {
+            "gre" | "gre6" => "47",
+            "ipip" | "ipip6" => "4",
+            _ => "41",
+        };
+        println!(
+            "✓ raw IP socket (protocol {proto}) on {}",
+            l.local_ip
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| "the parent's address".into())
+        );
+        if !l.options.is_empty() {
+            println!("✓ options: {}", l.options.join(" "));
+        }
+        match &l.keepalive {
+            Some(k) => println!(
+                "✓ keepalive every {} s toward {} (down after {} unanswered)",
+                k.interval_secs, l.peer_ip, k.retries
+            ),
+            None => println!("✓ no keepalive (the peer's liveness is not watched)"),
+        }
+    } else if mode == "client" {
         println!("✓ handshake started toward {}", l.peer_ip);
     } else {
         println!("✓ waiting for the client's handshake");
@@ -51,7 +77,9 @@ pub fn created(c: &Created) {
         println!();
         println!("[Peer command]");
         println!("Run this on the peer (replace <parent> with its interface toward this host).");
-        println!("It carries the peer's private key: send it over a trusted channel.");
+        if p.private_key.is_some() {
+            println!("It carries the peer's private key: send it over a trusted channel.");
+        }
         println!();
         println!("{p}");
     }
@@ -60,7 +88,25 @@ pub fn created(c: &Created) {
 fn type_label(kind: &str) -> &str {
     match kind {
         "wireguard" => "WireGuard",
+        "ipip" => "IPIP",
+        "gre" => "GRE",
+        "sit" => "SIT",
+        "ip6ip6" => "IP6IP6",
+        "ipip6" => "IPIP6",
+        "gre6" => "GRE6",
         other => other,
+    }
+}
+
+/// The HANDSHAKE column: WireGuard's last handshake, an IP tunnel's last keepalive
+/// reply ("-" without keepalive).
+fn liveness_age(l: &LineStatus) -> String {
+    if l.kind == "wireguard" {
+        return age(l.last_handshake_secs);
+    }
+    match &l.keepalive {
+        None => "-".into(),
+        Some(k) => age(k.last_reply_ms.map(|ms| ms / 1000)),
     }
 }
 
@@ -127,7 +173,7 @@ pub fn table(lines: &[LineStatus]) -> String {
                 l.local_vip.to_string(),
                 l.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
                 state_label(l),
-                age(l.last_handshake_secs),
+                liveness_age(l),
                 bytes(l.rx_bytes),
                 bytes(l.tx_bytes),
             ]
@@ -192,9 +238,36 @@ pub fn detail(l: &LineStatus) -> String {
         "mtu:             {}",
         opt(l.mtu.map(|m| m.to_string()))
     );
-    let _ = writeln!(out, "public key:      {}", opt(l.public_key.clone()));
-    let _ = writeln!(out, "peer public key: {}", opt(l.peer_public_key.clone()));
-    let _ = writeln!(out, "last handshake:  {}", age(l.last_handshake_secs));
+    if l.kind == "wireguard" {
+        let _ = writeln!(out, "public key:      {}", opt(l.public_key.clone()));
+        let _ = writeln!(out, "peer public key: {}", opt(l.peer_public_key.clone()));
+        let _ = writeln!(out, "last handshake:  {}", age(l.last_handshake_secs));
+    } else {
+        let options = if l.options.is_empty() {
+            "(defaults)".to_string()
+        } else {
+            l.options.join(" ")
+        };
+        let _ = writeln!(out, "options:         {options}");
+        match &l.keepalive {
+            None => {
+                let _ = writeln!(out, "keepalive:       off");
+            }
+            Some(k) => {
+                let _ = writeln!(
+                    out,
+                    "keepalive:       every {} s, down after {} unanswered; {} sent, {} \
+                     replies, {} unanswered, last reply {}",
+                    k.interval_secs,
+                    k.retries,
+                    k.sent,
+                    k.replies,
+                    k.unanswered,
+                    age(k.last_reply_ms.map(|ms| ms / 1000))
+                );
+            }
+        }
+    }
     let _ = writeln!(
         out,
         "transfer:        {} received ({} packets), {} sent ({} packets)",

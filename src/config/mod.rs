@@ -36,14 +36,21 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML does not parse, or a key has the wrong type or is unknown.
-    /// toml's message carries line, column and the offending key.
-    #[error("{path}: {source}")]
+    ///
+    /// One line, `file:line:column`, as compilers print it: toml's own report spans
+    /// several lines (a source excerpt with a caret), so it is not kept as the source.
+    #[error("{path}:{line}:{column}: {key}: {message}; fix the file and try again")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's report.
-        #[source]
-        source: Box<toml::de::Error>,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column (in characters) of the error.
+        column: usize,
+        /// TOML key path where the error sits, e.g. `line[0].wireguard.listen_port`.
+        key: String,
+        /// The parser's message, on one line.
+        message: String,
     },
     /// A value is well-formed but not acceptable.
     #[error("{key}: {message}")]
@@ -56,7 +63,7 @@ pub enum ConfigError {
     /// The file holds private keys but other users can read it.
     #[error(
         "{path} holds private keys but is readable by other users (mode {mode:04o}); \
-         run `chmod 600 {path}` and start again"
+         run `chmod 600 {path}` and try again"
     )]
     Permissions {
         /// The file.
@@ -77,11 +84,83 @@ impl ConfigError {
 
 /// Parses and validates configuration text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: origin.to_path_buf(),
-        source: Box::new(e),
-    })?;
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| parse_error(text, origin, &e))?;
     Config::try_from(raw)
+}
+
+/// Turns toml's multi-line report into a [`ConfigError::Parse`]: position and key
+/// path from the error's span, the message joined onto one line.
+fn parse_error(text: &str, origin: &Path, e: &toml::de::Error) -> ConfigError {
+    let offset = e.span().map_or(0, |s| s.start).min(text.len());
+    let offset = (0..=offset)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..offset].chars().count() + 1;
+    let message = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    ConfigError::Parse {
+        path: origin.to_path_buf(),
+        line,
+        column,
+        key: key_at(text, line_start),
+        message,
+    }
+}
+
+/// The key path of the TOML line starting at byte `line_start`: the last table header
+/// above it (`[[line]]` tables numbered from 0) plus the key assigned on that line.
+fn key_at(text: &str, line_start: usize) -> String {
+    let mut arrays: Vec<(String, usize)> = Vec::new();
+    let mut table = String::new();
+    for l in text[..line_start].lines() {
+        let l = l.trim();
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            let name = name.trim().to_string();
+            let n = match arrays.iter_mut().find(|(a, _)| *a == name) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    arrays.push((name.clone(), 0));
+                    0
+                }
+            };
+            table = format!("{name}[{n}]");
+        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            let name = name.trim();
+            // `[line.wireguard]` belongs to the latest `[[line]]`.
+            table = match arrays
+                .iter()
+                .find(|(a, _)| name.starts_with(&format!("{a}.")))
+            {
+                Some((a, n)) => format!("{a}[{n}]{}", &name[a.len()..]),
+                None => name.to_string(),
+            };
+        }
+    }
+    let this = text[line_start..].lines().next().unwrap_or("").trim();
+    if this.starts_with('[') {
+        // The error is in a table header: the header, as written, is the key.
+        return this.to_string();
+    }
+    // A line without `=` continues a multi-line value: only its table is known.
+    let key = this.split_once('=').map_or("", |(k, _)| k.trim());
+    match (table.is_empty(), key.is_empty()) {
+        (true, true) => "(top level)".to_string(),
+        (true, false) => key.to_string(),
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
 }
 
 /// Loads the configuration file. A missing file is an empty configuration (a fresh node
@@ -98,7 +177,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             })
         }
     };
-    let config = parse(&text, path)?;
+    let config = parse(&text, path).map_err(|e| match e {
+        // The model's checks know the key, not the file.
+        ConfigError::Invalid { key, message } => ConfigError::Invalid {
+            key: format!("{}: {key}", path.display()),
+            message,
+        },
+        e => e,
+    })?;
     if config.has_private_keys() {
         let mode = fs::metadata(path)
             .map_err(|source| ConfigError::Io {
@@ -221,14 +307,28 @@ mod test {
     fn malformed_toml_names_file_line_and_column() {
         let err = parse("[[line]]\nname = \n", Path::new("/etc/twnode/twnode.toml")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("/etc/twnode/twnode.toml"), "{msg}");
-        assert!(msg.contains("line 2"), "{msg}");
+        assert!(
+            msg.starts_with("/etc/twnode/twnode.toml:2:8: line[0].name: "),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "one line: {msg}");
     }
 
     #[test]
     fn unknown_key_is_named() {
         let text = model::test::SERVER_TOML.replace("mtu = 1420", "mtu = 1420\ncolour = \"red\"");
         let msg = parse(&text, Path::new("t.toml")).unwrap_err().to_string();
-        assert!(msg.contains("colour"), "{msg}");
+        assert!(msg.contains("t.toml:10:1: line[0].colour: "), "{msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+
+    #[test]
+    fn parse_error_key_path_counts_line_tables_and_subtables() {
+        let text = model::test::SERVER_TOML.replace("peer_port = 51821", "peer_port = \"x\"");
+        let msg = parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(msg.contains("line[1].wireguard.peer_port"), "{msg}");
+        let text = model::test::SERVER_TOML.replace("[line.wireguard]", "[line.wireguard");
+        let msg = parse(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(msg.starts_with("t.toml:11:16: [line.wireguard: "), "{msg}");
     }
 }

@@ -8,8 +8,12 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{PrivateKey, PublicKey};
-use super::raw::{RawConfig, RawLine, RawWireGuard};
+use super::raw::{IntOrText, RawConfig, RawIpTunnel, RawLine, RawWireGuard};
 use super::ConfigError;
+use crate::tunnel::gre::GreOptions;
+use crate::tunnel::iptunnel::{IpVersion, Tos, Ttl, TunnelType};
+use crate::tunnel::keepalive::{KeepaliveConfig, DEFAULT_RETRIES};
+use crate::wire::gre::Key;
 
 /// Persistent keepalive when the config does not say: keeps NAT mappings open.
 pub const DEFAULT_KEEPALIVE: u16 = 25;
@@ -178,11 +182,329 @@ pub struct WireGuard {
     pub persistent_keepalive: u16,
 }
 
+/// An IP tunnel line's settings (types ipip, gre, sit, ip6ip6, ipip6, gre6): iproute2's
+/// `ip tunnel` options plus a keepalive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpTunnel {
+    pub kind: TunnelType,
+    /// Keys, sequence numbers, checksums; all off for the IP-in-IP types.
+    pub gre: GreOptions,
+    pub ttl: Ttl,
+    pub tos: Tos,
+    /// IPv4 underlay only: DF on every outer packet (Linux's default).
+    pub pmtudisc: bool,
+    /// Off unless asked for (Linux's tunnels have none).
+    pub keepalive: Option<KeepaliveConfig>,
+}
+
+impl IpTunnel {
+    /// A line of `kind` with Linux's defaults.
+    pub fn new(kind: TunnelType) -> IpTunnel {
+        IpTunnel {
+            kind,
+            gre: GreOptions::default(),
+            ttl: Ttl::default_for(kind),
+            tos: Tos::default(),
+            pmtudisc: true,
+            keepalive: None,
+        }
+    }
+
+    /// The same line seen from the peer: input and output options swapped.
+    pub fn mirrored(&self) -> IpTunnel {
+        IpTunnel {
+            gre: self.gre.mirrored(),
+            ..*self
+        }
+    }
+
+    /// The `line create` options that give these settings (defaults left out), in
+    /// iproute2's spelling: `--key 7` when both keys are equal, else `--ikey`/`--okey`.
+    pub fn cli_options(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let g = &self.gre;
+        let mut pair =
+            |both: &str, i: &str, o: &str, iv: Option<String>, ov: Option<String>| match (iv, ov) {
+                (Some(a), Some(b)) if a == b => {
+                    out.push(both.into());
+                    if !a.is_empty() {
+                        out.push(a);
+                    }
+                }
+                (iv, ov) => {
+                    for (flag, v) in [(i, iv), (o, ov)] {
+                        if let Some(v) = v {
+                            out.push(flag.into());
+                            if !v.is_empty() {
+                                out.push(v);
+                            }
+                        }
+                    }
+                }
+            };
+        let flag = |on: bool| on.then(String::new);
+        pair(
+            "--key",
+            "--ikey",
+            "--okey",
+            g.ikey.map(|k| k.0.to_string()),
+            g.okey.map(|k| k.0.to_string()),
+        );
+        pair("--seq", "--iseq", "--oseq", flag(g.iseq), flag(g.oseq));
+        pair("--csum", "--icsum", "--ocsum", flag(g.icsum), flag(g.ocsum));
+        if self.ttl != Ttl::default_for(self.kind) {
+            out.extend(["--ttl".to_string(), self.ttl.to_string()]);
+        }
+        if self.tos != Tos::default() {
+            out.extend(["--tos".to_string(), self.tos.to_string()]);
+        }
+        if !self.pmtudisc {
+            out.push("--nopmtudisc".into());
+        }
+        if let Some(k) = self.keepalive {
+            out.push("--keepalive".into());
+            out.push(if k.retries == DEFAULT_RETRIES {
+                k.interval.as_secs().to_string()
+            } else {
+                format!("{},{}", k.interval.as_secs(), k.retries)
+            });
+        }
+        out
+    }
+
+    fn to_raw(self) -> Option<RawIpTunnel> {
+        let key = |k: Option<Key>| k.map(|k| IntOrText::Int(i64::from(k.0)));
+        let raw = RawIpTunnel {
+            ikey: key(self.gre.ikey),
+            okey: key(self.gre.okey),
+            iseq: self.gre.iseq,
+            oseq: self.gre.oseq,
+            icsum: self.gre.icsum,
+            ocsum: self.gre.ocsum,
+            ttl: (self.ttl != Ttl::default_for(self.kind)).then(|| match self.ttl {
+                Ttl::Inherit => IntOrText::Text("inherit".into()),
+                Ttl::Fixed(n) => IntOrText::Int(n.into()),
+            }),
+            tos: (self.tos != Tos::default()).then(|| IntOrText::Text(self.tos.to_string())),
+            pmtudisc: (!self.pmtudisc).then_some(false),
+            keepalive: self.keepalive.map(|k| k.interval.as_secs() as u32),
+            keepalive_retries: self
+                .keepalive
+                .filter(|k| k.retries != DEFAULT_RETRIES)
+                .map(|k| k.retries.into()),
+        };
+        (raw != RawIpTunnel::default()).then_some(raw)
+    }
+}
+
+/// A GRE key as iproute2 takes it: a number (decimal or 0x hex) or a dotted quad.
+pub fn parse_key(s: &str) -> Result<Key, String> {
+    let s = s.trim();
+    let parsed = if s.contains('.') {
+        s.parse::<std::net::Ipv4Addr>().ok().map(u32::from)
+    } else if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u32::from_str_radix(hex, 16).ok()
+    } else {
+        s.parse::<u32>().ok()
+    };
+    parsed.map(Key).ok_or_else(|| {
+        format!("key {s:?} is not a number from 0 to 4294967295 or a dotted quad (e.g. 1.2.3.4)")
+    })
+}
+
+/// A TTL as iproute2 takes it: 1-255, or `inherit` (0 means inherit too).
+pub fn parse_ttl(s: &str) -> Result<Ttl, String> {
+    match s.trim() {
+        "inherit" | "0" => Ok(Ttl::Inherit),
+        n => match n.parse::<u8>() {
+            Ok(v) => Ok(Ttl::Fixed(v)),
+            Err(_) => Err(format!("TTL {n:?} is not 1-255 or inherit")),
+        },
+    }
+}
+
+/// A TOS as iproute2 takes it: `inherit`, or a hexadecimal octet (`10` and `0x10` are
+/// both DSCP 4 / 0x10).
+pub fn parse_tos(s: &str) -> Result<Tos, String> {
+    match s.trim() {
+        "inherit" => Ok(Tos::Inherit),
+        t => {
+            let hex = t
+                .strip_prefix("0x")
+                .or_else(|| t.strip_prefix("0X"))
+                .unwrap_or(t);
+            u8::from_str_radix(hex, 16).map(Tos::Fixed).map_err(|_| {
+                format!("TOS {t:?} is not a hexadecimal octet (00-ff, as iproute2) or inherit")
+            })
+        }
+    }
+}
+
+/// A keepalive: `secs` 0 is off; `retries` defaults to Cisco's 3.
+pub fn keepalive(
+    secs: u32,
+    retries: Option<u32>,
+) -> Result<Option<KeepaliveConfig>, (bool, String)> {
+    if secs == 0 {
+        return match retries {
+            Some(_) => Err((
+                true,
+                "retries given without a keepalive interval; give SECS too".into(),
+            )),
+            None => Ok(None),
+        };
+    }
+    if secs > u32::from(u16::MAX) {
+        return Err((false, format!("keepalive {secs} is above 65535 seconds")));
+    }
+    let retries = match retries {
+        None => DEFAULT_RETRIES,
+        Some(r) => match u8::try_from(r) {
+            Ok(r) if r >= 1 => r,
+            _ => return Err((true, format!("keepalive retries {r} is not 1-255"))),
+        },
+    };
+    Ok(Some(KeepaliveConfig {
+        interval: std::time::Duration::from_secs(secs.into()),
+        retries,
+    }))
+}
+
+/// Which setting of an IP tunnel line a [`check_ip_tunnel`] problem is about, so the
+/// TOML loader and the CLI can each name it their way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The key under `[[line]]` (e.g. `peer_ip`, `ip_tunnel.oseq`).
+    pub toml_key: &'static str,
+    /// The `line create` argument (e.g. `<peer_ip>`, `--oseq`).
+    pub flag: &'static str,
+}
+
+impl Setting {
+    const PEER_IP: Setting = Setting {
+        toml_key: "peer_ip",
+        flag: "<peer_ip>",
+    };
+    const VIPS: Setting = Setting {
+        toml_key: "local_vip",
+        flag: "<local_vip>",
+    };
+    const MTU: Setting = Setting {
+        toml_key: "mtu",
+        flag: "--mtu",
+    };
+    const PMTUDISC: Setting = Setting {
+        toml_key: "ip_tunnel.pmtudisc",
+        flag: "--nopmtudisc",
+    };
+}
+
+/// Whether an IP tunnel line's settings fit together: underlay family, the VIPs' family
+/// carried by the type, GRE options on GRE types only, the IPv6 minimum MTU for types
+/// that carry IPv6, iproute2's `nopmtudisc` rules.
+pub fn check_ip_tunnel(
+    t: &IpTunnel,
+    peer_ip: IpAddr,
+    local_vip: IpAddr,
+    mtu: Option<u32>,
+) -> Result<(), (Setting, String)> {
+    let kind = t.kind;
+    let (want, other) = if kind.outer_ipv6() {
+        ("IPv6", "ip6ip6, ipip6 or gre6")
+    } else {
+        ("IPv4", "ipip, gre or sit")
+    };
+    if peer_ip.is_ipv6() != kind.outer_ipv6() {
+        let alt = match (kind.outer_ipv6(), kind) {
+            (true, TunnelType::Gre6) => "gre",
+            (true, TunnelType::Ipip6) => "ipip",
+            (true, _) => "sit",
+            (false, TunnelType::Gre) => "gre6",
+            (false, TunnelType::Ipip) => "ipip6",
+            (false, _) => "ip6ip6",
+        };
+        return Err((
+            Setting::PEER_IP,
+            format!(
+                "type {kind} runs over {want} but peer address {peer_ip} is not; use an {want}                  peer address, or type {alt} for this peer (types over {want}: {other})"
+            ),
+        ));
+    }
+    let version = if local_vip.is_ipv6() {
+        IpVersion::V6
+    } else {
+        IpVersion::V4
+    };
+    if !kind.carries(version) {
+        let (fam, carriers) = match version {
+            IpVersion::V4 => ("IPv4", "ipip, sit, ipip6, gre or gre6"),
+            IpVersion::V6 => ("IPv6", "sit, ip6ip6, gre or gre6"),
+        };
+        return Err((
+            Setting::VIPS,
+            format!(
+                "type {kind} does not carry {fam}, so its VIPs cannot be {fam} addresses;                  use VIPs of the family it carries, or a type that carries {fam} ({carriers})"
+            ),
+        ));
+    }
+    if !kind.is_gre() {
+        let g = &t.gre;
+        let set = [
+            (g.ikey.is_some(), "ip_tunnel.ikey", "--key"),
+            (g.okey.is_some(), "ip_tunnel.okey", "--key"),
+            (g.iseq, "ip_tunnel.iseq", "--seq"),
+            (g.oseq, "ip_tunnel.oseq", "--seq"),
+            (g.icsum, "ip_tunnel.icsum", "--csum"),
+            (g.ocsum, "ip_tunnel.ocsum", "--csum"),
+        ];
+        if let Some(&(_, toml_key, flag)) = set.iter().find(|(on, _, _)| *on) {
+            let setting = Setting { toml_key, flag };
+            return Err((
+                setting,
+                format!(
+                    "type {kind} has no GRE header; keys, sequence numbers and checksums                      apply to gre and gre6 only"
+                ),
+            ));
+        }
+    }
+    if let Some(m) = mtu {
+        if kind.carries(IpVersion::V6) && m < Mtu::MIN_V6 {
+            return Err((
+                Setting::MTU,
+                format!(
+                    "MTU {m} is below {}, the minimum for type {kind}, which carries IPv6                      (RFC 8200 §5)",
+                    Mtu::MIN_V6
+                ),
+            ));
+        }
+    }
+    if !t.pmtudisc {
+        if kind.outer_ipv6() {
+            return Err((
+                Setting::PMTUDISC,
+                format!(
+                    "type {kind} runs over IPv6, which never fragments on the way;                      pmtudisc applies to ipip, gre and sit only"
+                ),
+            ));
+        }
+        if t.ttl != Ttl::Inherit {
+            return Err((
+                Setting::PMTUDISC,
+                "nopmtudisc needs ttl inherit (as iproute2: a fixed TTL with nopmtudisc                  is refused); add --ttl inherit or drop --nopmtudisc"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What a line carries its packets in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineKind {
     /// WireGuard over UDP.
     WireGuard(WireGuard),
+    /// An IP tunnel without encryption: ipip, gre, sit, ip6ip6, ipip6, gre6.
+    IpTunnel(IpTunnel),
 }
 
 impl LineKind {
@@ -190,12 +512,14 @@ impl LineKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             LineKind::WireGuard(_) => "wireguard",
+            LineKind::IpTunnel(t) => t.kind.as_str(),
         }
     }
 }
 
 /// The tunnel types `type` accepts today.
-pub const SUPPORTED_TYPES: &[&str] = &["wireguard"];
+pub const SUPPORTED_TYPES: &[&str] =
+    &["wireguard", "ipip", "gre", "sit", "ip6ip6", "ipip6", "gre6"];
 
 /// One validated line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +546,15 @@ impl Line {
     pub fn wireguard(&self) -> Option<&WireGuard> {
         match &self.kind {
             LineKind::WireGuard(wg) => Some(wg),
+            LineKind::IpTunnel(_) => None,
+        }
+    }
+
+    /// The IP tunnel settings, if this is an IP tunnel line.
+    pub fn ip_tunnel(&self) -> Option<&IpTunnel> {
+        match &self.kind {
+            LineKind::IpTunnel(t) => Some(t),
+            LineKind::WireGuard(_) => None,
         }
     }
 
@@ -245,6 +578,7 @@ impl Line {
             kind: self.kind.type_name().to_string(),
             mtu: self.mtu.map(|m| m.get().into()),
             wireguard,
+            ip_tunnel: self.ip_tunnel().and_then(|t| t.to_raw()),
         }
     }
 }
@@ -404,6 +738,70 @@ fn convert_wireguard(key: &str, raw: RawWireGuard) -> Result<WireGuard, ConfigEr
     })
 }
 
+fn convert_ip_tunnel(
+    key: &str,
+    kind: TunnelType,
+    raw: RawIpTunnel,
+) -> Result<IpTunnel, ConfigError> {
+    let err =
+        |field: &str, msg: String| ConfigError::invalid(format!("{key}.ip_tunnel.{field}"), msg);
+    let text = |v: &IntOrText| match v {
+        IntOrText::Int(n) => n.to_string(),
+        IntOrText::Text(t) => t.clone(),
+    };
+    let gre_key = |field: &str, v: &Option<IntOrText>| {
+        v.as_ref()
+            .map(|v| parse_key(&text(v)))
+            .transpose()
+            .map_err(|m| err(field, m))
+    };
+    let ttl = match &raw.ttl {
+        None => Ttl::default_for(kind),
+        Some(IntOrText::Int(n)) => match u8::try_from(*n) {
+            Ok(0) => Ttl::Inherit,
+            Ok(v) => Ttl::Fixed(v),
+            Err(_) => return Err(err("ttl", format!("TTL {n} is not 1-255 or \"inherit\""))),
+        },
+        Some(IntOrText::Text(t)) => parse_ttl(t).map_err(|m| err("ttl", m))?,
+    };
+    let tos = match &raw.tos {
+        None => Tos::default(),
+        Some(IntOrText::Int(n)) => u8::try_from(*n).map(Tos::Fixed).map_err(|_| {
+            err(
+                "tos",
+                format!("TOS {n} is not 0-255, \"0xNN\" or \"inherit\""),
+            )
+        })?,
+        Some(IntOrText::Text(t)) => parse_tos(t).map_err(|m| err("tos", m))?,
+    };
+    let keepalive =
+        keepalive(raw.keepalive.unwrap_or(0), raw.keepalive_retries).map_err(|(retries, m)| {
+            err(
+                if retries {
+                    "keepalive_retries"
+                } else {
+                    "keepalive"
+                },
+                m,
+            )
+        })?;
+    Ok(IpTunnel {
+        kind,
+        gre: GreOptions {
+            ikey: gre_key("ikey", &raw.ikey)?,
+            okey: gre_key("okey", &raw.okey)?,
+            iseq: raw.iseq,
+            oseq: raw.oseq,
+            icsum: raw.icsum,
+            ocsum: raw.ocsum,
+        },
+        ttl,
+        tos,
+        pmtudisc: raw.pmtudisc.unwrap_or(true),
+        keepalive,
+    })
+}
+
 fn convert_line(i: usize, raw: RawLine) -> Result<Line, ConfigError> {
     let key = line_key(i, &raw.name);
     let name = LineName::try_from(raw.name.clone())
@@ -464,17 +862,40 @@ fn convert_line(i: usize, raw: RawLine) -> Result<Line, ConfigError> {
                     "a line of type wireguard needs a [line.wireguard] table (mode, keys, ports)",
                 )
             })?;
+            if raw.ip_tunnel.is_some() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.ip_tunnel"),
+                    "a wireguard line takes no [line.ip_tunnel] table; remove it",
+                ));
+            }
             LineKind::WireGuard(convert_wireguard(&key, wg)?)
         }
-        other => {
-            return Err(ConfigError::invalid(
-                format!("{key}.type"),
-                format!(
-                    "type {other:?} is not supported; supported: {}",
-                    SUPPORTED_TYPES.join(", ")
-                ),
-            ))
-        }
+        other => match TunnelType::from_name(other) {
+            Some(kind) => {
+                if raw.wireguard.is_some() {
+                    return Err(ConfigError::invalid(
+                        format!("{key}.wireguard"),
+                        format!("a {kind} line takes no [line.wireguard] table; remove it"),
+                    ));
+                }
+                let t = convert_ip_tunnel(&key, kind, raw.ip_tunnel.unwrap_or_default())?;
+                check_ip_tunnel(&t, raw.peer_ip, raw.local_vip, raw.mtu).map_err(
+                    |(setting, message)| {
+                        ConfigError::invalid(format!("{key}.{}", setting.toml_key), message)
+                    },
+                )?;
+                LineKind::IpTunnel(t)
+            }
+            None => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.type"),
+                    format!(
+                        "type {other:?} is not supported; supported: {}",
+                        SUPPORTED_TYPES.join(", ")
+                    ),
+                ))
+            }
+        },
     };
     Ok(Line {
         name,
@@ -501,6 +922,8 @@ impl TryFrom<RawConfig> for Config {
         let mut names = HashSet::new();
         let mut vips: HashMap<IpAddr, (usize, &'static str)> = HashMap::new();
         let mut ports: HashMap<(&str, u16), usize> = HashMap::new();
+        // IP tunnel lines are told apart on receive by peer, protocol and GRE key.
+        let mut demux: HashMap<(&str, IpAddr, u8, Option<u32>), usize> = HashMap::new();
         for (i, l) in lines.iter().enumerate() {
             let key = line_key(i, l.name.as_str());
             if !names.insert(l.name.as_str()) {
@@ -519,6 +942,28 @@ impl TryFrom<RawConfig> for Config {
                         format!(
                             "{vip} is already the {other_field} of {}; every VIP on a node must be unique",
                             line_key(j, lines[j].name.as_str())
+                        ),
+                    ));
+                }
+            }
+            if let Some(t) = l.ip_tunnel() {
+                let ikey = t.gre.ikey.map(|k| k.0);
+                let protocol = t.kind.protocol().number();
+                if let Some(j) = demux.insert((l.parent.as_str(), l.peer_ip, protocol, ikey), i) {
+                    let (field, what) = match ikey {
+                        Some(k) if t.kind.is_gre() => ("ip_tunnel.ikey", format!("GRE key {k}")),
+                        None if t.kind.is_gre() => ("ip_tunnel.ikey", "no GRE key".to_string()),
+                        _ => ("type", format!("IP protocol {protocol}")),
+                    };
+                    return Err(ConfigError::invalid(
+                        format!("{key}.{field}"),
+                        format!(
+                            "{} already receives {what} from {} on parent {}; received \
+                             packets could not be told apart: give the lines different \
+                             keys (--key), peers or parents",
+                            line_key(j, lines[j].name.as_str()),
+                            l.peer_ip,
+                            l.parent
                         ),
                     ));
                 }
@@ -716,7 +1161,7 @@ persistent_keepalive = 10
     #[test]
     fn malformed_address_names_the_key() {
         let msg = err(&SERVER_TOML.replace("\"198.51.100.20\"", "\"198.51.100\""));
-        assert!(msg.contains("peer_ip") && msg.contains("line 5"), "{msg}");
+        assert!(msg.contains("test.toml:5:11: line[0].peer_ip: "), "{msg}");
     }
 
     #[test]
@@ -758,6 +1203,172 @@ persistent_keepalive = 10
         let d = diff(&old, &new2);
         assert_eq!(d.stop, vec![new2.lines[1].name.clone()]);
         assert_eq!(d.start, vec![new2.lines[1].name.clone()]);
+    }
+
+    const GRE_TOML: &str = r#"
+[[line]]
+name = "gre1"
+parent = "eth0"
+peer_ip = "198.51.100.20"
+peer_vip = "10.9.0.2"
+local_vip = "10.9.0.1"
+type = "gre"
+
+[line.ip_tunnel]
+ikey = "0.0.0.7"
+okey = 8
+iseq = true
+ocsum = true
+ttl = "inherit"
+tos = "0x28"
+keepalive = 5
+keepalive_retries = 2
+
+[[line]]
+name = "ipip1"
+parent = "eth0"
+peer_ip = "198.51.100.30"
+peer_vip = "10.8.0.2"
+local_vip = "10.8.0.1"
+type = "ipip"
+"#;
+
+    #[test]
+    fn ip_tunnel_lines_parse_with_defaults_and_round_trip() {
+        let c = cfg(GRE_TOML).unwrap();
+        let g = c.lines[0].ip_tunnel().unwrap();
+        assert_eq!(g.kind, TunnelType::Gre);
+        assert_eq!(g.gre.ikey, Some(Key(7)));
+        assert_eq!(g.gre.okey, Some(Key(8)));
+        assert!(g.gre.iseq && !g.gre.oseq && !g.gre.icsum && g.gre.ocsum);
+        assert_eq!((g.ttl, g.tos), (Ttl::Inherit, Tos::Fixed(0x28)));
+        assert!(g.pmtudisc);
+        let k = g.keepalive.unwrap();
+        assert_eq!((k.interval.as_secs(), k.retries), (5, 2));
+        let i = c.lines[1].ip_tunnel().unwrap();
+        assert_eq!(*i, IpTunnel::new(TunnelType::Ipip));
+        assert!(!c.has_private_keys());
+        let written = c.to_toml();
+        assert!(!written.contains("[line.wireguard]"), "{written}");
+        assert_eq!(cfg(&written).unwrap(), c, "{written}");
+    }
+
+    #[test]
+    fn ip_tunnel_peer_of_the_wrong_family_names_the_key() {
+        let msg = err(&GRE_TOML.replace("\"198.51.100.20\"", "\"2001:db8::2\""));
+        assert!(
+            msg.contains("line[0] (\"gre1\").peer_ip") && msg.contains("gre6"),
+            "{msg}"
+        );
+        let msg = err(&GRE_TOML.replace("type = \"ipip\"", "type = \"ipip6\""));
+        assert!(msg.contains("line[1] (\"ipip1\").peer_ip"), "{msg}");
+    }
+
+    #[test]
+    fn vips_of_a_family_the_type_does_not_carry_are_refused() {
+        let text = GRE_TOML
+            .replace("\"10.8.0.2\"", "\"fd00::2\"")
+            .replace("\"10.8.0.1\"", "\"fd00::1\"");
+        let msg = err(&text);
+        assert!(msg.contains("local_vip") && msg.contains("IPv6"), "{msg}");
+    }
+
+    #[test]
+    fn gre_options_on_an_ip_in_ip_type_are_refused() {
+        let text = format!("{GRE_TOML}\n[line.ip_tunnel]\noseq = true\n");
+        let msg = err(&text);
+        assert!(
+            msg.contains("line[1] (\"ipip1\").ip_tunnel.oseq") && msg.contains("gre"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn key_out_of_range_is_refused_and_dotted_quads_are_keys() {
+        let msg = err(&GRE_TOML.replace("okey = 8", "okey = 4294967296"));
+        assert!(msg.contains("ip_tunnel.okey"), "{msg}");
+        assert!(err(&GRE_TOML.replace("\"0.0.0.7\"", "\"1.2.3\"")).contains("ikey"));
+        assert_eq!(parse_key("1.2.3.4"), Ok(Key(0x0102_0304)));
+        assert_eq!(parse_key("0x10"), Ok(Key(16)));
+        assert!(parse_key("-1").is_err());
+    }
+
+    #[test]
+    fn mtu_below_the_ipv6_minimum_is_refused_for_types_that_carry_ipv6() {
+        let text = GRE_TOML.replace("type = \"gre\"", "type = \"gre\"\nmtu = 1200");
+        let msg = err(&text);
+        assert!(msg.contains("gre1\").mtu") && msg.contains("1280"), "{msg}");
+        // ipip carries only IPv4: 1200 is fine.
+        let text = GRE_TOML.replace("type = \"ipip\"", "type = \"ipip\"\nmtu = 1200");
+        assert!(cfg(&text).is_ok());
+    }
+
+    #[test]
+    fn two_gre_lines_to_one_peer_need_different_input_keys() {
+        let second = GRE_TOML
+            .split("[[line]]")
+            .nth(1)
+            .unwrap()
+            .replace("gre1", "gre2")
+            .replace("10.9.0.", "10.7.0.");
+        let msg = err(&format!("{GRE_TOML}[[line]]{second}"));
+        assert!(
+            msg.contains("ip_tunnel.ikey") && msg.contains("GRE key 7"),
+            "{msg}"
+        );
+        let other_key = second.replace("\"0.0.0.7\"", "9");
+        assert!(cfg(&format!("{GRE_TOML}[[line]]{other_key}")).is_ok());
+    }
+
+    #[test]
+    fn tables_of_the_other_kind_are_refused() {
+        let msg =
+            err(&SERVER_TOML.replace("mtu = 1420\n", "mtu = 1420\n\n[line.ip_tunnel]\nttl = 3\n"));
+        assert!(msg.contains("ip_tunnel"), "{msg}");
+        let text = GRE_TOML.replace(
+            "[line.ip_tunnel]",
+            "[line.wireguard]\nmode = \"server\"\nprivate_key = \"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\"\npeer_public_key = \"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\"\n\n[line.ip_tunnel]",
+        );
+        assert!(err(&text).contains("line.wireguard"), "{}", err(&text));
+    }
+
+    #[test]
+    fn nopmtudisc_needs_ttl_inherit_and_an_ipv4_underlay() {
+        let fixed = GRE_TOML.replace("ttl = \"inherit\"", "ttl = 64\npmtudisc = false");
+        assert!(err(&fixed).contains("inherit"), "{}", err(&fixed));
+        let ok = GRE_TOML.replace("ttl = \"inherit\"", "pmtudisc = false");
+        assert!(cfg(&ok).is_ok());
+    }
+
+    #[test]
+    fn tos_is_hexadecimal_as_iproute2() {
+        assert_eq!(parse_tos("10"), Ok(Tos::Fixed(0x10)));
+        assert_eq!(parse_tos("0xb8"), Ok(Tos::Fixed(0xb8)));
+        assert_eq!(parse_tos("inherit"), Ok(Tos::Inherit));
+        assert!(parse_tos("100").is_err());
+        assert_eq!(parse_ttl("0"), Ok(Ttl::Inherit));
+        assert!(parse_ttl("256").is_err());
+    }
+
+    #[test]
+    fn peer_options_mirror_keys_sequence_and_checksums() {
+        let c = cfg(GRE_TOML).unwrap();
+        let g = c.lines[0].ip_tunnel().unwrap();
+        assert_eq!(
+            g.cli_options().join(" "),
+            "--ikey 7 --okey 8 --iseq --ocsum --tos 0x28 --keepalive 5,2"
+        );
+        assert_eq!(
+            g.mirrored().cli_options().join(" "),
+            "--ikey 8 --okey 7 --oseq --icsum --tos 0x28 --keepalive 5,2"
+        );
+        let mut both = IpTunnel::new(TunnelType::Gre6);
+        both.gre.ikey = Some(Key(3));
+        both.gre.okey = Some(Key(3));
+        both.gre.iseq = true;
+        both.gre.oseq = true;
+        both.ttl = Ttl::Fixed(9);
+        assert_eq!(both.cli_options().join(" "), "--key 3 --seq --ttl 9");
     }
 
     proptest! {

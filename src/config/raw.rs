@@ -31,6 +31,8 @@ pub struct RawLine {
     pub mtu: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard: Option<RawWireGuard>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_tunnel: Option<RawIpTunnel>,
 }
 
 /// `[line.wireguard]`.
@@ -50,4 +52,50 @@ pub struct RawWireGuard {
     pub peer_private_key: Option<PrivateKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_keepalive: Option<u32>,
+}
+
+/// `[line.ip_tunnel]`: iproute2's `ip tunnel` options for the types ipip, gre, sit,
+/// ip6ip6, ipip6 and gre6. Every key is optional; the table may be left out.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpTunnel {
+    /// GRE input key: a number or a dotted quad.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ikey: Option<IntOrText>,
+    /// GRE output key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub okey: Option<IntOrText>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub iseq: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub oseq: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub icsum: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ocsum: bool,
+    /// 1-255 or "inherit".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<IntOrText>,
+    /// 0-255, "0xNN" or "inherit".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tos: Option<IntOrText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pmtudisc: Option<bool>,
+    /// Seconds between keepalive probes; 0 or absent = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_retries: Option<u32>,
+}
+
+/// A value written either as a number or as text (`ttl = 64` or `ttl = "inherit"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum IntOrText {
+    Int(i64),
+    Text(String),
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

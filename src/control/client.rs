@@ -27,6 +27,9 @@ pub fn call(socket: &Path, request: &Request) -> Result<Response, ControlError> 
                 source,
             }
         }
+        std::io::ErrorKind::PermissionDenied => ControlError::PermissionDenied {
+            path: socket.to_path_buf(),
+        },
         _ => io(source),
     })?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;

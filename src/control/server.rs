@@ -93,20 +93,21 @@ async fn handle(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::Resul
     let me = unsafe_geteuid();
     let cred = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
-    if cred.uid() != 0 && cred.uid() != me {
+    let refused = cred.uid() != 0 && cred.uid() != me;
+    // The request is read even when the answer is a refusal: closing the connection
+    // under a peer that is still writing would hand it EPIPE instead of the reason.
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(read).take(MAX_MESSAGE as u64 + 1);
+    reader.read_until(b'\n', &mut line).await?;
+    let response = if refused {
         warn!(uid = cred.uid(), pid = ?cred.pid(), "refused control connection from an unprivileged user");
-        let resp = Response::Error {
+        Response::Error {
             message: format!(
                 "permission denied: user {} may not control twnode; run the command as root (sudo)",
                 cred.uid()
             ),
-        };
-        return write.write_all(&encode(&resp)).await;
-    }
-    let mut line = Vec::new();
-    let mut reader = BufReader::new(read).take(MAX_MESSAGE as u64 + 1);
-    reader.read_until(b'\n', &mut line).await?;
-    let response = if line.len() > MAX_MESSAGE {
+        }
+    } else if line.len() > MAX_MESSAGE {
         Response::Error {
             message: format!("request larger than {MAX_MESSAGE} bytes refused"),
         }

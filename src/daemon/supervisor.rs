@@ -13,17 +13,43 @@ use std::path::PathBuf;
 
 use tracing::{info, warn};
 
+use crate::config::model::{self as cfg, IpTunnel};
 use crate::config::{self, Config, Line, LineKind, LineName, Mode, PrivateKey, WireGuard};
+use crate::control::IpTunnelArgs;
 use crate::control::{
-    Created, DaemonStatus, LineSpec, LineState, LineStatus, PeerCommand, Request, Response,
+    Created, DaemonStatus, KeepaliveInfo, LineSpec, LineState, LineStatus, PeerCommand, Request,
+    Response,
 };
-use crate::dataplane::{LineStats, WireGuardLine, WireGuardSpec};
+use crate::dataplane::{
+    LineDataplane, LineStats, RawLine, RawSockets, RawSpec, WireGuardLine, WireGuardSpec,
+};
 use crate::net::{self, Family, Host, NetError, Route, Rule};
+use crate::tunnel::gre::GreOptions;
+use crate::tunnel::iptunnel::{self, TunnelType};
+use crate::tunnel::keepalive::Liveness;
+use crate::wire::gre::Key;
 
 /// Outer headers a WireGuard line adds: IP (20 or 40) + UDP 8 + WireGuard 32.
 pub fn wireguard_overhead(underlay: IpAddr) -> u16 {
     let ip = if underlay.is_ipv4() { 20 } else { 40 };
     ip + 8 + crate::tunnel::wireguard::DATA_OVERHEAD as u16
+}
+
+/// Outer headers a line adds: see [`wireguard_overhead`]; for an IP tunnel the outer IP
+/// header (20 or 40) plus the GRE header with its optional fields.
+pub fn line_overhead(line: &Line) -> u16 {
+    match &line.kind {
+        LineKind::WireGuard(_) => wireguard_overhead(line.peer_ip),
+        LineKind::IpTunnel(t) => {
+            let outer = t.kind.outer_len();
+            let gre = if t.kind.is_gre() {
+                t.gre.header_len()
+            } else {
+                0
+            };
+            (outer + gre) as u16
+        }
+    }
 }
 
 /// A host object installed for a line.
@@ -39,7 +65,7 @@ struct Running {
     line: Line,
     local_ip: IpAddr,
     mtu: u16,
-    dataplane: WireGuardLine,
+    dataplane: LineDataplane,
     installed: Vec<Installed>,
 }
 
@@ -60,6 +86,8 @@ pub struct Supervisor {
     /// Rules shared by lines: how many lines use each, and whether it predates us.
     rules: HashMap<Rule, (usize, bool)>,
     next_index: u32,
+    /// Raw IP sockets shared by the IP tunnel lines.
+    raw_sockets: RawSockets,
 }
 
 impl Supervisor {
@@ -73,6 +101,7 @@ impl Supervisor {
             failed: HashMap::new(),
             rules: HashMap::new(),
             next_index: rand_index(),
+            raw_sockets: RawSockets::new(),
         }
     }
 
@@ -198,8 +227,32 @@ impl Supervisor {
         ))
     }
 
+    /// Refuses to write the config file over hand edits the daemon has not loaded: the
+    /// file must still say what is running.
+    fn check_file_unchanged(&self) -> Result<(), String> {
+        match config::load(&self.config_path) {
+            Ok(on_disk) if on_disk == self.config => Ok(()),
+            Ok(_) => Err(format!(
+                "{} was edited since the daemon loaded it; run `twnode reload` (or \
+                 `systemctl reload twnode`) first so the edits are not overwritten",
+                self.config_path.display()
+            )),
+            Err(e) => Err(format!(
+                "{e}; the file on disk does not load, so it cannot be updated: fix it and \
+                 run `twnode reload` first"
+            )),
+        }
+    }
+
     async fn create(&mut self, spec: LineSpec) -> Result<Created, String> {
         let (line, generated) = line_from_spec(spec)?;
+        self.check_file_unchanged()?;
+        if self.config.is_line(line.name.as_str()) {
+            return Err(format!(
+                "a line named {} already exists; choose another name (or `twnode line delete {}` first)",
+                line.name, line.name
+            ));
+        }
         let new_config = self
             .config
             .with_line(line.clone())
@@ -241,6 +294,7 @@ impl Supervisor {
 
     async fn delete(&mut self, name: &str, cascade: bool) -> Result<Vec<String>, String> {
         let line = self.known(name)?.clone();
+        self.check_file_unchanged()?;
         let below = self.config.descendants(name);
         if !below.is_empty() && !cascade {
             let names: Vec<String> = below.iter().map(|n| n.to_string()).collect();
@@ -271,7 +325,10 @@ impl Supervisor {
     }
 
     fn peer_command(&self, line: &Line) -> Result<PeerCommand, String> {
-        let LineKind::WireGuard(wg) = &line.kind;
+        let wg = match &line.kind {
+            LineKind::WireGuard(wg) => wg,
+            LineKind::IpTunnel(t) => return self.ip_tunnel_peer_command(line, t),
+        };
         if wg.mode != Mode::Server {
             return Err(format!(
                 "line {} is a client; its peer command comes from the server: run \
@@ -306,10 +363,49 @@ impl Supervisor {
             local_vip: line.peer_vip,
             name: line.name.to_string(),
             kind: line.kind.type_name().to_string(),
-            private_key: peer_private.to_base64(),
-            peer_pubkey: wg.private_key.public_key().to_string(),
-            peer_port: wg.listen_port.map(|p| p.get()).unwrap_or(0),
+            private_key: Some(peer_private.to_base64()),
+            peer_pubkey: Some(wg.private_key.public_key().to_string()),
+            peer_port: Some(wg.listen_port.map(|p| p.get()).unwrap_or(0)),
+            options: Vec::new(),
         })
+    }
+
+    /// An IP tunnel's peer runs the same type with the options mirrored (input and
+    /// output keys, sequence numbers and checksums swapped) and the addresses swapped.
+    fn ip_tunnel_peer_command(&self, line: &Line, t: &IpTunnel) -> Result<PeerCommand, String> {
+        let local_ip = self.local_ip_of(line)?;
+        let mut options = t.mirrored().cli_options();
+        if let Some(m) = line.mtu {
+            options.extend(["--mtu".to_string(), m.get().to_string()]);
+        }
+        Ok(PeerCommand {
+            peer_ip: local_ip,
+            peer_vip: line.local_vip,
+            local_vip: line.peer_vip,
+            name: line.name.to_string(),
+            kind: line.kind.type_name().to_string(),
+            private_key: None,
+            peer_pubkey: None,
+            peer_port: None,
+            options,
+        })
+    }
+
+    /// The underlay address a running line uses, or why it is not known.
+    fn local_ip_of(&self, line: &Line) -> Result<IpAddr, String> {
+        self.running
+            .get(&line.name)
+            .map(|r| r.local_ip)
+            .ok_or_else(|| {
+                format!(
+                    "line {} is not running, so its local IP is not known yet: {}",
+                    line.name,
+                    self.failed
+                        .get(&line.name)
+                        .map(|f| f.reason.as_str())
+                        .unwrap_or("starting")
+                )
+            })
     }
 
     fn state(&self, line: &Line) -> (LineState, Option<String>) {
@@ -322,7 +418,14 @@ impl Supervisor {
                 LineState::ParentDown,
                 Some(format!("parent line {} is not up", line.parent)),
             ),
-            Some(r) if r.dataplane.status().up => (LineState::Up, None),
+            Some(Running {
+                dataplane: LineDataplane::Raw(raw),
+                ..
+            }) => raw_state(line, raw),
+            Some(Running {
+                dataplane: LineDataplane::WireGuard(wg),
+                ..
+            }) if wg.status().up => (LineState::Up, None),
             Some(_) => (
                 LineState::Connecting,
                 Some("no WireGuard session with the peer yet".into()),
@@ -337,17 +440,16 @@ impl Supervisor {
 
     fn status(&self, line: &Line) -> LineStatus {
         let (state, reason) = self.state(line);
-        let LineKind::WireGuard(wg) = &line.kind;
         let running = self.running.get(&line.name);
-        let dp = running.map(|r| (r.dataplane.status(), r.dataplane.stats()));
+        let stats = running.map(|r| r.dataplane.stats());
         let stat = |f: fn(&LineStats) -> &std::sync::atomic::AtomicU64| {
-            dp.as_ref().map(|(_, s)| LineStats::get(f(s))).unwrap_or(0)
+            stats.map(|s| LineStats::get(f(s))).unwrap_or(0)
         };
-        LineStatus {
+        let mut status = LineStatus {
             name: line.name.to_string(),
             parent: line.parent.to_string(),
             kind: line.kind.type_name().to_string(),
-            mode: Some(wg.mode.as_str().to_string()),
+            mode: None,
             peer_ip: line.peer_ip,
             peer_vip: line.peer_vip,
             local_vip: line.local_vip,
@@ -356,27 +458,52 @@ impl Supervisor {
             mtu: running.map(|r| r.mtu).or(line.mtu.map(|m| m.get())),
             state,
             reason,
-            listen_port: dp
-                .as_ref()
-                .and_then(|(s, _)| s.local.map(|a| a.port()))
-                .or(wg.listen_port.map(|p| p.get())),
-            endpoint: dp
-                .as_ref()
-                .and_then(|(s, _)| s.endpoint.map(|e| e.to_string())),
-            public_key: Some(wg.private_key.public_key().to_string()),
-            peer_public_key: Some(wg.peer_public_key.to_string()),
-            last_handshake_secs: dp
-                .as_ref()
-                .and_then(|(s, _)| s.core.last_handshake.map(|d| d.as_secs())),
+            listen_port: None,
+            endpoint: None,
+            public_key: None,
+            peer_public_key: None,
+            last_handshake_secs: None,
             rx_bytes: stat(|s| &s.rx_bytes),
             tx_bytes: stat(|s| &s.tx_bytes),
             rx_packets: stat(|s| &s.rx_packets),
             tx_packets: stat(|s| &s.tx_packets),
-            drops: dp
-                .as_ref()
-                .map(|(_, s)| s.nonzero_drops())
-                .unwrap_or_default(),
+            drops: stats.map(|s| s.nonzero_drops()).unwrap_or_default(),
+            options: Vec::new(),
+            keepalive: None,
+        };
+        match (&line.kind, running.map(|r| &r.dataplane)) {
+            (LineKind::WireGuard(wg), dp) => {
+                let dp = match dp {
+                    Some(LineDataplane::WireGuard(l)) => Some(l.status()),
+                    _ => None,
+                };
+                status.mode = Some(wg.mode.as_str().to_string());
+                status.listen_port = dp
+                    .as_ref()
+                    .and_then(|s| s.local.map(|a| a.port()))
+                    .or(wg.listen_port.map(|p| p.get()));
+                status.endpoint = dp.as_ref().and_then(|s| s.endpoint.map(|e| e.to_string()));
+                status.public_key = Some(wg.private_key.public_key().to_string());
+                status.peer_public_key = Some(wg.peer_public_key.to_string());
+                status.last_handshake_secs = dp
+                    .as_ref()
+                    .and_then(|s| s.core.last_handshake.map(|d| d.as_secs()));
+            }
+            (LineKind::IpTunnel(t), dp) => {
+                status.options = t.cli_options();
+                if let Some(LineDataplane::Raw(l)) = dp {
+                    status.keepalive = l.status().keepalive.map(|k| KeepaliveInfo {
+                        interval_secs: k.config.interval.as_secs(),
+                        retries: k.config.retries,
+                        sent: k.sent,
+                        replies: k.replies,
+                        unanswered: k.unanswered,
+                        last_reply_ms: k.last_reply.map(|d| d.as_millis() as u64),
+                    });
+                }
+            }
         }
+        status
     }
 
     /// Where the line's socket binds and what MTU its parent offers.
@@ -469,26 +596,78 @@ impl Supervisor {
                 )));
             }
         }
-        let LineKind::WireGuard(wg) = &line.kind;
-        let overhead = wireguard_overhead(line.peer_ip);
+        let overhead = line_overhead(line);
         let mtu = match line.mtu {
             Some(m) => m.get(),
             None => {
                 let derived = parent_mtu.saturating_sub(overhead);
-                let min = if line.carries_ipv6() {
+                let type_carries_v6 = line
+                    .ip_tunnel()
+                    .is_some_and(|t| t.kind.carries(iptunnel::IpVersion::V6));
+                let min = if line.carries_ipv6() || type_carries_v6 {
                     config::Mtu::MIN_V6
                 } else {
                     config::Mtu::MIN_V4
                 };
                 if u32::from(derived) < min {
                     return Err(fail(format!(
-                        "the parent's MTU {parent_mtu} leaves {derived} after WireGuard's \
-                         {overhead} bytes, below the minimum {min}"
+                        "the parent's MTU {parent_mtu} leaves {derived} after the {} \
+                         headers' {overhead} bytes, below the minimum {min} for this line; \
+                         raise the parent's MTU or use a type with less overhead",
+                        line.kind.type_name()
                     )));
                 }
                 derived.min(config::Mtu::MAX as u16)
             }
         };
+        let dataplane = match &line.kind {
+            LineKind::WireGuard(wg) => {
+                LineDataplane::WireGuard(self.start_wireguard(line, wg, mtu, local_ip)?)
+            }
+            LineKind::IpTunnel(t) => {
+                let spec = RawSpec {
+                    name: line.name.to_string(),
+                    mtu,
+                    settings: iptunnel::Settings {
+                        kind: t.kind,
+                        local: local_ip,
+                        peer: line.peer_ip,
+                        ttl: t.ttl,
+                        tos: t.tos,
+                        pmtudisc: t.pmtudisc,
+                        gre: t.gre,
+                        keepalive: t.keepalive,
+                    },
+                };
+                LineDataplane::Raw(
+                    RawLine::start(spec, &self.raw_sockets).map_err(|e| fail(e.to_string()))?,
+                )
+            }
+        };
+        let mut running = Running {
+            line: line.clone(),
+            local_ip,
+            mtu,
+            dataplane,
+            installed: Vec::new(),
+        };
+        if let Err(e) = self.install(&mut running, parent_ifindex).await {
+            self.uninstall(&mut running).await;
+            running.dataplane.stop().await;
+            return Err(fail(e.to_string()));
+        }
+        info!(line = %line.name, local_ip = %local_ip, mtu, "line up (waiting for the peer)");
+        self.running.insert(line.name.clone(), running);
+        Ok(())
+    }
+
+    fn start_wireguard(
+        &mut self,
+        line: &Line,
+        wg: &WireGuard,
+        mtu: u16,
+        local_ip: IpAddr,
+    ) -> Result<WireGuardLine, Failed> {
         let index = self.next_index;
         self.next_index = self.next_index.wrapping_add(1) & 0x00ff_ffff;
         let spec = WireGuardSpec {
@@ -505,28 +684,16 @@ impl Supervisor {
             keepalive: wg.persistent_keepalive,
             index,
         };
-        let dataplane = WireGuardLine::start(spec).map_err(|e| {
+        WireGuardLine::start(spec).map_err(|e| {
             let mut reason = e.to_string();
             if reason.contains("in use") {
                 reason.push_str("; another program (or line) holds that port: choose another");
             }
-            fail(reason)
-        })?;
-        let mut running = Running {
-            line: line.clone(),
-            local_ip,
-            mtu,
-            dataplane,
-            installed: Vec::new(),
-        };
-        if let Err(e) = self.install(&mut running, parent_ifindex).await {
-            self.uninstall(&mut running).await;
-            running.dataplane.stop().await;
-            return Err(fail(e.to_string()));
-        }
-        info!(line = %line.name, local_ip = %local_ip, mtu, "line up (waiting for the peer)");
-        self.running.insert(line.name.clone(), running);
-        Ok(())
+            Failed {
+                reason,
+                parent_down: false,
+            }
+        })
     }
 
     /// Addresses, routes and rules of a running line.
@@ -660,6 +827,40 @@ fn rand_index() -> u32 {
     u32::from_le_bytes(b) & 0x00ff_ffff
 }
 
+/// An IP tunnel line's state: its keepalive's verdict, or up-but-unknown without one.
+fn raw_state(line: &Line, raw: &RawLine) -> (LineState, Option<String>) {
+    let Some(k) = raw.status().keepalive else {
+        return (
+            LineState::Up,
+            Some(
+                "no keepalive: the data plane runs, but whether the peer answers is unknown \
+                 (--keepalive SECS watches it)"
+                    .into(),
+            ),
+        );
+    };
+    match k.liveness {
+        Liveness::Up => (LineState::Up, None),
+        Liveness::Waiting => (
+            LineState::Connecting,
+            Some(format!(
+                "waiting for the first keepalive reply from {}",
+                line.peer_ip
+            )),
+        ),
+        Liveness::Down => (
+            LineState::Down,
+            Some(format!(
+                "no reply to the last {} keepalives (one every {} s) from {}: the peer or the \
+                 path to it is down",
+                k.unanswered,
+                k.config.interval.as_secs(),
+                line.peer_ip
+            )),
+        ),
+    }
+}
+
 /// The parent's address to use toward `peer`: same family, global scope preferred.
 fn pick_local_address(addrs: &[IpAddr], peer: IpAddr) -> Option<IpAddr> {
     let same = addrs
@@ -687,12 +888,29 @@ fn line_from_spec(spec: LineSpec) -> Result<(Line, bool), String> {
         .parent
         .parse()
         .map_err(|e: String| format!("<parent>: {e}"))?;
+    if let Some(kind) = TunnelType::from_name(&spec.kind) {
+        return ip_tunnel_from_spec(spec, kind, name, parent).map(|l| (l, false));
+    }
     if spec.kind != "wireguard" {
         return Err(format!(
-            "--type {}: not supported yet; supported: {} (see the README's list of missing features)",
+            "--type {}: not supported; supported: {}",
             spec.kind,
             config::model::SUPPORTED_TYPES.join(", ")
         ));
+    }
+    if spec.ip_tunnel.any() {
+        return Err(
+            "--key, --seq, --csum, --ttl, --tos and --[no]pmtudisc apply to the IP tunnel \
+             types (ipip, gre, sit, ip6ip6, ipip6, gre6), not to wireguard"
+                .into(),
+        );
+    }
+    if spec.keepalive_retries.is_some() {
+        return Err(
+            "--keepalive SECS,RETRIES: RETRIES applies to IP tunnel keepalives; a wireguard \
+             line takes --keepalive SECS"
+                .into(),
+        );
     }
     let mode: Mode = spec
         .mode
@@ -779,4 +997,84 @@ fn line_from_spec(spec: LineSpec) -> Result<(Line, bool), String> {
         }),
     };
     Ok((line, generated))
+}
+
+/// Builds an IP tunnel line from `line create`'s arguments; errors name the flag.
+fn ip_tunnel_from_spec(
+    spec: LineSpec,
+    kind: TunnelType,
+    name: LineName,
+    parent: LineName,
+) -> Result<Line, String> {
+    let wireguard_only = [
+        ("--mode", spec.mode.is_some()),
+        ("--listen-port", spec.listen_port.is_some()),
+        ("--peer-port", spec.peer_port.is_some()),
+        ("--private-key", spec.private_key.is_some()),
+        ("--peer-pubkey", spec.peer_pubkey.is_some()),
+    ];
+    if let Some((flag, _)) = wireguard_only.iter().find(|(_, given)| *given) {
+        return Err(format!(
+            "{flag} applies to wireguard lines; a {kind} line has no mode, ports or keys \
+             (both ends run the same command, see `twnode line show-peer`)"
+        ));
+    }
+    let a: &IpTunnelArgs = &spec.ip_tunnel;
+    let key = |flag: &str, v: &Option<String>| -> Result<Option<Key>, String> {
+        v.as_deref()
+            .map(cfg::parse_key)
+            .transpose()
+            .map_err(|e| format!("{flag}: {e}"))
+    };
+    let (ikey, okey) = match (&a.key, &a.ikey, &a.okey) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err("give --key, or --ikey and --okey, not both".into())
+        }
+        (Some(_), None, None) => {
+            let k = key("--key", &a.key)?;
+            (k, k)
+        }
+        (None, _, _) => (key("--ikey", &a.ikey)?, key("--okey", &a.okey)?),
+    };
+    let ttl = match &a.ttl {
+        Some(t) => cfg::parse_ttl(t).map_err(|e| format!("--ttl: {e}"))?,
+        None => iptunnel::Ttl::default_for(kind),
+    };
+    let tos = match &a.tos {
+        Some(t) => cfg::parse_tos(t).map_err(|e| format!("--tos: {e}"))?,
+        None => iptunnel::Tos::default(),
+    };
+    let keepalive = cfg::keepalive(spec.keepalive.unwrap_or(0), spec.keepalive_retries)
+        .map_err(|(_, e)| format!("--keepalive: {e}"))?;
+    let t = IpTunnel {
+        kind,
+        gre: GreOptions {
+            ikey,
+            okey,
+            iseq: a.seq || a.iseq,
+            oseq: a.seq || a.oseq,
+            icsum: a.csum || a.icsum,
+            ocsum: a.csum || a.ocsum,
+        },
+        ttl,
+        tos,
+        pmtudisc: a.pmtudisc.unwrap_or(true),
+        keepalive,
+    };
+    cfg::check_ip_tunnel(&t, spec.peer_ip, spec.local_vip, spec.mtu)
+        .map_err(|(setting, e)| format!("{}: {e}", setting.flag))?;
+    let mtu = spec
+        .mtu
+        .map(|m| config::Mtu::new(m, spec.local_vip.is_ipv6()))
+        .transpose()
+        .map_err(|e| format!("--mtu: {e}"))?;
+    Ok(Line {
+        name,
+        parent,
+        peer_ip: spec.peer_ip,
+        peer_vip: spec.peer_vip,
+        local_vip: spec.local_vip,
+        mtu,
+        kind: LineKind::IpTunnel(t),
+    })
 }

@@ -9,13 +9,49 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod batch;
+pub mod raw;
 pub mod stats;
 pub mod tun;
 pub mod udp;
 pub mod wireguard;
 
+pub use raw::{RawLine, RawSockets, RawSpec, RawStatus};
 pub use stats::LineStats;
 pub use wireguard::{WireGuardLine, WireGuardSpec};
+
+/// A running line's data plane, whatever its type.
+pub enum LineDataplane {
+    /// A WireGuard line: its own TUN device and UDP socket.
+    WireGuard(WireGuardLine),
+    /// An IP tunnel line: its own TUN device, raw sockets shared with other lines.
+    Raw(RawLine),
+}
+
+impl LineDataplane {
+    /// The TUN device's interface index.
+    pub fn ifindex(&self) -> u32 {
+        match self {
+            LineDataplane::WireGuard(l) => l.ifindex(),
+            LineDataplane::Raw(l) => l.ifindex(),
+        }
+    }
+
+    /// The line's counters.
+    pub fn stats(&self) -> &LineStats {
+        match self {
+            LineDataplane::WireGuard(l) => l.stats(),
+            LineDataplane::Raw(l) => l.stats(),
+        }
+    }
+
+    /// Stops the line and waits until its TUN device is gone.
+    pub async fn stop(self) {
+        match self {
+            LineDataplane::WireGuard(l) => l.stop().await,
+            LineDataplane::Raw(l) => l.stop().await,
+        }
+    }
+}
 
 /// Why a line's data plane could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +74,12 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    /// The tunnel core refused the line's settings.
+    #[error(transparent)]
+    Tunnel(#[from] crate::tunnel::TunnelError),
+    /// Another running line already receives the packets this line would receive.
+    #[error("{0}")]
+    Claimed(String),
     /// A socket option or registration with the runtime failed.
     #[error("{what}: {source}")]
     Setup {

@@ -44,7 +44,7 @@ pub fn bind(addr: SocketAddr) -> Result<AsyncFd<Socket>, DataplaneError> {
 
 /// Raises the socket buffers past `rmem_max` where we may (CAP_NET_ADMIN), else as far
 /// as the sysctl allows.
-fn force_buffers(socket: &Socket) {
+pub(super) fn force_buffers(socket: &Socket) {
     let fd = socket.as_raw_fd();
     let size = SOCKET_BUFFER as libc::c_int;
     for (force, plain) in [

@@ -310,13 +310,14 @@ async fn inbound(io: Arc<Io>) {
                         }
                         Action::WriteToNetwork(p) => {
                             // A handshake response or a cookie: goes back to the sender.
-                            b.out[i] = (offset_in(base, p), p.len());
-                            *slot = Out::Net(from);
-                            flush_to = Some(from);
                             // A cookie reply (type 3) answers an unauthenticated
                             // handshake under load: it must not move the endpoint, or a
                             // flood of forged initiations could steal the line.
-                            p.first() != Some(&COOKIE_REPLY)
+                            let authenticated = p.first() != Some(&COOKIE_REPLY);
+                            b.out[i] = (offset_in(base, p), p.len());
+                            *slot = Out::Net(from);
+                            flush_to = Some(from);
+                            authenticated
                         }
                         Action::Done => true,
                         Action::Drop(r) => {

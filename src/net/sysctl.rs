@@ -1,5 +1,6 @@
 //! The few kernel settings twnode sets through `/proc/sys`: forwarding, which a relay
-//! (a host in the middle of a multi-hop path) needs.
+//! (a host in the middle of a multi-hop path) needs, and IPv6 off on the TUN device of a
+//! line that cannot carry IPv6.
 
 use std::io;
 
@@ -16,4 +17,19 @@ pub fn enable_forwarding() -> io::Result<()> {
             .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
     }
     Ok(())
+}
+
+/// Turns IPv6 off on interface `ifname` (its link-local address and the router
+/// solicitations and MLD reports the kernel would send through it). The setting goes
+/// away with the interface. The data plane calls it for a TUN device it creates, before
+/// bringing the device up.
+pub fn disable_ipv6(ifname: &str) -> io::Result<()> {
+    if ifname.contains('/') || ifname.starts_with('.') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{ifname:?} is not an interface name"),
+        ));
+    }
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    std::fs::write(&path, b"1\n").map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
 }

@@ -5,9 +5,44 @@
 //! a panic. Time comes from the caller where the core keeps timers of its own; the one
 //! exception is WireGuard, whose timers live inside boringtun's `noise::Tunn` and read
 //! `Instant::now()` there.
+//!
+//! The IP tunnels share one core, [`iptunnel::IpTunnelCore`] (outer header, TTL/TOS,
+//! RFC 6040 ECN, keepalive probes), and differ in the layer between outer and inner
+//! header: none for [`ipip`] (ipip, sit, ip6ip6, ipip6), a GRE header for [`gre`] (gre,
+//! gre6). [`keepalive`] is the liveness state machine both use.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod gre;
+pub mod ipip;
+pub mod iptunnel;
+pub mod keepalive;
 pub mod wireguard;
+
+/// Why a tunnel core cannot be built from its settings (the config layer checks the
+/// same things first, with the TOML key in its message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelError {
+    /// The local or peer address is not of the family the tunnel type runs over.
+    #[error("{kind} runs over {want}, but the {which} address {addr} is not")]
+    AddressFamily {
+        /// The tunnel type.
+        kind: &'static str,
+        /// "IPv4" or "IPv6".
+        want: &'static str,
+        /// "local" or "peer".
+        which: &'static str,
+        /// The offending address.
+        addr: std::net::IpAddr,
+    },
+    /// GRE options (key, sequence numbers, checksums) on a type without a GRE header.
+    #[error(
+        "{kind} has no GRE header: keys, sequence numbers and checksums apply to gre and gre6 only"
+    )]
+    GreOptions {
+        /// The tunnel type.
+        kind: &'static str,
+    },
+}
 
 /// What the data plane does with the bytes a core produced.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,11 +80,31 @@ pub enum DropReason {
     IoError,
     /// The session expired and the peer does not answer.
     Expired,
+    /// An IP tunnel packet whose outer source is not the line's peer.
+    UnknownPeer,
+    /// A GRE packet whose key is not the line's input key (or has none, or has one the
+    /// line does not expect).
+    WrongKey,
+    /// A GRE checksum that does not verify, or none where the line requires one.
+    BadChecksum,
+    /// A GRE sequence number not above the last one accepted (or none where the line
+    /// requires one).
+    OutOfOrder,
+    /// An IP tunnel packet shorter than its headers or length fields say.
+    Truncated,
+    /// An inner packet of an IP version (or GRE protocol type) the line does not carry.
+    WrongInnerVersion,
+    /// RFC 6040: the outer header says congestion experienced, but the inner packet is
+    /// not ECN-capable, so the congestion mark can only be signalled by dropping it.
+    CongestionNotEct,
+    /// The inner packet and the outer headers do not fit the output buffer or the outer
+    /// length field.
+    TooBig,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::BadAuth,
         DropReason::Replay,
         DropReason::Malformed,
@@ -60,6 +115,14 @@ impl DropReason {
         DropReason::NoEndpoint,
         DropReason::IoError,
         DropReason::Expired,
+        DropReason::UnknownPeer,
+        DropReason::WrongKey,
+        DropReason::BadChecksum,
+        DropReason::OutOfOrder,
+        DropReason::Truncated,
+        DropReason::WrongInnerVersion,
+        DropReason::CongestionNotEct,
+        DropReason::TooBig,
     ];
 
     /// The counter's index in [`DropReason::ALL`].
@@ -80,6 +143,34 @@ impl DropReason {
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::IoError => "io_error",
             DropReason::Expired => "expired",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::WrongKey => "wrong_key",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::OutOfOrder => "out_of_order",
+            DropReason::Truncated => "truncated",
+            DropReason::WrongInnerVersion => "wrong_inner_version",
+            DropReason::CongestionNotEct => "ce_on_not_ect",
+            DropReason::TooBig => "too_big",
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn drop_reason_index_is_its_position_in_all() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            DropReason::ALL.len(),
+            "counter names are unique"
+        );
     }
 }

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 
 pub mod node;
+pub mod raw;
 
 /// Distinguishes the namespaces of one test process (tests run on parallel threads).
 static NEXT_NS: AtomicUsize = AtomicUsize::new(0);

@@ -1,0 +1,138 @@
+//! WireGuard core micro-benchmarks: what one CPU core spends to encrypt (TUN -> network)
+//! and decrypt (network -> TUN) a full-size packet through `WireGuardCore`, one at a
+//! time and in the data plane's batches of 32. No I/O: two cores that shook hands in
+//! memory, so the figures are the crypto and bookkeeping cost the data plane pays per
+//! packet, the ceiling for a line's throughput on one core.
+//!
+//! Throughput counts inner (IP packet) bytes. Run with
+//! `cargo bench --bench wireguard` (add `-- --warm-up-time 1 --measurement-time 3` for a
+//! quick look).
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use twnode::config::PrivateKey;
+use twnode::dataplane::batch::BATCH;
+use twnode::tunnel::wireguard::{Keys, WireGuardCore, DATA_OVERHEAD};
+use twnode::tunnel::Action;
+
+/// A packet filling a 1420-byte line MTU (WireGuard's usual MTU on a 1500-byte link).
+const PACKET: usize = 1420;
+/// One output slot: the packet plus WireGuard's header and tag.
+const SLOT: usize = PACKET + DATA_OVERHEAD;
+const A_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
+const B_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 20));
+
+/// An IPv4/UDP packet of `len` bytes, 10.0.0.1 -> 10.0.0.2, with a correct total length
+/// (the receiving core trims the decrypted packet to it).
+fn ipv4_packet(len: usize) -> Vec<u8> {
+    let mut packet = vec![
+        0x45, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 10, 0, 0, 1, 10, 0,
+        0, 2,
+    ];
+    packet.resize(len, 0xa5);
+    let total = u16::try_from(len).expect("packet fits an IPv4 total length");
+    packet[2..4].copy_from_slice(&total.to_be_bytes());
+    packet
+}
+
+fn network(action: Action<'_>, what: &str) -> Vec<u8> {
+    match action {
+        Action::WriteToNetwork(bytes) => bytes.to_vec(),
+        other => panic!("{what}: expected a datagram, got {other:?}"),
+    }
+}
+
+/// Two cores after a complete handshake: `a` sends, `b` receives.
+fn handshaken_pair() -> (WireGuardCore, WireGuardCore) {
+    let (key_a, key_b) = (PrivateKey::generate(), PrivateKey::generate());
+    let (public_a, public_b) = (key_a.public_key(), key_b.public_key());
+    let core = |private, peer_public, index| {
+        WireGuardCore::new(Keys {
+            private,
+            peer_public,
+            keepalive: 0,
+            index,
+        })
+    };
+    let mut a = core(&key_a, &public_b, 1);
+    let mut b = core(&key_b, &public_a, 2);
+    let mut out = vec![0u8; 2048];
+    let initiation = network(a.poll_handshake(&mut out), "initiation");
+    let response = network(b.handle_datagram(A_IP, &initiation, &mut out), "response");
+    // The initiator confirms the session with a keepalive, which the responder needs
+    // before it may send data itself.
+    let keepalive = network(a.handle_datagram(B_IP, &response, &mut out), "keepalive");
+    assert_eq!(b.handle_datagram(A_IP, &keepalive, &mut out), Action::Done);
+    assert!(a.is_up() && b.is_up(), "handshake completed");
+    (a, b)
+}
+
+fn encapsulate(core: &mut WireGuardCore, packet: &[u8], out: &mut [u8]) -> usize {
+    match core.handle_tun_packet(packet, out) {
+        Action::WriteToNetwork(bytes) => bytes.len(),
+        other => panic!("encapsulate: {other:?}"),
+    }
+}
+
+fn decapsulate(core: &mut WireGuardCore, datagram: &[u8], out: &mut [u8]) -> usize {
+    match core.handle_datagram(A_IP, datagram, out) {
+        Action::WriteToTun(bytes) => bytes.len(),
+        other => panic!("decapsulate: {other:?}"),
+    }
+}
+
+/// `count` datagrams, fresh from `a` (consecutive counters, so `b` accepts each once).
+fn datagrams(a: &mut WireGuardCore, packet: &[u8], count: usize) -> Vec<Vec<u8>> {
+    let mut out = vec![0u8; SLOT];
+    (0..count)
+        .map(|_| network(a.handle_tun_packet(packet, &mut out), "data"))
+        .collect()
+}
+
+fn wireguard(c: &mut Criterion) {
+    let packet = ipv4_packet(PACKET);
+    let (mut a, mut b) = handshaken_pair();
+    let mut out = vec![0u8; SLOT];
+    let mut outs = vec![0u8; BATCH * SLOT];
+    let mut group = c.benchmark_group("wireguard");
+
+    group.throughput(Throughput::Bytes(PACKET as u64));
+    group.bench_function("encapsulate_1420", |bench| {
+        bench.iter(|| encapsulate(&mut a, black_box(&packet), &mut out));
+    });
+    group.bench_function("decapsulate_1420", |bench| {
+        bench.iter_batched_ref(
+            || datagrams(&mut a, &packet, 1),
+            |datagrams| decapsulate(&mut b, black_box(&datagrams[0]), &mut out),
+            BatchSize::SmallInput,
+        );
+    });
+
+    group.throughput(Throughput::Bytes((BATCH * PACKET) as u64));
+    group.bench_function("encapsulate_batch32_1420", |bench| {
+        bench.iter(|| {
+            outs.chunks_exact_mut(SLOT)
+                .map(|slot| encapsulate(&mut a, black_box(&packet), slot))
+                .sum::<usize>()
+        });
+    });
+    group.bench_function("decapsulate_batch32_1420", |bench| {
+        bench.iter_batched_ref(
+            || datagrams(&mut a, &packet, BATCH),
+            |datagrams| {
+                datagrams
+                    .iter()
+                    .zip(outs.chunks_exact_mut(SLOT))
+                    .map(|(datagram, slot)| decapsulate(&mut b, black_box(datagram), slot))
+                    .sum::<usize>()
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, wireguard);
+criterion_main!(benches);

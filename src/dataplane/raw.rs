@@ -1,0 +1,822 @@
+//! IP tunnel lines' I/O: raw IP sockets (protocols 4, 41 and 47) shared between lines,
+//! a TUN device per line, and an [`IpTunnelCore`] per line.
+//!
+//! Sockets: one raw socket per (protocol, local address), opened when the first line
+//! needs it and closed with the last ([`RawSockets`]). A socket's receive task reads a
+//! batch with `recvmmsg` and hands each packet to the line whose peer sent it (and, for
+//! GRE, whose input key it carries), so any number of lines of one protocol coexist,
+//! including two GRE lines to the same peer with different keys. A bound raw socket also
+//! keeps the kernel from answering tunnel packets with ICMP "protocol unreachable" on a
+//! host without the tunnel modules.
+//!
+//! Headers: the cores build the whole outer packet. IPv4 sockets use `IP_HDRINCL`, so
+//! the header goes out as built, and receive it. IPv6 sockets use `IPV6_HDRINCL` (Linux
+//! 4.5 and later) to send, but receive only the payload: the source comes from the
+//! socket address and the traffic class (for ECN) from an `IPV6_RECVTCLASS` message.
+//!
+//! Tasks: per socket, `receive` (underlay -> TUN, in place, a line's core locked once per
+//! run of its packets); per line, `outbound` (TUN -> underlay, one `sendmmsg` per batch)
+//! and, with a keepalive, `keepalive` (probes on a tick). No lock is held across an
+//! `.await`.
+
+use std::collections::HashMap;
+use std::io;
+use std::mem::size_of;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::batch::{offset_in, with_batch, Batch, BATCH, SLOT};
+use super::stats::LineStats;
+use super::tun::Tun;
+use super::{udp, DataplaneError};
+use crate::tunnel::iptunnel::{IpTunnelCore, IpVersion, Settings};
+use crate::tunnel::keepalive::{KeepaliveStatus, Liveness};
+use crate::tunnel::{Action, DropReason};
+use crate::wire::gre::Key;
+use crate::wire::{self, IpProtocol, TrafficClass};
+
+/// How often keepalives are polled.
+pub const TICK: Duration = Duration::from_millis(250);
+/// Room for a keepalive probe: two IPv6 headers and two full GRE headers fit.
+const PROBE_SLOT: usize = 160;
+/// Room for the ancillary data of one received IPv6 packet (one IPV6_TCLASS message).
+const CONTROL_WORDS: usize = 8;
+
+/// A raw socket's identity: protocol and local address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SocketKey {
+    protocol: IpProtocol,
+    local: IpAddr,
+}
+
+/// Where a socket sends a packet from `peer` (with GRE key `ikey`).
+#[derive(Clone)]
+struct Route {
+    line: u64,
+    peer: IpAddr,
+    ikey: Option<Key>,
+    /// The protocol is the line's own (not one it merely accepts, see
+    /// [`crate::tunnel::iptunnel::TunnelType::protocols`]).
+    own: bool,
+    io: Arc<LineIo>,
+}
+
+/// One shared raw socket.
+struct Endpoint {
+    key: SocketKey,
+    socket: AsyncFd<Socket>,
+    /// Replaced as a whole when a line comes or goes; a batch works on one snapshot.
+    routes: RwLock<Arc<Vec<Route>>>,
+    /// Packets from addresses that are no line's peer (the raw socket sees every packet
+    /// of its protocol to its address).
+    strangers: AtomicU64,
+}
+
+impl Endpoint {
+    fn routes(&self) -> Arc<Vec<Route>> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+struct Shared {
+    endpoint: Arc<Endpoint>,
+    receive: JoinHandle<()>,
+}
+
+/// The raw sockets of a daemon, shared by its IP tunnel lines. Cloning shares them.
+#[derive(Clone, Default)]
+pub struct RawSockets {
+    sockets: Arc<Mutex<HashMap<SocketKey, Shared>>>,
+    next_line: Arc<AtomicU64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RawSockets {
+    /// No sockets yet.
+    pub fn new() -> RawSockets {
+        RawSockets::default()
+    }
+
+    /// The socket for `key`, opened (and its receive task started) if no line uses it.
+    fn open(&self, key: SocketKey) -> Result<Arc<Endpoint>, DataplaneError> {
+        let mut sockets = lock(&self.sockets);
+        if let Some(s) = sockets.get(&key) {
+            return Ok(s.endpoint.clone());
+        }
+        let endpoint = Arc::new(Endpoint {
+            key,
+            socket: open_socket(key)?,
+            routes: RwLock::new(Arc::new(Vec::new())),
+            strangers: AtomicU64::new(0),
+        });
+        let receive = tokio::spawn(receive(endpoint.clone()));
+        info!(protocol = key.protocol.number(), local = %key.local, "raw socket opened");
+        sockets.insert(
+            key,
+            Shared {
+                endpoint: endpoint.clone(),
+                receive,
+            },
+        );
+        Ok(endpoint)
+    }
+
+    /// Adds a route to an open socket; refuses one that would take another line's packets.
+    fn add_route(&self, endpoint: &Endpoint, route: Route) -> Result<(), DataplaneError> {
+        let _sockets = lock(&self.sockets);
+        let mut routes = endpoint.routes.write().unwrap_or_else(|e| e.into_inner());
+        if route.own {
+            if let Some(other) = routes
+                .iter()
+                .find(|r| r.own && r.peer == route.peer && r.ikey == route.ikey)
+            {
+                let key = match route.ikey {
+                    Some(k) => format!(" with GRE key {}", k.0),
+                    None => String::new(),
+                };
+                return Err(DataplaneError::Claimed(format!(
+                    "line {} already receives protocol {} from {}{key} on {}; give the lines \
+                     different keys (--key) or peers",
+                    other.io.name,
+                    endpoint.key.protocol.number(),
+                    route.peer,
+                    endpoint.key.local
+                )));
+            }
+        }
+        let mut next = Vec::with_capacity(routes.len() + 1);
+        next.extend(routes.iter().cloned());
+        next.push(route);
+        *routes = Arc::new(next);
+        Ok(())
+    }
+
+    /// Removes a line's routes everywhere and closes the sockets no line uses any more.
+    fn remove_line(&self, line: u64) {
+        let mut sockets = lock(&self.sockets);
+        sockets.retain(|key, s| {
+            let mut routes = s.endpoint.routes.write().unwrap_or_else(|e| e.into_inner());
+            if routes.iter().any(|r| r.line == line) {
+                let next: Vec<Route> = routes.iter().filter(|r| r.line != line).cloned().collect();
+                *routes = Arc::new(next);
+            }
+            let keep = !routes.is_empty();
+            if !keep {
+                s.receive.abort();
+                info!(protocol = key.protocol.number(), local = %key.local,
+                      strangers = s.endpoint.strangers.load(Relaxed), "raw socket closed");
+            }
+            keep
+        });
+    }
+}
+
+/// Opens a non-blocking raw socket for `key`, header included on send, bound to the
+/// local address. `IP_FREEBIND` lets a line on a line bind its parent's VIP early.
+fn open_socket(key: SocketKey) -> Result<AsyncFd<Socket>, DataplaneError> {
+    let setup = |what| move |source| DataplaneError::Setup { what, source };
+    let domain = match key.local {
+        IpAddr::V4(_) => Domain::IPV4,
+        IpAddr::V6(_) => Domain::IPV6,
+    };
+    let protocol = Protocol::from(i32::from(key.protocol.number()));
+    let socket = Socket::new(domain, Type::RAW, Some(protocol))
+        .map_err(setup("cannot open a raw IP socket (needs CAP_NET_RAW)"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(setup("cannot make the raw socket non-blocking"))?;
+    match key.local {
+        IpAddr::V4(_) => {
+            socket
+                .set_header_included_v4(true)
+                .map_err(setup("cannot set IP_HDRINCL"))?;
+            socket
+                .set_freebind(true)
+                .map_err(setup("cannot set IP_FREEBIND"))?;
+        }
+        IpAddr::V6(_) => {
+            // Not socket2's set_header_included_v6: socket2 0.5 passes IP_HDRINCL's
+            // number (3) at the IPv6 level, which is another option.
+            set_ipv6_int(&socket, libc::IPV6_HDRINCL, 1).map_err(setup(
+                "cannot set IPV6_HDRINCL (IPv6 tunnels need Linux 4.5 or later)",
+            ))?;
+            socket
+                .set_recv_tclass_v6(true)
+                .map_err(setup("cannot set IPV6_RECVTCLASS"))?;
+            socket
+                .set_freebind_ipv6(true)
+                .map_err(setup("cannot set IPV6_FREEBIND"))?;
+        }
+    }
+    udp::force_buffers(&socket);
+    let addr = SocketAddr::new(key.local, 0);
+    socket
+        .bind(&SockAddr::from(addr))
+        .map_err(|source| DataplaneError::Bind { addr, source })?;
+    // SAFETY: the socket owns its descriptor and is dropped only with this AsyncFd;
+    // as_raw_fd always returns that descriptor.
+    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .map_err(setup("cannot register the raw socket with the runtime"))
+}
+
+/// `setsockopt(IPPROTO_IPV6, opt, value)` for an int option.
+fn set_ipv6_int(socket: &Socket, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: the descriptor is an open socket; the value pointer and length describe a
+    // c_int that lives for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One line's state, shared by its tasks and by the routes of its sockets.
+struct LineIo {
+    name: String,
+    tun: Tun,
+    core: Mutex<IpTunnelCore>,
+    stats: LineStats,
+    /// The peer as a socket address (port 0), where every packet of the line goes.
+    peer: SocketAddr,
+    /// The socket of the line's own protocol, used to send.
+    tx: Arc<Endpoint>,
+}
+
+impl LineIo {
+    fn lock(&self) -> MutexGuard<'_, IpTunnelCore> {
+        lock(&self.core)
+    }
+}
+
+/// Everything the data plane needs to run one IP tunnel line.
+pub struct RawSpec {
+    /// Line (and TUN device) name.
+    pub name: String,
+    pub mtu: u16,
+    /// Type, addresses and options; `settings.local` is the address the sockets bind.
+    pub settings: Settings,
+}
+
+/// A snapshot for `line list`.
+#[derive(Debug, Clone)]
+pub struct RawStatus {
+    /// The underlay address the line sends from.
+    pub local: IpAddr,
+    /// Keepalive figures; `None` without keepalive.
+    pub keepalive: Option<KeepaliveStatus>,
+}
+
+/// A running IP tunnel line. Dropping it stops its tasks and releases its sockets;
+/// [`RawLine::stop`] also waits until the TUN device is gone.
+pub struct RawLine {
+    io: Arc<LineIo>,
+    tasks: Vec<JoinHandle<()>>,
+    sockets: RawSockets,
+    id: u64,
+}
+
+impl RawLine {
+    /// Creates the TUN device, attaches the line to its raw sockets (opening them if
+    /// needed) and starts its tasks on the current runtime.
+    pub fn start(spec: RawSpec, sockets: &RawSockets) -> Result<RawLine, DataplaneError> {
+        let settings = spec.settings;
+        let core = IpTunnelCore::new(settings)?;
+        let tun = Tun::create_for(&spec.name, spec.mtu, settings.kind.carries(IpVersion::V6))?;
+        let id = sockets.next_line.fetch_add(1, Relaxed);
+        let kind = settings.kind;
+        let own = SocketKey {
+            protocol: kind.protocol(),
+            local: settings.local,
+        };
+        let attached = (|| {
+            let tx = sockets.open(own)?;
+            let io = Arc::new(LineIo {
+                name: spec.name.clone(),
+                tun,
+                core: Mutex::new(core),
+                stats: LineStats::default(),
+                peer: SocketAddr::new(settings.peer, 0),
+                tx,
+            });
+            for &protocol in kind.protocols() {
+                let key = SocketKey {
+                    protocol,
+                    local: settings.local,
+                };
+                let endpoint = sockets.open(key)?;
+                sockets.add_route(
+                    &endpoint,
+                    Route {
+                        line: id,
+                        peer: settings.peer,
+                        ikey: if kind.is_gre() {
+                            settings.gre.ikey
+                        } else {
+                            None
+                        },
+                        own: protocol == kind.protocol(),
+                        io: io.clone(),
+                    },
+                )?;
+            }
+            Ok(io)
+        })();
+        let io = match attached {
+            Ok(io) => io,
+            Err(e) => {
+                sockets.remove_line(id);
+                return Err(e);
+            }
+        };
+        let mut tasks = vec![tokio::spawn(outbound(io.clone()))];
+        if settings.keepalive.is_some() {
+            tasks.push(tokio::spawn(keepalive(io.clone())));
+        }
+        info!(line = %io.name, kind = %kind, local = %settings.local, peer = %settings.peer,
+              "ip tunnel line started");
+        Ok(RawLine {
+            io,
+            tasks,
+            sockets: sockets.clone(),
+            id,
+        })
+    }
+
+    /// The TUN device's interface index.
+    pub fn ifindex(&self) -> u32 {
+        self.io.tun.index()
+    }
+
+    /// The line's counters.
+    pub fn stats(&self) -> &LineStats {
+        &self.io.stats
+    }
+
+    /// A snapshot of the protocol state.
+    pub fn status(&self) -> RawStatus {
+        let core = self.io.lock();
+        RawStatus {
+            local: core.settings().local,
+            keepalive: core.keepalive_status(Instant::now()),
+        }
+    }
+
+    /// Stops the tasks, releases the sockets, and waits until the TUN device is closed.
+    pub async fn stop(mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        self.sockets.remove_line(self.id);
+        let name = self.io.name.clone();
+        let mut io = self.io.clone();
+        drop(self);
+        // A receive batch may still hold a snapshot of the routes for a moment.
+        for _ in 0..100 {
+            match Arc::try_unwrap(io) {
+                Ok(inner) => {
+                    drop(inner);
+                    break;
+                }
+                Err(back) => {
+                    io = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        info!(line = %name, "ip tunnel line stopped");
+    }
+}
+
+impl Drop for RawLine {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.sockets.remove_line(self.id);
+    }
+}
+
+/// TUN -> underlay.
+async fn outbound(io: Arc<LineIo>) {
+    let mut slots = [0usize; BATCH];
+    loop {
+        let mut guard = match io.tun.fd().readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                warn!(line = %io.name, error = %e, "TUN device failed; outbound path stops");
+                return;
+            }
+        };
+        with_batch(|b| {
+            let (n, err) = io.tun.read_batch(b);
+            if let Some(e) = err {
+                debug!(line = %io.name, error = %e, "TUN read failed");
+                io.stats.count_drop(DropReason::IoError, 1);
+            }
+            if n == 0 {
+                guard.clear_ready();
+                return;
+            }
+            let mut k = 0;
+            let mut bytes = 0u64;
+            {
+                let mut core = io.lock();
+                for i in 0..n {
+                    let (inp, out) = b.in_out(i);
+                    let base = out.as_ptr();
+                    let len = inp.len();
+                    match core.handle_tun_packet(inp, out) {
+                        Action::WriteToNetwork(p) => {
+                            let rec = (offset_in(base, p), p.len());
+                            b.out[i] = rec;
+                            slots[k] = i;
+                            k += 1;
+                            bytes += len as u64;
+                        }
+                        Action::Drop(r) => io.stats.count_drop(r, 1),
+                        Action::Done | Action::WriteToTun(_) => {}
+                    }
+                }
+            }
+            let sent = udp::send_batch(io.tx.socket.get_ref(), b, &slots[..k], io.peer);
+            LineStats::add(&io.stats.tx_packets, sent as u64);
+            LineStats::add(&io.stats.tx_bytes, bytes);
+            if sent < k {
+                io.stats.count_drop(DropReason::IoError, (k - sent) as u64);
+            }
+        });
+    }
+}
+
+/// Keepalive probes, and the liveness they report.
+async fn keepalive(io: Arc<LineIo>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = [0u8; PROBE_SLOT];
+    let mut was = None;
+    loop {
+        tick.tick().await;
+        let (probe, liveness) = {
+            let mut core = io.lock();
+            let probe = match core.poll_keepalive(Instant::now(), &mut buf) {
+                Action::WriteToNetwork(p) => Some(p.len()),
+                Action::Drop(r) => {
+                    io.stats.count_drop(r, 1);
+                    None
+                }
+                Action::Done | Action::WriteToTun(_) => None,
+            };
+            (probe, core.liveness())
+        };
+        if let Some(len) = probe {
+            if udp::send_one(io.tx.socket.get_ref(), &buf[..len], io.peer).is_err() {
+                io.stats.count_drop(DropReason::IoError, 1);
+            }
+        }
+        if liveness != was {
+            match liveness {
+                Some(Liveness::Up) => info!(line = %io.name, "keepalive replies arrive, line up"),
+                Some(Liveness::Down) => {
+                    warn!(line = %io.name, "keepalive probes unanswered, line down")
+                }
+                _ => {}
+            }
+            was = liveness;
+        }
+    }
+}
+
+/// Which route takes a packet.
+enum Lookup {
+    Line(usize),
+    /// From a line's peer, but with a key no line of that peer expects: counted there.
+    WrongKey(usize),
+    Stranger,
+}
+
+/// The route for a packet from `peer`, among routes given as (peer, input key, own
+/// protocol); `key` is the packet's GRE key (`None`: not a GRE socket, or a header too
+/// short to read, which the line's core then reports).
+fn lookup(
+    routes: impl IntoIterator<Item = (IpAddr, Option<Key>, bool)>,
+    peer: IpAddr,
+    key: Option<Option<Key>>,
+) -> Lookup {
+    let mut first = None;
+    let mut own = None;
+    for (i, (p, ikey, is_own)) in routes.into_iter().enumerate() {
+        if p != peer {
+            continue;
+        }
+        first.get_or_insert(i);
+        if is_own {
+            own.get_or_insert(i);
+        }
+        if key == Some(ikey) {
+            return Lookup::Line(i);
+        }
+    }
+    match (first, key) {
+        (None, _) => Lookup::Stranger,
+        (Some(i), Some(_)) => Lookup::WrongKey(i),
+        (Some(i), None) => Lookup::Line(own.unwrap_or(i)),
+    }
+}
+
+/// What the receive batch produced in slot i.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    /// An inner packet for route `.0`'s TUN device.
+    Tun(usize),
+    /// A reflected keepalive probe for route `.0`'s peer.
+    Net(usize),
+}
+
+/// Underlay -> TUN, for every line on one socket.
+async fn receive(endpoint: Arc<Endpoint>) {
+    let v6 = endpoint.key.local.is_ipv6();
+    let gre = endpoint.key.protocol == IpProtocol::Gre;
+    let mut outs = [Out::None; BATCH];
+    let mut src6 = [Ipv6Addr::UNSPECIFIED; BATCH];
+    let mut tclass = [0u8; BATCH];
+    loop {
+        let mut guard = match endpoint.socket.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                warn!(error = %e, "raw socket failed; its lines receive nothing more");
+                return;
+            }
+        };
+        with_batch(|b| {
+            let socket = endpoint.socket.get_ref();
+            let received = if v6 {
+                recv_batch_v6(socket, b, &mut src6, &mut tclass)
+            } else {
+                udp::recv_batch(socket, b)
+            };
+            let n = match received {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    return;
+                }
+                Err(e) => {
+                    debug!(error = %e, "raw socket receive failed");
+                    return;
+                }
+            };
+            let routes = endpoint.routes();
+            let now = Instant::now();
+            {
+                // A line's core stays locked over a run of its packets.
+                let mut held: Option<(usize, MutexGuard<'_, IpTunnelCore>)> = None;
+                for (i, out) in outs.iter_mut().enumerate().take(n) {
+                    *out = Out::None;
+                    let len = b.in_len[i].min(SLOT);
+                    let slot = b.input_slot(i);
+                    let base = slot.as_ptr();
+                    let packet = &mut slot[..len];
+                    let (peer, header) = if v6 {
+                        (Some(IpAddr::V6(src6[i])), 0)
+                    } else {
+                        let header = packet.first().map_or(0, |b| usize::from(b & 0x0f) * 4);
+                        (wire::ip_src(packet), header)
+                    };
+                    let Some(peer) = peer else {
+                        endpoint.strangers.fetch_add(1, Relaxed);
+                        continue;
+                    };
+                    let key = gre
+                        .then(|| {
+                            packet
+                                .get(header..)
+                                .and_then(|p| wire::gre::Packet::new_checked(p).ok())
+                                .map(|p| p.key())
+                        })
+                        .flatten();
+                    let candidates = routes.iter().map(|r| (r.peer, r.ikey, r.own));
+                    let idx = match lookup(candidates, peer, key) {
+                        Lookup::Line(idx) => idx,
+                        Lookup::WrongKey(idx) => {
+                            routes[idx].io.stats.count_drop(DropReason::WrongKey, 1);
+                            continue;
+                        }
+                        Lookup::Stranger => {
+                            endpoint.strangers.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                    };
+                    if held.as_ref().map(|(j, _)| *j) != Some(idx) {
+                        // Unlock the previous line before locking the next.
+                        drop(held.take());
+                        held = Some((idx, routes[idx].io.lock()));
+                    }
+                    let Some((_, core)) = held.as_mut() else {
+                        continue;
+                    };
+                    let action = match (v6, peer) {
+                        (true, IpAddr::V6(src)) => core.handle_ipv6_payload(
+                            src,
+                            TrafficClass(tclass[i]),
+                            endpoint.key.protocol,
+                            packet,
+                            now,
+                        ),
+                        _ => core.handle_ipv4_datagram(packet, now),
+                    };
+                    match action {
+                        Action::WriteToTun(p) => {
+                            let rec = (offset_in(base, p), p.len());
+                            b.out[i] = rec;
+                            *out = Out::Tun(idx);
+                        }
+                        Action::WriteToNetwork(p) => {
+                            let rec = (offset_in(base, p), p.len());
+                            b.out[i] = rec;
+                            *out = Out::Net(idx);
+                        }
+                        Action::Drop(r) => routes[idx].io.stats.count_drop(r, 1),
+                        Action::Done => {}
+                    }
+                }
+            }
+            for (i, out) in outs.iter().enumerate().take(n) {
+                let (idx, to_tun) = match *out {
+                    Out::None => continue,
+                    Out::Tun(idx) => (idx, true),
+                    Out::Net(idx) => (idx, false),
+                };
+                let line = &routes[idx].io;
+                let (off, len) = b.out[i];
+                let Some(packet) = b.input_slot(i).get(off..off + len) else {
+                    continue;
+                };
+                if to_tun {
+                    match line.tun.write(packet) {
+                        Ok(_) => {
+                            LineStats::add(&line.stats.rx_packets, 1);
+                            LineStats::add(&line.stats.rx_bytes, len as u64);
+                        }
+                        Err(_) => line.stats.count_drop(DropReason::IoError, 1),
+                    }
+                } else if udp::send_one(socket, packet, line.peer).is_err() {
+                    line.stats.count_drop(DropReason::IoError, 1);
+                }
+            }
+        });
+    }
+}
+
+/// Receives up to [`BATCH`] IPv6 payloads with one `recvmmsg`: their lengths into the
+/// batch, their sources into `src`, their traffic classes into `tclass`.
+fn recv_batch_v6(
+    socket: &Socket,
+    batch: &mut Batch,
+    src: &mut [Ipv6Addr; BATCH],
+    tclass: &mut [u8; BATCH],
+) -> io::Result<usize> {
+    // SAFETY: an all-zero sockaddr_in6 is a valid (unspecified) address.
+    let mut names: [libc::sockaddr_in6; BATCH] = unsafe { std::mem::zeroed() };
+    // u64 words: the control buffers must be aligned for cmsghdr.
+    let mut control = [[0u64; CONTROL_WORDS]; BATCH];
+    let inputs = batch.inputs_mut();
+    let base = inputs.as_mut_ptr();
+    let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; BATCH];
+    // SAFETY: an all-zero mmsghdr is a valid empty header.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..BATCH {
+        // SAFETY: slot i lies inside `inputs` (BATCH * SLOT bytes).
+        iovs[i].iov_base = unsafe { base.add(i * SLOT) }.cast();
+        iovs[i].iov_len = SLOT;
+        let hdr = &mut msgs[i].msg_hdr;
+        hdr.msg_iov = &mut iovs[i];
+        hdr.msg_iovlen = 1;
+        hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in6).cast();
+        hdr.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        hdr.msg_control = control[i].as_mut_ptr().cast();
+        hdr.msg_controllen = size_of::<[u64; CONTROL_WORDS]>() as _;
+    }
+    // SAFETY: msgs, iovs, names and control stay alive and unmoved for the call; each
+    // iovec points at a distinct SLOT-byte region of the batch's input buffer.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    for i in 0..n {
+        batch.in_len[i] = msgs[i].msg_len as usize;
+        src[i] = Ipv6Addr::from(names[i].sin6_addr.s6_addr);
+        tclass[i] = 0;
+        let hdr = &msgs[i].msg_hdr;
+        // SAFETY: the kernel filled msg_control up to msg_controllen with well-formed
+        // cmsghdrs; CMSG_FIRSTHDR/CMSG_NXTHDR stay within it and return null at its end.
+        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
+        while !cmsg.is_null() {
+            // SAFETY: cmsg points at a cmsghdr inside the control buffer (see above).
+            let c = unsafe { &*cmsg };
+            if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_TCLASS {
+                // SAFETY: an IPV6_TCLASS message carries one int; read_unaligned does not
+                // assume CMSG_DATA's alignment.
+                let v: libc::c_int =
+                    unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+                tclass[i] = v as u8;
+            }
+            // SAFETY: as above.
+            cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod test {
+    use super::*;
+
+    fn route(peer: &str, ikey: Option<u32>, own: bool) -> (IpAddr, Option<Key>, bool) {
+        (peer.parse().unwrap(), ikey.map(Key), own)
+    }
+
+    fn pick(peer: &str, key: Option<Option<u32>>) -> Option<(usize, bool)> {
+        let routes = [
+            route("198.51.100.20", Some(1), true),
+            route("198.51.100.20", Some(2), true),
+            route("192.0.2.7", None, false),
+            route("192.0.2.7", None, true),
+        ];
+        match lookup(routes, peer.parse().unwrap(), key.map(|k| k.map(Key))) {
+            Lookup::Line(i) => Some((i, true)),
+            Lookup::WrongKey(i) => Some((i, false)),
+            Lookup::Stranger => None,
+        }
+    }
+
+    #[test]
+    fn two_gre_lines_to_one_peer_are_told_apart_by_key() {
+        assert_eq!(pick("198.51.100.20", Some(Some(1))), Some((0, true)));
+        assert_eq!(pick("198.51.100.20", Some(Some(2))), Some((1, true)));
+    }
+
+    #[test]
+    fn unknown_key_or_no_key_counts_on_the_peers_first_line() {
+        assert_eq!(pick("198.51.100.20", Some(Some(3))), Some((0, false)));
+        assert_eq!(pick("198.51.100.20", Some(None)), Some((0, false)));
+    }
+
+    #[test]
+    fn unreadable_gre_header_goes_to_the_peers_line_for_the_core_to_judge() {
+        assert_eq!(pick("198.51.100.20", None), Some((0, true)));
+    }
+
+    #[test]
+    fn a_line_of_the_sockets_own_protocol_wins_over_one_that_accepts_it() {
+        assert_eq!(pick("192.0.2.7", None), Some((3, true)));
+    }
+
+    #[test]
+    fn a_packet_from_no_lines_peer_is_a_stranger() {
+        assert_eq!(pick("203.0.113.1", None), None);
+        assert_eq!(pick("203.0.113.1", Some(Some(1))), None);
+    }
+}

@@ -1,0 +1,449 @@
+//! The control channel and the daemon's life cycle as an operator meets them: who may
+//! talk to the daemon, which daemon a command talks to, reloading a hand-edited config
+//! without disturbing running lines, and deleting stacked lines.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::node::{seed_pair, twnode_bin, Node};
+use common::{dump_state, require_root_and_tools, Netns};
+
+const SERVER_CREATE: &[&str] = &[
+    "line",
+    "create",
+    "eth0",
+    "198.51.100.20",
+    "10.0.0.2",
+    "10.0.0.1",
+    "tunnel_base",
+    "--type",
+    "wireguard",
+    "--mode",
+    "server",
+    "--listen-port",
+    "51820",
+];
+
+/// The system python, reachable by an unprivileged user (a pyenv shim under /root is not).
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+fn stderr_line(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected a refusal:\nstdout:\n{}\nstderr:\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line:\n{stderr}");
+    assert!(lines[0].starts_with("twnode: "), "{stderr}");
+    lines[0].to_string()
+}
+
+/// The interface index of `ifname`, to tell a line left alone from one recreated.
+fn ifindex(ns: &Netns, ifname: &str) -> String {
+    let out = ns.ip(&["-o", "link", "show", ifname]);
+    out.split(':').next().unwrap().trim().to_string()
+}
+
+/// Server on A, client on B, made with create / show-peer / paste; both up.
+fn base_line<'a>(a: &'a Netns, b: &'a Netns) -> (Node<'a>, Node<'a>) {
+    let na = Node::start(a);
+    let nb = Node::start(b);
+    na.cli_ok(SERVER_CREATE);
+    nb.paste(&na.cli_ok(&["line", "show-peer", "tunnel_base"]), "eth0");
+    na.wait_state("tunnel_base", "up", 10);
+    nb.wait_state("tunnel_base", "up", 10);
+    (na, nb)
+}
+
+#[test]
+fn control_socket_is_0600_and_refuses_non_root_peers_even_when_opened_up() {
+    if !require_root_and_tools(&["ip", "cp", "setpriv", SYSTEM_PYTHON]) {
+        return;
+    }
+    let a = Netns::new("csock");
+    let node = Node::start(&a);
+    let socket = node.socket();
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode");
+
+    // The twnode command run by an unprivileged user, from a copy it may execute.
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("twnode");
+    // Copied by `cp`, not std::fs::copy: a process another test forks meanwhile would
+    // inherit our write fd to the copy and make exec fail with ETXTBSY.
+    let copied = Command::new("cp")
+        .arg(twnode_bin())
+        .arg(&bin)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let as_nobody = || {
+        let out = Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(&bin)
+            .arg("--control")
+            .arg(&socket)
+            .args(["line", "list"])
+            .output()
+            .unwrap();
+        stderr_line(&out)
+    };
+
+    // The directory is opened up, the socket is not: the file mode keeps them out.
+    std::fs::set_permissions(node.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let line = as_nobody();
+    assert!(
+        line.contains("permission denied")
+            && line.contains(socket.to_str().unwrap())
+            && line.contains("as root"),
+        "{line}"
+    );
+
+    // Open the socket too: the daemon's peer-credential check still refuses.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let line = as_nobody();
+    assert!(
+        line.contains("permission denied") && line.contains("65534") && line.contains("as root"),
+        "{line}"
+    );
+    let before = node.config_text();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            SYSTEM_PYTHON,
+            "-c",
+            "import os,socket,sys\n\
+             print('uid', os.getuid(), file=sys.stderr)\n\
+             s=socket.socket(socket.AF_UNIX)\n\
+             s.connect(sys.argv[1])\n\
+             s.sendall(b'{\"protocol\":1,\"body\":{\"request\":\"status\"}}\\n')\n\
+             s.shutdown(socket.SHUT_WR)\n\
+             data=b''\n\
+             while True:\n \
+                 chunk=s.recv(65536)\n \
+                 if not chunk: break\n \
+                 data+=chunk\n\
+             sys.stdout.write(data.decode())\n",
+            socket.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("uid 65534"), "ran unprivileged: {stderr}");
+    let answer: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?} {stderr}"));
+    assert_eq!(answer["body"]["response"], "error", "{answer}");
+    let message = answer["body"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("permission denied") && message.contains("65534"),
+        "{message}"
+    );
+    assert!(message.contains("root"), "says what to do: {message}");
+    assert!(!stdout.contains("\"config\""), "no status leaked: {stdout}");
+    assert!(
+        node.log().contains("refused control connection"),
+        "{}",
+        node.log()
+    );
+
+    // Root still gets through, nothing changed.
+    node.cli_ok(&["line", "list"]);
+    assert_eq!(node.config_text(), before);
+}
+
+#[test]
+fn cli_config_other_than_the_daemons_is_refused_naming_both_paths() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("cconf");
+    let node = Node::start(&a);
+    node.cli_ok(SERVER_CREATE);
+    let before_config = node.config_text();
+    let before_state = dump_state(&a);
+    let other = tempfile::tempdir().unwrap();
+    let other_config = other.path().join("other.toml");
+    let socket = node.socket();
+    let ours = node.config().display().to_string();
+    let theirs = other_config.display().to_string();
+    for args in [
+        &["line", "list"][..],
+        &["line", "delete", "tunnel_base"],
+        &[
+            "line",
+            "create",
+            "eth0",
+            "198.51.100.20",
+            "10.0.1.2",
+            "10.0.1.1",
+            "tunnel_two",
+            "--type",
+            "wireguard",
+            "--mode",
+            "server",
+            "--listen-port",
+            "51821",
+        ],
+    ] {
+        let mut full = vec![
+            twnode_bin(),
+            "--config",
+            other_config.to_str().unwrap(),
+            "--control",
+            socket.to_str().unwrap(),
+        ];
+        full.extend_from_slice(args);
+        let line = stderr_line(&a.exec(&full));
+        assert!(
+            line.contains(&ours) && line.contains(&theirs) && line.contains("--control"),
+            "{line}"
+        );
+    }
+    assert!(!other_config.exists(), "the other config was not created");
+    assert_eq!(node.config_text(), before_config);
+    assert_eq!(dump_state(&a), before_state);
+    assert_eq!(node.lines().as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn twnode_config_and_twnode_control_variables_stand_in_for_the_flags() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("cenv");
+    let before = dump_state(&a);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("env.toml");
+    let socket = dir.path().join("env.sock");
+    let with_env = |args: &[&str]| {
+        let mut command = a.command(args);
+        command
+            .env("TWNODE_CONFIG", &config)
+            .env("TWNODE_CONTROL", &socket);
+        command
+    };
+
+    let log = dir.path().join("daemon.log");
+    let mut daemon = with_env(&[twnode_bin(), "daemon"]);
+    daemon
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut daemon = a.spawn_command(daemon);
+    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = with_env(&[twnode_bin(), "line", "list"]).output().unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon started with TWNODE_CONFIG/TWNODE_CONTROL never answered on {}:\n{}\n{}",
+            socket.display(),
+            String::from_utf8_lossy(&out.stderr),
+            daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut create = vec![twnode_bin()];
+    create.extend_from_slice(SERVER_CREATE);
+    let out = with_env(&create).output().unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", daemon_log());
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("name = \"tunnel_base\""), "{text}");
+    let out = with_env(&[twnode_bin(), "line", "list", "--json"])
+        .output()
+        .unwrap();
+    let lines: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(lines[0]["name"], "tunnel_base", "{lines}");
+
+    // TWNODE_CONFIG is read by the CLI too: another file is refused, naming both.
+    let other = dir.path().join("other.toml");
+    let out = with_env(&[twnode_bin(), "line", "list"])
+        .env("TWNODE_CONFIG", &other)
+        .output()
+        .unwrap();
+    let line = stderr_line(&out);
+    assert!(
+        line.contains(&other.display().to_string()) && line.contains(&config.display().to_string()),
+        "{line}"
+    );
+    // A flag overrides the variable.
+    let out = with_env(&[
+        twnode_bin(),
+        "--config",
+        config.to_str().unwrap(),
+        "line",
+        "list",
+    ])
+    .env("TWNODE_CONFIG", &other)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = daemon.child.wait().unwrap();
+    assert!(status.success(), "{status}:\n{}", daemon_log());
+    assert!(!socket.exists(), "socket removed on exit");
+    assert_eq!(dump_state(&a), before);
+}
+
+/// Appends a copy of the config's only `[[line]]` as `tunnel_two` with VIPs 10.0.1.x and
+/// port 51822, as an operator would by hand.
+fn add_second_line_by_hand(node: &Node, port_key: &str) {
+    let text = node.config_text();
+    let start = text.find("[[line]]").expect("a [[line]] table");
+    let block = &text[start..];
+    assert_eq!(block.matches("[[line]]").count(), 1, "{text}");
+    let from_port = format!("{port_key} = 51820");
+    assert!(block.contains(&from_port), "{block}");
+    let copy = block
+        .replace("name = \"tunnel_base\"", "name = \"tunnel_two\"")
+        .replace("\"10.0.0.1\"", "\"10.0.1.1\"")
+        .replace("\"10.0.0.2\"", "\"10.0.1.2\"")
+        .replace(&from_port, &format!("{port_key} = 51822"));
+    std::fs::write(node.config(), format!("{text}\n{copy}")).unwrap();
+}
+
+#[test]
+fn reload_starts_an_added_line_without_a_lost_packet_on_the_unchanged_one() {
+    if !require_root_and_tools(&["ip", "ping"]) {
+        return;
+    }
+    let (a, b) = seed_pair("creload");
+    let (na, nb) = base_line(&a, &b);
+    let index_a = ifindex(&a, "tunnel_base");
+    let index_b = ifindex(&b, "tunnel_base");
+    add_second_line_by_hand(&na, "listen_port");
+    add_second_line_by_hand(&nb, "peer_port");
+
+    let mut ping = a.spawn(&["ping", "-i", "0.01", "-c", "300", "-W", "1", "10.0.0.2"]);
+    std::thread::sleep(Duration::from_millis(500));
+    // Both ways of asking: SIGHUP on A, `twnode reload` on B.
+    na.signal(libc::SIGHUP);
+    let reloaded = nb.cli_ok(&["reload"]);
+    assert!(
+        reloaded.contains("0 line(s) stopped, 1 started"),
+        "{reloaded}"
+    );
+    let status = ping.child.wait().unwrap();
+    let report = ping.log();
+    assert!(
+        status.success() && report.contains(" 300 received, 0% packet loss"),
+        "ping over the unchanged line during the reload:\n{report}\nA:\n{}\nB:\n{}",
+        na.log(),
+        nb.log()
+    );
+
+    na.wait_state("tunnel_two", "up", 10);
+    nb.wait_state("tunnel_two", "up", 10);
+    a.run_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.1.2"]);
+    b.run_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.1.1"]);
+    assert_eq!(
+        ifindex(&a, "tunnel_base"),
+        index_a,
+        "A's tunnel_base untouched"
+    );
+    assert_eq!(
+        ifindex(&b, "tunnel_base"),
+        index_b,
+        "B's tunnel_base untouched"
+    );
+    assert!(
+        na.log().contains("configuration reloaded"),
+        "SIGHUP reloaded A:\n{}",
+        na.log()
+    );
+}
+
+#[test]
+fn deleting_a_parent_line_needs_cascade_which_removes_children_first() {
+    if !require_root_and_tools(&["ip", "ping"]) {
+        return;
+    }
+    let (a, b) = seed_pair("ccascade");
+    let before_a = dump_state(&a);
+    let before_b = dump_state(&b);
+    let (na, nb) = base_line(&a, &b);
+
+    na.cli_ok(&[
+        "line",
+        "create",
+        "tunnel_base",
+        "10.0.0.2",
+        "172.16.0.2",
+        "172.16.0.1",
+        "tunnel_secure",
+        "--type",
+        "wireguard",
+        "--mode",
+        "server",
+        "--listen-port",
+        "51821",
+    ]);
+    nb.paste(
+        &na.cli_ok(&["line", "show-peer", "tunnel_secure"]),
+        "tunnel_base",
+    );
+    na.wait_state("tunnel_secure", "up", 10);
+    nb.wait_state("tunnel_secure", "up", 10);
+    a.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "172.16.0.2"]);
+    let route = a.run_ok(&["ip", "route", "get", "172.16.0.2"]);
+    assert!(
+        route.contains("dev tunnel_secure") && route.contains("src 172.16.0.1"),
+        "{route}"
+    );
+    let secure = &na.lines()[1];
+    assert_eq!(secure["parent"], "tunnel_base", "{secure}");
+    assert_eq!(secure["depth"], 1, "{secure}");
+
+    // Without --cascade: refused, nothing changes.
+    let config = na.config_text();
+    let state = dump_state(&a);
+    let line = stderr_line(&na.cli(&["line", "delete", "tunnel_base"]));
+    assert!(
+        line.contains("tunnel_base")
+            && line.contains("tunnel_secure")
+            && line.contains("--cascade"),
+        "{line}"
+    );
+    assert_eq!(na.config_text(), config);
+    assert_eq!(dump_state(&a), state);
+    assert_eq!(na.lines().as_array().unwrap().len(), 2);
+    a.run_ok(&["ping", "-c", "1", "-W", "2", "172.16.0.2"]);
+
+    // With --cascade: the child goes first, then the parent; the hosts are as before.
+    for (node, ns, before) in [(&na, &a, &before_a), (&nb, &b, &before_b)] {
+        let out = node.cli_ok(&["line", "delete", "tunnel_base", "--cascade"]);
+        let secure_at = out.find("line tunnel_secure deleted");
+        let base_at = out.find("line tunnel_base deleted");
+        assert!(
+            matches!((secure_at, base_at), (Some(s), Some(b)) if s < b),
+            "children first: {out}"
+        );
+        assert!(node.lines().as_array().unwrap().is_empty());
+        let text = node.config_text();
+        assert!(
+            !text.contains("tunnel_base") && !text.contains("tunnel_secure"),
+            "{text}"
+        );
+        assert_eq!(&dump_state(ns), before, "{} after --cascade", ns.name());
+    }
+    assert!(Path::new(&na.config()).exists());
+}
