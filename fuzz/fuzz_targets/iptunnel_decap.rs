@@ -34,9 +34,15 @@ fn settings(selector: u8) -> Settings {
         GreOptions::default()
     };
     let (local, peer): (IpAddr, IpAddr) = if kind.outer_ipv6() {
-        ("2001:db8::a".parse().unwrap(), "2001:db8::b".parse().unwrap())
+        (
+            "2001:db8::a".parse().unwrap(),
+            "2001:db8::b".parse().unwrap(),
+        )
     } else {
-        ("203.0.113.10".parse().unwrap(), "198.51.100.20".parse().unwrap())
+        (
+            "203.0.113.10".parse().unwrap(),
+            "198.51.100.20".parse().unwrap(),
+        )
     };
     Settings {
         kind,
@@ -76,7 +82,10 @@ fuzz_target!(|data: &[u8]| {
                 let mut b = rest.to_vec();
                 let r = b.as_ptr_range();
                 let r = r.start as usize..r.end as usize;
-                check(core.handle_ipv6_payload(peer, TrafficClass(0x03), nh, &mut b, now), r);
+                check(
+                    core.handle_ipv6_payload(peer, TrafficClass(0x03), nh, &mut b, now),
+                    r,
+                );
             }
             check(core.handle_ipv6_datagram(&mut buf, now), range);
         }
