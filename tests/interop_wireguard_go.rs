@@ -1,6 +1,7 @@
 //! Interoperability with a real WireGuard peer: wireguard-go (the reference userspace
 //! implementation), configured with `wg` exactly as its users do, against twnode in the
-//! other namespace. Both directions of the client/server split, and roaming.
+//! other namespace. Both directions of the client/server split, roaming, and a server
+//! that must not cross the handshake it just answered.
 //!
 //! wireguard-go's control sockets live in `/var/run/wireguard/<ifname>.sock`, which
 //! network namespaces do not separate; each test therefore names its interface uniquely
@@ -8,7 +9,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ impl<'a> WireGuardGo<'a> {
             let process = ns.spawn(&[
                 "env",
                 "WG_PROCESS_FOREGROUND=1",
+                // Every handshake message in the log, for failure reports and checks.
+                "LOG_LEVEL=verbose",
                 "wireguard-go",
                 "-f",
                 &ifname,
@@ -174,6 +177,14 @@ impl<'a> WireGuardGo<'a> {
         }
     }
 
+    /// Handshake initiations wireguard-go received so far (its verbose log).
+    fn initiations_received(&self) -> usize {
+        self.process
+            .log()
+            .matches("Received handshake initiation")
+            .count()
+    }
+
     /// The whole `wg show` output, for failure messages.
     fn show(&self) -> String {
         String::from_utf8_lossy(&self.ns.exec(&["wg", "show", &self.ifname]).stdout).into_owned()
@@ -206,7 +217,7 @@ impl Drop for WireGuardGo<'_> {
     }
 }
 
-fn write_secret(path: &PathBuf, text: &str) {
+fn write_secret(path: &Path, text: &str) {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
@@ -302,9 +313,6 @@ fn twnode_server_carries_ping_and_tcp_with_a_wireguard_go_client() {
         return;
     }
     let (a, b) = seed_pair("wgi1");
-    let cap = format!("/tmp/cap-{}.pcap", a.name());
-    let _tcpdump = a.spawn(&["tcpdump", "-i", "eth0", "-U", "-w", &cap, "udp"]);
-    std::thread::sleep(Duration::from_millis(300));
     let na = Node::start(&a);
     let (private_key, server_pub) = twnode_server(&na);
     let wg = wireguard_go_client(&b, &private_key, &server_pub);
@@ -329,6 +337,59 @@ fn twnode_server_carries_ping_and_tcp_with_a_wireguard_go_client() {
     );
     assert!(line["rx_bytes"].as_u64().unwrap() > 10 << 20, "{line}");
     assert!(line["tx_bytes"].as_u64().unwrap() > 10 << 20, "{line}");
+}
+
+#[test]
+fn twnode_server_with_a_packet_waiting_answers_without_a_crossing_handshake() {
+    if !require_root_and_tools(TOOLS) {
+        return;
+    }
+    let (a, b) = seed_pair("wgi4");
+    let na = Node::start(&a);
+    let (private_key, server_pub) = twnode_server(&na);
+    // A packet for the peer before it ever called: it waits in the server's core.
+    let early = a.exec(&["ping", "-c", "1", "-W", "1", "10.0.0.2"]);
+    assert!(!early.status.success(), "no peer yet, so no reply");
+
+    // The client's interface is up before it dials, so the waiting packet, delivered
+    // right after the handshake, finds it ready.
+    let wg = WireGuardGo::start(&b);
+    wg.address("10.0.0.2", "10.0.0.1");
+    wg.set_with_key(
+        &private_key,
+        &[
+            "peer",
+            &server_pub,
+            "endpoint",
+            "203.0.113.10:51820",
+            "allowed-ips",
+            "0.0.0.0/0",
+            "persistent-keepalive",
+            "25",
+        ],
+    );
+    wg.wait_handshake(10, &na);
+    // The server answered the client's handshake; starting one of its own now would
+    // cross it (the kernel and wireguard-go wait REKEY_TIMEOUT). The waiting packet
+    // goes out once the client confirms the session.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while link_packets(&b, wg.ifname(), "rx") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the packet queued before the handshake never reached the client\n{}\n{}",
+            na.cli_ok(&["line", "show", "tunnel_base"]),
+            wg.process.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ping(&b, "10.0.0.1", &na, &wg);
+    ping(&a, "10.0.0.2", &na, &wg);
+    assert_eq!(
+        wg.initiations_received(),
+        0,
+        "the twnode server initiated right after answering:\n{}",
+        wg.process.log()
+    );
 }
 
 #[test]
@@ -407,9 +468,6 @@ fn twnode_server_follows_a_wireguard_go_client_to_its_new_port() {
         return;
     }
     let (a, b) = seed_pair("wgi3");
-    let cap = format!("/tmp/cap-{}.pcap", a.name());
-    let _tcpdump = a.spawn(&["tcpdump", "-i", "eth0", "-U", "-w", &cap, "udp"]);
-    std::thread::sleep(Duration::from_millis(300));
     let na = Node::start(&a);
     let (private_key, server_pub) = twnode_server(&na);
     let wg = wireguard_go_client(&b, &private_key, &server_pub);
@@ -460,10 +518,15 @@ fn listen_port(wg: &WireGuardGo) -> u16 {
 /// Packets the kernel routed into a TUN device (its TX counter), i.e. what the daemon
 /// read from it.
 fn tun_tx_packets(ns: &Netns, ifname: &str) -> u64 {
+    link_packets(ns, ifname, "tx")
+}
+
+/// A link's packet counter, `direction` "rx" or "tx".
+fn link_packets(ns: &Netns, ifname: &str, direction: &str) -> u64 {
     let out = ns.ip(&["-j", "-s", "link", "show", "dev", ifname]);
     let links: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|err| panic!("{err}: {out}"));
-    links[0]["stats64"]["tx"]["packets"]
+    links[0]["stats64"][direction]["packets"]
         .as_u64()
-        .unwrap_or_else(|| panic!("no tx packet counter in {out}"))
+        .unwrap_or_else(|| panic!("no {direction} packet counter in {out}"))
 }

@@ -11,10 +11,16 @@
 //!
 //! The core and the endpoint sit behind one mutex, taken once per batch and never across
 //! an `.await`.
+//!
+//! Like the kernel and wireguard-go, a line that has just answered the peer's handshake
+//! starts none of its own for [`RESPONSE_HOLDOFF`]: packets that wait for the session
+//! stay queued in the core until the peer confirms it (its first data or keepalive),
+//! then go out. Initiating at once instead makes two handshakes cross, which
+//! wireguard-go (0.0.20220316) sometimes resolves into a session it cannot receive on.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::Socket;
 use tokio::io::unix::AsyncFd;
@@ -33,8 +39,13 @@ use crate::tunnel::{Action, DropReason};
 pub const TICK: Duration = Duration::from_millis(250);
 /// Room for one timer message (a handshake initiation is the largest, 148 bytes).
 const TIMER_SLOT: usize = 256;
-/// WireGuard message type of a cookie reply.
+/// WireGuard message types (the first byte of every message).
+const HANDSHAKE_INITIATION: u8 = 1;
+const HANDSHAKE_RESPONSE: u8 = 2;
 const COOKIE_REPLY: u8 = 3;
+/// How long after answering a handshake we start none of our own (WireGuard's
+/// REKEY_TIMEOUT, which the kernel applies from the last handshake message sent).
+pub const RESPONSE_HOLDOFF: Duration = Duration::from_secs(5);
 
 /// Everything the data plane needs to run one WireGuard line.
 pub struct WireGuardSpec {
@@ -57,6 +68,23 @@ pub struct WireGuardSpec {
 struct Shared {
     core: WireGuardCore,
     endpoint: Option<SocketAddr>,
+    /// When we last answered the peer's handshake initiation.
+    responded: Option<Instant>,
+    /// Packets from the TUN device wait in the core for a session.
+    queued: bool,
+}
+
+impl Shared {
+    /// Whether `message`, which the core wants sent, may go now: anything but an
+    /// initiation of our own within [`RESPONSE_HOLDOFF`] of answering the peer's.
+    /// A held-back initiation leaves the core waiting for an answer; its timers resend
+    /// one after REKEY_TIMEOUT if the peer's session never comes.
+    fn may_send(&self, message: &[u8], now: Instant) -> bool {
+        message.first() != Some(&HANDSHAKE_INITIATION)
+            || self
+                .responded
+                .is_none_or(|at| now.saturating_duration_since(at) >= RESPONSE_HOLDOFF)
+    }
 }
 
 struct Io {
@@ -112,6 +140,8 @@ impl WireGuardLine {
             shared: Mutex::new(Shared {
                 core,
                 endpoint: spec.endpoint,
+                responded: None,
+                queued: false,
             }),
             stats: Arc::new(LineStats::default()),
             dials: spec.endpoint.is_some(),
@@ -205,6 +235,7 @@ async fn outbound(io: Arc<Io>) {
             {
                 let mut sh = io.lock();
                 endpoint = sh.endpoint;
+                let now = Instant::now();
                 let mut bytes = 0u64;
                 for i in 0..n {
                     let (inp, out) = b.in_out(i);
@@ -212,14 +243,21 @@ async fn outbound(io: Arc<Io>) {
                     let len = inp.len();
                     match sh.core.handle_tun_packet(inp, out) {
                         Action::WriteToNetwork(p) => {
-                            let rec = (offset_in(base, p), p.len());
-                            b.out[i] = rec;
-                            slots[k] = i;
-                            k += 1;
+                            // An initiation instead of data: the packet waits for it.
+                            if p.first() == Some(&HANDSHAKE_INITIATION) {
+                                sh.queued = true;
+                            }
+                            if sh.may_send(p, now) {
+                                b.out[i] = (offset_in(base, p), p.len());
+                                slots[k] = i;
+                                k += 1;
+                            }
                             bytes += len as u64;
                         }
+                        // Queued while a handshake runs.
+                        Action::Done => sh.queued = true,
                         Action::Drop(r) => io.stats.count_drop(r, 1),
-                        Action::Done | Action::WriteToTun(_) => {}
+                        Action::WriteToTun(_) => {}
                     }
                 }
                 LineStats::add(&io.stats.tx_bytes, bytes);
@@ -294,6 +332,8 @@ async fn inbound(io: Arc<Io>) {
             let mut flush_to: Option<SocketAddr> = None;
             {
                 let mut sh = io.lock();
+                let now = Instant::now();
+                let mut confirmed = false;
                 for (i, slot) in outs.iter_mut().enumerate().take(n) {
                     *slot = Out::None;
                     let Some(from) = b.from[i] else {
@@ -302,10 +342,14 @@ async fn inbound(io: Arc<Io>) {
                     };
                     let (inp, out) = b.in_out(i);
                     let base = out.as_ptr();
+                    // A cookie reply we receive proves nothing about where the peer
+                    // is now: it never moves the endpoint nor confirms a session.
+                    let cookie_in = inp.first() == Some(&COOKIE_REPLY);
                     let authenticated = match sh.core.handle_datagram(from.ip(), inp, out) {
                         Action::WriteToTun(p) => {
                             b.out[i] = (offset_in(base, p), p.len());
                             *slot = Out::Tun;
+                            confirmed = true;
                             true
                         }
                         Action::WriteToNetwork(p) => {
@@ -314,12 +358,19 @@ async fn inbound(io: Arc<Io>) {
                             // handshake under load: it must not move the endpoint, or a
                             // flood of forged initiations could steal the line.
                             let authenticated = p.first() != Some(&COOKIE_REPLY);
+                            if p.first() == Some(&HANDSHAKE_RESPONSE) {
+                                sh.responded = Some(now);
+                            }
                             b.out[i] = (offset_in(base, p), p.len());
                             *slot = Out::Net(from);
                             flush_to = Some(from);
                             authenticated
                         }
-                        Action::Done => true,
+                        Action::Done if cookie_in => false,
+                        Action::Done => {
+                            confirmed = true;
+                            true
+                        }
                         Action::Drop(r) => {
                             io.stats.count_drop(r, 1);
                             false
@@ -329,6 +380,11 @@ async fn inbound(io: Arc<Io>) {
                         info!(line = %io.name, old = ?sh.endpoint, new = %from, "peer endpoint changed");
                         sh.endpoint = Some(from);
                     }
+                }
+                // The peer's first packet on a session we answered for: what waited
+                // for it can go.
+                if confirmed && sh.queued && flush_to.is_none() {
+                    flush_to = sh.endpoint;
                 }
             }
             let mut rx_packets = 0u64;
@@ -362,13 +418,16 @@ async fn inbound(io: Arc<Io>) {
     }
 }
 
-/// After a handshake completes, sends the packets that waited for it.
+/// After a handshake completes, sends the packets that waited for it. Without a
+/// session yet (we only answered), they stay queued: the core turns each into an
+/// initiation of our own, which [`Shared::may_send`] holds back.
 fn flush_queued(io: &Io, b: &mut Batch, to: SocketAddr) {
     let out = b.input_slot(0);
+    let now = Instant::now();
     loop {
         let mut sh = io.lock();
         match sh.core.poll_queued(out) {
-            Action::WriteToNetwork(p) => {
+            Action::WriteToNetwork(p) if sh.may_send(p, now) => {
                 let p: &[u8] = p;
                 if udp::send_one(io.socket.get_ref(), p, to).is_err() {
                     io.stats.count_drop(DropReason::IoError, 1);
@@ -376,7 +435,11 @@ fn flush_queued(io: &Io, b: &mut Batch, to: SocketAddr) {
                     LineStats::add(&io.stats.tx_packets, 1);
                 }
             }
-            _ => return,
+            _ => {
+                // With a session the queue is empty now; without, it still waits.
+                sh.queued = sh.core.stats().last_handshake.is_none();
+                return;
+            }
         }
     }
 }
@@ -395,16 +458,21 @@ async fn timers(io: Arc<Io>) {
         {
             let mut sh = io.lock();
             endpoint = sh.endpoint;
+            let now = Instant::now();
             let (first, second) = buf.split_at_mut(TIMER_SLOT);
             // Other outcomes (Expired: the peer stopped answering) need no send; a
             // client re-dials below.
             if let Action::WriteToNetwork(p) = sh.core.poll_timers(first) {
-                sends[0] = Some(p.len());
+                if sh.may_send(p, now) {
+                    sends[0] = Some(p.len());
+                }
             }
             up = sh.core.is_up();
             if io.dials && !up {
                 if let Action::WriteToNetwork(p) = sh.core.poll_handshake(second) {
-                    sends[1] = Some(p.len());
+                    if sh.may_send(p, now) {
+                        sends[1] = Some(p.len());
+                    }
                 }
             }
         }
