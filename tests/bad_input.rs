@@ -12,24 +12,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::node::{seed_pair, twnode_bin, Node};
+use common::node::{seed_pair, twnode_bin, Node, SERVER_CREATE};
 use common::{dump_state, require_root_and_tools, Netns};
-
-const SERVER_CREATE: &[&str] = &[
-    "line",
-    "create",
-    "eth0",
-    "198.51.100.20",
-    "10.0.0.2",
-    "10.0.0.1",
-    "tunnel_base",
-    "--type",
-    "wireguard",
-    "--mode",
-    "server",
-    "--listen-port",
-    "51820",
-];
 
 /// A 31-byte key: valid base64, one byte short.
 const SHORT_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==";

@@ -13,26 +13,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::node::{seed_pair, tcp_transfer, Node};
+use common::node::{seed_pair, tcp_transfer, Node, SERVER_CREATE};
 use common::{require_root_and_tools, Netns, Spawned};
 
 const TOOLS: &[&str] = &["ip", "wg", "wireguard-go", "ping", "python3"];
-
-const SERVER_CREATE: &[&str] = &[
-    "line",
-    "create",
-    "eth0",
-    "198.51.100.20",
-    "10.0.0.2",
-    "10.0.0.1",
-    "tunnel_base",
-    "--type",
-    "wireguard",
-    "--mode",
-    "server",
-    "--listen-port",
-    "51820",
-];
 
 /// A wireguard-go interface in a namespace, configured through `wg`.
 ///

@@ -3,24 +3,8 @@
 
 mod common;
 
-use common::node::{seed_pair, tcp_transfer, Node};
+use common::node::{seed_pair, tcp_transfer, Node, SERVER_CREATE};
 use common::{dump_state, require_root_and_tools};
-
-const SERVER_CREATE: &[&str] = &[
-    "line",
-    "create",
-    "eth0",
-    "198.51.100.20",
-    "10.0.0.2",
-    "10.0.0.1",
-    "tunnel_base",
-    "--type",
-    "wireguard",
-    "--mode",
-    "server",
-    "--listen-port",
-    "51820",
-];
 
 #[test]
 fn line_made_with_create_and_pasted_peer_command_carries_ping_and_tcp() {

@@ -17,6 +17,26 @@ pub mod wireguard;
 
 pub use raw::{RawLine, RawSockets, RawSpec, RawStatus};
 pub use stats::LineStats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Waits (up to 1 s) until `shared` is the last reference and drops it, so a line's TUN
+/// device and sockets are closed when its `stop()` returns even if a task was mid-batch.
+pub(crate) async fn drop_last_ref<T>(mut shared: Arc<T>) {
+    for _ in 0..100 {
+        match Arc::try_unwrap(shared) {
+            Ok(inner) => {
+                drop(inner);
+                return;
+            }
+            Err(back) => {
+                shared = back;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
 pub use wireguard::{WireGuardLine, WireGuardSpec};
 
 /// A running line's data plane, whatever its type.

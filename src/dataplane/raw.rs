@@ -397,21 +397,10 @@ impl RawLine {
         }
         self.sockets.remove_line(self.id);
         let name = self.io.name.clone();
-        let mut io = self.io.clone();
+        let io = self.io.clone();
         drop(self);
         // A receive batch may still hold a snapshot of the routes for a moment.
-        for _ in 0..100 {
-            match Arc::try_unwrap(io) {
-                Ok(inner) => {
-                    drop(inner);
-                    break;
-                }
-                Err(back) => {
-                    io = back;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
+        super::drop_last_ref(io).await;
         info!(line = %name, "ip tunnel line stopped");
     }
 }
@@ -731,19 +720,7 @@ fn recv_batch_v6(
     }
     // SAFETY: msgs, iovs, names and control stay alive and unmoved for the call; each
     // iovec points at a distinct SLOT-byte region of the batch's input buffer.
-    let n = unsafe {
-        libc::recvmmsg(
-            socket.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            BATCH as libc::c_uint,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
+    let n = unsafe { udp::recvmmsg(socket, &mut msgs)? };
     for i in 0..n {
         batch.in_len[i] = msgs[i].msg_len as usize;
         src[i] = Ipv6Addr::from(names[i].sin6_addr.s6_addr);

@@ -104,19 +104,7 @@ pub fn recv_batch(socket: &Socket, batch: &mut Batch) -> io::Result<usize> {
     }
     // SAFETY: msgs, iovs and names stay alive and unmoved for the call; each iovec
     // points at a distinct SLOT-byte region of the batch's input buffer.
-    let n = unsafe {
-        libc::recvmmsg(
-            socket.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            BATCH as libc::c_uint,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
+    let n = unsafe { recvmmsg(socket, &mut msgs)? };
     for i in 0..n {
         batch.in_len[i] = msgs[i].msg_len as usize;
         let len = msgs[i].msg_hdr.msg_namelen;
@@ -125,6 +113,29 @@ pub fn recv_batch(socket: &Socket, batch: &mut Batch) -> io::Result<usize> {
         batch.from[i] = addr.as_socket();
     }
     Ok(n)
+}
+
+/// One non-blocking `recvmmsg` into `msgs`; returns how many messages arrived.
+///
+/// # Safety
+/// Every header in `msgs` must point at iovecs, names and control buffers that stay
+/// alive and unmoved for the call and that the kernel may write.
+pub(crate) unsafe fn recvmmsg(socket: &Socket, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    // SAFETY: upheld by the caller; the count never exceeds the slice.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// Sends the given output slots to `to` with one `sendmmsg`, retrying on a partial send.

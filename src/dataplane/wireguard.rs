@@ -187,20 +187,9 @@ impl WireGuardLine {
         }
         let name = self.io.name.clone();
         // Wait for the last reference (a task that was mid-batch) to go.
-        let mut io = self.io.clone();
+        let io = self.io.clone();
         drop(self);
-        for _ in 0..100 {
-            match Arc::try_unwrap(io) {
-                Ok(inner) => {
-                    drop(inner);
-                    break;
-                }
-                Err(back) => {
-                    io = back;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
+        super::drop_last_ref(io).await;
         info!(line = %name, "wireguard line stopped");
     }
 }

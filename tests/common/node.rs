@@ -13,6 +13,23 @@ pub fn twnode_bin() -> &'static str {
     env!("CARGO_BIN_EXE_twnode")
 }
 
+/// The seed's first command on host A: a WireGuard server line `tunnel_base` toward B.
+pub const SERVER_CREATE: &[&str] = &[
+    "line",
+    "create",
+    "eth0",
+    "198.51.100.20",
+    "10.0.0.2",
+    "10.0.0.1",
+    "tunnel_base",
+    "--type",
+    "wireguard",
+    "--mode",
+    "server",
+    "--listen-port",
+    "51820",
+];
+
 /// A twnode daemon in a namespace.
 pub struct Node<'a> {
     pub ns: &'a Netns,
