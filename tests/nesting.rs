@@ -151,3 +151,210 @@ fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `ping -M do -c 1 -s SIZE dst` (DF set): its output, whether it succeeded or not.
+fn ping_df(ns: &Netns, dst: &str, size: usize) -> (bool, String) {
+    let out = ns.exec(&[
+        "ping",
+        "-M",
+        "do",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "-s",
+        &size.to_string(),
+        dst,
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `line show --json`'s drop counter `reason`.
+fn drops(n: &Node, line: &str, reason: &str) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_str(&n.cli_ok(&["line", "show", line, "--json"])).expect("json");
+    v["drops"]
+        .as_array()
+        .expect("drops")
+        .iter()
+        .find(|d| d[0] == reason)
+        .and_then(|d| d[1].as_u64())
+        .unwrap_or(0)
+}
+
+/// Four layers, each type on another: WireGuard on eth0, GRE on WireGuard, WireGuard on
+/// GRE, IPIP on WireGuard. Each layer's MTU is its parent's minus its exact overhead,
+/// as `line list` shows; each layer's MTU holds exactly (`ping -M do`); a TCP transfer
+/// through all four arrives intact; and eth0 carries nothing but the outer line's
+/// datagrams between the two physical addresses (no nested layer leaks past its parent).
+#[test]
+fn four_mixed_layers_compute_mtu_per_layer_and_carry_a_transfer() {
+    if !require_root_and_tools(TOOLS) {
+        return;
+    }
+    let (a, b) = common::node::seed_pair("four");
+    let (na, nb) = (Node::start(&a), Node::start(&b));
+    #[rustfmt::skip]
+    line_pair(&na, &nb, &["line", "create", "eth0", B_IP, "10.0.0.2", "10.0.0.1", "tunnel_base",
+        "--type", "wireguard", "--mode", "server", "--listen-port", "51820"], "eth0");
+    #[rustfmt::skip]
+    line_pair(&na, &nb, &["line", "create", "tunnel_base", "10.0.0.2", "10.1.0.2", "10.1.0.1",
+        "gre_l2", "--type", "gre", "--key", "7"], "tunnel_base");
+    #[rustfmt::skip]
+    line_pair(&na, &nb, &["line", "create", "gre_l2", "10.1.0.2", "172.16.0.2", "172.16.0.1",
+        "wg_l3", "--type", "wireguard", "--mode", "server", "--listen-port", "51821"], "gre_l2");
+    #[rustfmt::skip]
+    line_pair(&na, &nb, &["line", "create", "wg_l3", "172.16.0.2", "172.17.0.2", "172.17.0.1",
+        "ipip_l4", "--type", "ipip"], "wg_l3");
+
+    // eth0 1500; WireGuard over IPv4 60 (20 + 8 + 32); GRE with a key 28 (20 + 4 + 4);
+    // IPIP 20.
+    let layers = [
+        ("tunnel_base", "eth0", "10.0.0.2", 1440),
+        ("gre_l2", "tunnel_base", "10.1.0.2", 1412),
+        ("wg_l3", "gre_l2", "172.16.0.2", 1352),
+        ("ipip_l4", "wg_l3", "172.17.0.2", 1332),
+    ];
+    for node in [&na, &nb] {
+        for (depth, (name, parent, _, mtu)) in layers.iter().enumerate() {
+            let e = entry(node, name);
+            assert_eq!(e["mtu"], *mtu, "{e}");
+            assert_eq!(e["depth"], depth, "{e}");
+            assert_eq!(e["parent"], *parent, "{e}");
+            let dev = a.ip(&["link", "show", name]);
+            assert!(dev.contains(&format!("mtu {mtu} ")), "{dev}");
+        }
+    }
+    let table = na.cli_ok(&["line", "list"]);
+    for (depth, (name, _, _, mtu)) in layers.iter().enumerate() {
+        let row = table
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} in\n{table}"));
+        let indent = if depth == 0 {
+            String::new()
+        } else {
+            format!("{}└ ", "  ".repeat(depth - 1))
+        };
+        assert!(row.starts_with(&format!("{indent}{name} ")), "{row}");
+        assert!(row.contains(&format!(" {mtu} ")), "{row}");
+    }
+
+    for (name, _, vip, mtu) in layers {
+        ping(&a, vip);
+        // ICMP echo: 20 bytes of IP header and 8 of ICMP around the payload.
+        let (ok, out) = ping_df(&a, vip, mtu - 28);
+        assert!(
+            ok,
+            "{name}: a packet of exactly its MTU {mtu} passes:\n{out}"
+        );
+        let (ok, out) = ping_df(&a, vip, mtu - 27);
+        assert!(
+            !ok && out.contains(&format!("mtu={mtu}")) && out.contains("too long"),
+            "{name}: one byte above its MTU {mtu} is refused:\n{out}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let wire = Capture::start(&a, "eth0", 8, dir.path());
+    let (sent, got) = tcp_transfer(&a, &b, "172.17.0.2", 5201, 2 << 20);
+    assert_eq!(sent, got, "2 MB through four layers");
+    let wire = wire.finish();
+    assert_eq!(
+        addresses(&wire),
+        [B_IP, A_IP],
+        "only the physical addresses on eth0"
+    );
+    let other = tshark_fields(&wire, "ip && !udp.port == 51820", &["frame.number"]);
+    assert!(
+        other.is_empty(),
+        "{} packets on eth0 outside tunnel_base",
+        other.len()
+    );
+    let carried = tshark_fields(&wire, "udp.port == 51820", &["frame.number"]);
+    assert!(carried.len() > 1000, "{} datagrams", carried.len());
+}
+
+/// Where the kernel cannot help: a line whose MTU was set above what its parent
+/// carries (`--mtu`), or whose physical parent's MTU shrank. The kernel lets such a
+/// packet into the TUN device; the line answers it with ICMP fragmentation needed,
+/// carrying the MTU that fits, so path MTU discovery (ping's, TCP's) finds it.
+#[test]
+fn packets_too_big_for_the_parent_get_frag_needed_from_the_line() {
+    if !require_root_and_tools(TOOLS) {
+        return;
+    }
+    let (a, b) = common::node::seed_pair("pmtu");
+    let (na, nb) = (Node::start(&a), Node::start(&b));
+    #[rustfmt::skip]
+    line_pair(&na, &nb, &["line", "create", "eth0", B_IP, "10.0.0.2", "10.0.0.1", "tunnel_base",
+        "--type", "wireguard", "--mode", "server", "--listen-port", "51820"], "eth0");
+    // Both 1440, like their parent: 24 and 60 bytes more than it carries.
+    #[rustfmt::skip]
+    line_pair(&na, &nb, &["line", "create", "tunnel_base", "10.0.0.2", "10.1.0.2", "10.1.0.1",
+        "gre_big", "--type", "gre", "--mtu", "1440"], "tunnel_base");
+    #[rustfmt::skip]
+    line_pair(&na, &nb, &["line", "create", "tunnel_base", "10.0.0.2", "172.16.0.2", "172.16.0.1",
+        "wg_big", "--type", "wireguard", "--mode", "server", "--listen-port", "51821",
+        "--mtu", "1440"], "tunnel_base");
+    for name in ["gre_big", "wg_big"] {
+        assert_eq!(entry(&na, name)["mtu"], 1440, "--mtu is shown as set");
+    }
+
+    // TCP finds the path MTU from the line's errors: the transfer over GRE, which
+    // cannot fragment its outer packet, only completes thanks to them.
+    let (sent, got) = tcp_transfer(&a, &b, "10.1.0.2", 5202, 1 << 20);
+    assert_eq!(sent, got, "1 MB over gre_big");
+    assert!(
+        drops(&na, "gre_big", "path_mtu") >= 1,
+        "A's TCP learnt from A's line"
+    );
+    let (ok, out) = ping_df(&a, "10.1.0.2", 1400);
+    assert!(!ok && out.contains("1416"), "{out}");
+    let (ok, out) = ping_df(&a, "10.1.0.2", 1416 - 28);
+    assert!(ok, "gre_big: 1416 bytes fit:\n{out}");
+
+    // ping's own discovery, over WireGuard.
+    let (ok, out) = ping_df(&a, "172.16.0.2", 1400);
+    assert!(
+        !ok && out.contains("Frag needed") && out.contains("mtu = 1380"),
+        "wg_big answers with the MTU that fits:\n{out}"
+    );
+    assert!(
+        drops(&na, "wg_big", "path_mtu") >= 1,
+        "{}",
+        na.cli_ok(&["line", "show", "wg_big"])
+    );
+    // Learnt: now the kernel refuses at once.
+    let (ok, out) = ping_df(&a, "172.16.0.2", 1400);
+    assert!(!ok && out.contains("mtu=1380"), "{out}");
+    let (ok, out) = ping_df(&a, "172.16.0.2", 1380 - 28);
+    assert!(ok, "wg_big: 1380 bytes fit:\n{out}");
+    // Without DF, WireGuard's outer datagram is fragmented by the kernel and arrives.
+    a.run_ok(&[
+        "ping",
+        "-M",
+        "dont",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "-s",
+        "1400",
+        "172.16.0.2",
+    ]);
+
+    // A physical parent whose MTU shrinks: tunnel_base (1440) now carries only 1340.
+    a.ip(&["link", "set", "eth0", "mtu", "1400"]);
+    eventually(10, "tunnel_base follows its parent's MTU", || {
+        let (ok, out) = ping_df(&a, "10.0.0.2", 1400);
+        !ok && out.contains("mtu = 1340")
+    });
+    let (ok, out) = ping_df(&a, "10.0.0.2", 1340 - 28);
+    assert!(ok, "{out}");
+}

@@ -21,12 +21,13 @@ use crate::control::{
     Response,
 };
 use crate::dataplane::{
-    LineDataplane, LineStats, RawLine, RawSockets, RawSpec, WireGuardLine, WireGuardSpec,
+    LineDataplane, LineStats, PathMtu, RawLine, RawSockets, RawSpec, WireGuardLine, WireGuardSpec,
 };
 use crate::net::{self, Family, Host, NetError, Route, Rule};
 use crate::tunnel::gre::GreOptions;
 use crate::tunnel::iptunnel::{self, TunnelType};
 use crate::tunnel::keepalive::Liveness;
+use crate::tunnel::pmtu::Outer;
 use crate::wire::gre::Key;
 
 /// Outer headers a WireGuard line adds: IP (20 or 40) + UDP 8 + WireGuard 32.
@@ -67,6 +68,8 @@ struct Running {
     mtu: u16,
     dataplane: LineDataplane,
     installed: Vec<Installed>,
+    /// The parent's MTU as the data plane checks packets against it.
+    pmtu: std::sync::Arc<PathMtu>,
 }
 
 /// A configured line that is not running, and why.
@@ -113,6 +116,7 @@ impl Supervisor {
     /// Tries to bring up every configured line that is not running, parents first.
     /// Logs a line's failure once per distinct reason.
     pub async fn reconcile(&mut self) {
+        self.follow_parent_mtus().await;
         let order: Vec<Line> = self.config.ordered().into_iter().cloned().collect();
         for line in order {
             if self.running.contains_key(&line.name) {
@@ -506,6 +510,30 @@ impl Supervisor {
         status
     }
 
+    /// Keeps each running line's path MTU at its physical parent's MTU, so a parent
+    /// whose MTU shrank (or grew back) is followed within one tick. A parent that is a
+    /// line keeps the MTU it came up with while it runs.
+    async fn follow_parent_mtus(&mut self) {
+        for r in self.running.values() {
+            if self.config.is_line(r.line.parent.as_str()) {
+                continue;
+            }
+            let Ok(Some(index)) = self.host.link_index(r.line.parent.as_str()).await else {
+                continue;
+            };
+            let Ok(mtu) = self.host.link_mtu(index).await else {
+                continue;
+            };
+            let mtu = mtu.min(u32::from(u16::MAX)) as u16;
+            let old = r.pmtu.path_mtu();
+            if mtu != old {
+                r.pmtu.set_path_mtu(mtu);
+                info!(line = %r.line.name, parent = %r.line.parent, old, new = mtu,
+                      "parent MTU changed; packets are checked against the new value");
+            }
+        }
+    }
+
     /// Where the line's socket binds and what MTU its parent offers.
     async fn resolve_parent(&self, line: &Line) -> Result<(IpAddr, u16, Option<u32>), Failed> {
         let fail = |reason: String| Failed {
@@ -620,10 +648,19 @@ impl Supervisor {
                 derived.min(config::Mtu::MAX as u16)
             }
         };
+        let outer = match &line.kind {
+            LineKind::WireGuard(_) => Outer::Fragmentable,
+            LineKind::IpTunnel(_) => Outer::Whole,
+        };
+        let pmtu = PathMtu::new(overhead, outer, parent_mtu);
         let dataplane = match &line.kind {
-            LineKind::WireGuard(wg) => {
-                LineDataplane::WireGuard(self.start_wireguard(line, wg, mtu, local_ip)?)
-            }
+            LineKind::WireGuard(wg) => LineDataplane::WireGuard(self.start_wireguard(
+                line,
+                wg,
+                mtu,
+                local_ip,
+                pmtu.clone(),
+            )?),
             LineKind::IpTunnel(t) => {
                 let spec = RawSpec {
                     name: line.name.to_string(),
@@ -638,6 +675,7 @@ impl Supervisor {
                         gre: t.gre,
                         keepalive: t.keepalive,
                     },
+                    pmtu: pmtu.clone(),
                 };
                 LineDataplane::Raw(
                     RawLine::start(spec, &self.raw_sockets).map_err(|e| fail(e.to_string()))?,
@@ -650,6 +688,7 @@ impl Supervisor {
             mtu,
             dataplane,
             installed: Vec::new(),
+            pmtu,
         };
         if let Err(e) = self.install(&mut running, parent_ifindex).await {
             self.uninstall(&mut running).await;
@@ -667,6 +706,7 @@ impl Supervisor {
         wg: &WireGuard,
         mtu: u16,
         local_ip: IpAddr,
+        pmtu: std::sync::Arc<PathMtu>,
     ) -> Result<WireGuardLine, Failed> {
         let index = self.next_index;
         self.next_index = self.next_index.wrapping_add(1) & 0x00ff_ffff;
@@ -683,6 +723,7 @@ impl Supervisor {
             peer_public_key: wg.peer_public_key,
             keepalive: wg.persistent_keepalive,
             index,
+            pmtu,
         };
         WireGuardLine::start(spec).map_err(|e| {
             let mut reason = e.to_string();

@@ -9,12 +9,14 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod batch;
+pub mod pmtu;
 pub mod raw;
 pub mod stats;
 pub mod tun;
 pub mod udp;
 pub mod wireguard;
 
+pub use pmtu::PathMtu;
 pub use raw::{RawLine, RawSockets, RawSpec, RawStatus};
 pub use stats::LineStats;
 

@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::batch::{offset_in, with_batch, Batch, BATCH, SLOT};
+use super::pmtu::PathMtu;
 use super::stats::LineStats;
 use super::tun::Tun;
 use super::{udp, DataplaneError};
@@ -266,6 +267,7 @@ struct LineIo {
     peer: SocketAddr,
     /// The socket of the line's own protocol, used to send.
     tx: Arc<Endpoint>,
+    pmtu: Arc<PathMtu>,
 }
 
 impl LineIo {
@@ -281,6 +283,8 @@ pub struct RawSpec {
     pub mtu: u16,
     /// Type, addresses and options; `settings.local` is the address the sockets bind.
     pub settings: Settings,
+    /// Packets too big for the parent's path are refused with an ICMP error.
+    pub pmtu: Arc<PathMtu>,
 }
 
 /// A snapshot for `line list`.
@@ -323,6 +327,7 @@ impl RawLine {
                 stats: LineStats::default(),
                 peer: SocketAddr::new(settings.peer, 0),
                 tx,
+                pmtu: spec.pmtu.clone(),
             });
             for &protocol in kind.protocols() {
                 let key = SocketKey {
@@ -443,6 +448,9 @@ async fn outbound(io: Arc<LineIo>) {
                     let (inp, out) = b.in_out(i);
                     let base = out.as_ptr();
                     let len = inp.len();
+                    if io.pmtu.refused(inp, out, &io.tun, &io.stats) {
+                        continue;
+                    }
                     match core.handle_tun_packet(inp, out) {
                         Action::WriteToNetwork(p) => {
                             let rec = (offset_in(base, p), p.len());

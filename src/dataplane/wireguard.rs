@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::batch::{offset_in, with_batch, Batch, BATCH};
+use super::pmtu::PathMtu;
 use super::stats::LineStats;
 use super::tun::Tun;
 use super::{udp, DataplaneError};
@@ -63,6 +64,8 @@ pub struct WireGuardSpec {
     pub keepalive: u16,
     /// Unique per line on this node.
     pub index: u32,
+    /// Packets too big for the parent's path are refused with an ICMP error.
+    pub pmtu: Arc<PathMtu>,
 }
 
 struct Shared {
@@ -94,6 +97,7 @@ struct Io {
     shared: Mutex<Shared>,
     stats: Arc<LineStats>,
     dials: bool,
+    pmtu: Arc<PathMtu>,
 }
 
 impl Io {
@@ -145,6 +149,7 @@ impl WireGuardLine {
             }),
             stats: Arc::new(LineStats::default()),
             dials: spec.endpoint.is_some(),
+            pmtu: spec.pmtu,
         });
         info!(line = %io.name, local = ?local, endpoint = ?spec.endpoint, "wireguard line started");
         let tasks = vec![
@@ -230,6 +235,9 @@ async fn outbound(io: Arc<Io>) {
                     let (inp, out) = b.in_out(i);
                     let base = out.as_ptr();
                     let len = inp.len();
+                    if io.pmtu.refused(inp, out, &io.tun, &io.stats) {
+                        continue;
+                    }
                     match sh.core.handle_tun_packet(inp, out) {
                         Action::WriteToNetwork(p) => {
                             // An initiation instead of data: the packet waits for it.

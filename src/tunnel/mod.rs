@@ -16,6 +16,7 @@ pub mod gre;
 pub mod ipip;
 pub mod iptunnel;
 pub mod keepalive;
+pub mod pmtu;
 pub mod wireguard;
 
 /// Why a tunnel core cannot be built from its settings (the config layer checks the
@@ -100,11 +101,15 @@ pub enum DropReason {
     /// The inner packet and the outer headers do not fit the output buffer or the outer
     /// length field.
     TooBig,
+    /// Too big for the path once encapsulated (a line MTU set above what the parent
+    /// carries, or a parent whose MTU shrank): dropped, and its sender told with ICMP
+    /// fragmentation needed / packet too big.
+    PathMtu,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::BadAuth,
         DropReason::Replay,
         DropReason::Malformed,
@@ -123,6 +128,7 @@ impl DropReason {
         DropReason::WrongInnerVersion,
         DropReason::CongestionNotEct,
         DropReason::TooBig,
+        DropReason::PathMtu,
     ];
 
     /// The counter's index in [`DropReason::ALL`].
@@ -151,6 +157,7 @@ impl DropReason {
             DropReason::WrongInnerVersion => "wrong_inner_version",
             DropReason::CongestionNotEct => "ce_on_not_ect",
             DropReason::TooBig => "too_big",
+            DropReason::PathMtu => "path_mtu",
         }
     }
 }
