@@ -358,3 +358,63 @@ fn packets_too_big_for_the_parent_get_frag_needed_from_the_line() {
     let (ok, out) = ping_df(&a, "10.0.0.2", 1340 - 28);
     assert!(ok, "{out}");
 }
+
+/// A child follows its parent down and back up by itself: a GRE parent with keepalive
+/// whose peer goes silent makes the WireGuard child on it show `parent down` on both
+/// ends; when the peer answers again, the parent comes back and the child carries
+/// traffic with no command run. A restarted peer daemon brings both layers back
+/// parents first, and the stack works again.
+#[test]
+fn children_show_parent_down_and_recover_by_themselves() {
+    if !require_root_and_tools(&["ip", "ping", "nft"]) {
+        return;
+    }
+    let (a, b) = common::node::seed_pair("pdown");
+    let (na, mut nb) = (Node::start(&a), Node::start(&b));
+    #[rustfmt::skip]
+    line_pair(&na, &nb, &["line", "create", "eth0", B_IP, "10.0.0.2", "10.0.0.1", "gre_base",
+        "--type", "gre", "--keepalive", "1,2"], "eth0");
+    #[rustfmt::skip]
+    line_pair(&na, &nb, &["line", "create", "gre_base", "10.0.0.2", "172.16.0.2", "172.16.0.1",
+        "tunnel_secure", "--type", "wireguard", "--mode", "server", "--listen-port", "51821"],
+        "gre_base");
+    ping(&a, "172.16.0.2");
+
+    common::raw::block_protocols(&b, &[47]);
+    for node in [&na, &nb] {
+        node.wait_state("gre_base", "down", 10);
+        node.wait_state("tunnel_secure", "parent_down", 5);
+        let e = entry(node, "tunnel_secure");
+        assert!(
+            e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("parent line gre_base is not up"),
+            "{e}"
+        );
+        let table = node.cli_ok(&["line", "list"]);
+        let row = table.lines().find(|l| l.contains("tunnel_secure")).unwrap();
+        assert!(row.contains("✗ parent down"), "{table}");
+    }
+    let lost = a.exec(&["ping", "-c", "1", "-W", "1", "172.16.0.2"]);
+    assert!(!lost.status.success(), "the peer is silenced");
+
+    common::raw::unblock(&b);
+    for node in [&na, &nb] {
+        node.wait_state("gre_base", "up", 10);
+        node.wait_state("tunnel_secure", "up", 10);
+    }
+    ping(&a, "172.16.0.2");
+
+    // The peer's daemon restarts: it brings gre_base up, then tunnel_secure on it.
+    nb.stop_daemon();
+    nb.start_daemon();
+    nb.wait_state("gre_base", "up", 10);
+    nb.wait_state("tunnel_secure", "up", 15);
+    eventually(10, "the stack carries traffic after the restart", || {
+        a.exec(&["ping", "-c", "1", "-W", "1", "172.16.0.2"])
+            .status
+            .success()
+    });
+    ping(&b, "172.16.0.1");
+}
