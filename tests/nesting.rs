@@ -418,3 +418,50 @@ fn children_show_parent_down_and_recover_by_themselves() {
     });
     ping(&b, "172.16.0.1");
 }
+
+/// Path MTU discovery through a relay: B's tunnel_bc is narrower (`--mtu 1300`) than
+/// what A's GRE line toward C sends through it. B's kernel answers A's outer packets
+/// with fragmentation needed; A's kernel learns the path MTU toward C's VIP; A's line
+/// follows it and answers its own senders with the MTU that fits the inner packet. A
+/// TCP transfer, whose DF segments would otherwise vanish at B (a GRE line cannot
+/// fragment its outer packet), completes.
+#[test]
+fn path_mtu_discovery_works_through_a_narrower_relay() {
+    if !require_root_and_tools(TOOLS) {
+        return;
+    }
+    let (a, b, c) = relay_hosts("prelay");
+    let (na, mut nb, nc) = (Node::start(&a), Node::new(&b), Node::start(&c));
+    nb.cli_ok(&["init"]);
+    nb.start_daemon();
+    #[rustfmt::skip]
+    line_pair(&na, &nb, &["line", "create", "eth0", B_IP, "10.0.0.2", "10.0.0.1", "tunnel_ab",
+        "--type", "wireguard", "--mode", "server", "--listen-port", "51820"], "eth0");
+    #[rustfmt::skip]
+    line_pair(&nb, &nc, &["line", "create", "eth0", C_IP, "10.0.1.2", "10.0.1.1", "tunnel_bc",
+        "--type", "wireguard", "--mode", "server", "--listen-port", "51821", "--mtu", "1300"],
+        "eth0");
+    #[rustfmt::skip]
+    line_pair(&na, &nc, &["line", "create", "tunnel_ab", "10.0.1.2", "10.2.0.2", "10.2.0.1",
+        "gre_ac", "--type", "gre"], "tunnel_bc");
+    assert_eq!(entry(&na, "gre_ac")["mtu"], 1416);
+    ping(&a, "10.2.0.2");
+
+    let (sent, got) = tcp_transfer(&a, &c, "10.2.0.2", 5203, 1 << 20);
+    assert_eq!(sent, got, "1 MB from A to C over gre_ac");
+    assert!(
+        drops(&na, "gre_ac", "path_mtu") >= 1,
+        "{}",
+        na.cli_ok(&["line", "show", "gre_ac"])
+    );
+    assert!(
+        na.log().contains("path MTU toward the peer changed"),
+        "{}",
+        na.log()
+    );
+    // 1300 through tunnel_bc, less GRE's 24 bytes.
+    let (ok, out) = ping_df(&a, "10.2.0.2", 1300);
+    assert!(!ok && out.contains("1276"), "{out}");
+    let (ok, out) = ping_df(&a, "10.2.0.2", 1276 - 28);
+    assert!(ok, "{out}");
+}

@@ -510,26 +510,33 @@ impl Supervisor {
         status
     }
 
-    /// Keeps each running line's path MTU at its physical parent's MTU, so a parent
-    /// whose MTU shrank (or grew back) is followed within one tick. A parent that is a
-    /// line keeps the MTU it came up with while it runs.
+    /// Keeps each running line's path MTU at what its parent carries now, so a line
+    /// refuses (with an ICMP error) what no longer fits, within one tick: the physical
+    /// parent's MTU (which may shrink or grow back) or the parent line's MTU, lowered to
+    /// the path MTU the kernel learnt toward the line's peer from an ICMP error (a
+    /// narrower link beyond a relay, for instance).
     async fn follow_parent_mtus(&mut self) {
         for r in self.running.values() {
-            if self.config.is_line(r.line.parent.as_str()) {
-                continue;
-            }
-            let Ok(Some(index)) = self.host.link_index(r.line.parent.as_str()).await else {
-                continue;
+            let parent = match self.running.get(&r.line.parent) {
+                Some(p) => u32::from(p.mtu),
+                None => {
+                    let Ok(Some(index)) = self.host.link_index(r.line.parent.as_str()).await else {
+                        continue;
+                    };
+                    let Ok(mtu) = self.host.link_mtu(index).await else {
+                        continue;
+                    };
+                    mtu
+                }
             };
-            let Ok(mtu) = self.host.link_mtu(index).await else {
-                continue;
-            };
+            let learnt = self.host.route_mtu(r.line.peer_ip).await.ok().flatten();
+            let mtu = learnt.map_or(parent, |l| l.min(parent));
             let mtu = mtu.min(u32::from(u16::MAX)) as u16;
             let old = r.pmtu.path_mtu();
             if mtu != old {
                 r.pmtu.set_path_mtu(mtu);
                 info!(line = %r.line.name, parent = %r.line.parent, old, new = mtu,
-                      "parent MTU changed; packets are checked against the new value");
+                      "path MTU toward the peer changed; packets are checked against it");
             }
         }
     }

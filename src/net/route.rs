@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
 };
 use rtnetlink::packet_route::AddressFamily;
 
@@ -172,6 +173,47 @@ impl Host {
             Err(err) if is_gone(&err) => Ok(()),
             Err(err) => Err(classify("delete", Object::Route(route.clone()), err)),
         }
+    }
+
+    /// The path MTU the kernel learnt toward `dst` (from an ICMP fragmentation needed
+    /// or packet too big, as `ip route get` shows it: `cache ... mtu N`), or the MTU set
+    /// on the route it would use; `None` when neither (the interface's MTU applies).
+    pub async fn route_mtu(&self, dst: IpAddr) -> Result<Option<u32>, NetError> {
+        let family = Family::of(dst);
+        let mut query = RouteMessage::default();
+        query.header.address_family = family.address_family();
+        query.header.destination_prefix_length = family.max_prefix();
+        query
+            .attributes
+            .push(RouteAttribute::Destination(dst.into()));
+        let object = || {
+            Object::Route(Route {
+                dst,
+                prefix: family.max_prefix(),
+                oif: 0,
+                table: 0,
+                src: None,
+            })
+        };
+        let answers: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(query)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|err| classify("look up", object(), err))?;
+        Ok(answers
+            .iter()
+            .flat_map(|m| m.attributes.iter())
+            .filter_map(|attr| match attr {
+                RouteAttribute::Metrics(metrics) => metrics.iter().find_map(|m| match m {
+                    RouteMetric::Mtu(mtu) => Some(*mtu),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .min())
     }
 
     /// Every route of one family, all tables.
