@@ -304,6 +304,11 @@ fn packets_too_big_for_the_parent_get_frag_needed_from_the_line() {
         "--mtu", "1440"], "tunnel_base");
     for name in ["gre_big", "wg_big"] {
         assert_eq!(entry(&na, name)["mtu"], 1440, "--mtu is shown as set");
+        assert_eq!(
+            entry(&nb, name)["mtu"],
+            1440,
+            "the peer command carries --mtu"
+        );
     }
 
     // TCP finds the path MTU from the line's errors: the transfer over GRE, which

@@ -321,8 +321,8 @@ pub struct PeerCommand {
     /// WireGuard: our listen port.
     #[serde(default)]
     pub peer_port: Option<u16>,
-    /// IP tunnels: the peer's options, mirrored from ours (`--ikey`/`--okey` swapped).
-    /// Words without shell metacharacters.
+    /// IP tunnels: the peer's options, mirrored from ours (`--ikey`/`--okey` swapped);
+    /// any type: `--mtu` when ours was set by hand. Words without shell metacharacters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
 }

@@ -370,7 +370,11 @@ impl Supervisor {
             private_key: Some(peer_private.to_base64()),
             peer_pubkey: Some(wg.private_key.public_key().to_string()),
             peer_port: Some(wg.listen_port.map(|p| p.get()).unwrap_or(0)),
-            options: Vec::new(),
+            // An MTU set by hand goes to both ends, as for the IP tunnels.
+            options: line
+                .mtu
+                .map(|m| vec!["--mtu".to_string(), m.get().to_string()])
+                .unwrap_or_default(),
         })
     }
 
