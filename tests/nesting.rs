@@ -152,19 +152,13 @@ fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// `ping -M do -c 1 -s SIZE dst` (DF set): its output, whether it succeeded or not.
+/// `ping -M do -c 1 -s SIZE dst` (DF set; IPv6 never fragments on the way): its
+/// output, whether it succeeded or not.
 fn ping_df(ns: &Netns, dst: &str, size: usize) -> (bool, String) {
+    let family = if dst.contains(':') { "-6" } else { "-4" };
+    let size = size.to_string();
     let out = ns.exec(&[
-        "ping",
-        "-M",
-        "do",
-        "-c",
-        "1",
-        "-W",
-        "2",
-        "-s",
-        &size.to_string(),
-        dst,
+        "ping", family, "-M", "do", "-c", "1", "-W", "2", "-s", &size, dst,
     ]);
     let text = format!(
         "{}{}",
@@ -323,6 +317,33 @@ fn packets_too_big_for_the_parent_get_frag_needed_from_the_line() {
     assert!(!ok && out.contains("1416"), "{out}");
     let (ok, out) = ping_df(&a, "10.1.0.2", 1416 - 28);
     assert!(ok, "gre_big: 1416 bytes fit:\n{out}");
+
+    // IPv6 inside the same GRE line: packet too big, with the same MTU.
+    a.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00:77::1/64",
+        "dev",
+        "gre_big",
+        "nodad",
+    ]);
+    b.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd00:77::2/64",
+        "dev",
+        "gre_big",
+        "nodad",
+    ]);
+    let (ok, out) = ping_df(&a, "fd00:77::2", 1380);
+    assert!(
+        !ok && out.contains("Packet too big") && out.contains("1416"),
+        "{out}"
+    );
+    let (ok, out) = ping_df(&a, "fd00:77::2", 1416 - 48);
+    assert!(ok, "{out}");
 
     // ping's own discovery, over WireGuard.
     let (ok, out) = ping_df(&a, "172.16.0.2", 1400);
