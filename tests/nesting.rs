@@ -28,8 +28,7 @@ fn relay_through_b_carries_only_encrypted_datagrams_of_the_end_to_end_line() {
         return;
     }
     let (a, b, c) = relay_hosts("relay");
-    let (na, nb, nc) = (Node::start(&a), Node::new(&b), Node::start(&c));
-    let mut nb = nb;
+    let (na, mut nb, nc) = (Node::start(&a), Node::new(&b), Node::start(&c));
     assert_eq!(
         b.run_ok(&["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(),
         "0",
@@ -271,7 +270,7 @@ fn four_mixed_layers_compute_mtu_per_layer_and_carry_a_transfer() {
         other.len()
     );
     let carried = tshark_fields(&wire, "udp.port == 51820", &["frame.number"]);
-    assert!(carried.len() > 1000, "{} datagrams", carried.len());
+    assert!(carried.len() > 500, "{} datagrams", carried.len());
 }
 
 /// Where the kernel cannot help: a line whose MTU was set above what its parent
