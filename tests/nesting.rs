@@ -444,7 +444,7 @@ fn children_show_parent_down_and_recover_by_themselves() {
     ping(&b, "172.16.0.1");
 }
 
-/// Path MTU discovery through a relay: B's tunnel_bc is narrower (`--mtu 1300`) than
+/// Path MTU discovery through a relay: B's tunnel_bc is narrower (`--mtu 1320`) than
 /// what A's GRE line toward C sends through it. B's kernel answers A's outer packets
 /// with fragmentation needed; A's kernel learns the path MTU toward C's VIP; A's line
 /// follows it and answers its own senders with the MTU that fits the inner packet. A
@@ -462,10 +462,16 @@ fn path_mtu_discovery_works_through_a_narrower_relay() {
     #[rustfmt::skip]
     line_pair(&na, &nb, &["line", "create", "eth0", B_IP, "10.0.0.2", "10.0.0.1", "tunnel_ab",
         "--type", "wireguard", "--mode", "server", "--listen-port", "51820"], "eth0");
+    // Narrow on B's side only: C keeps the MTU its parent gives (the peer command's
+    // --mtu is left out), so C's TCP advertises a segment size B cannot carry.
     #[rustfmt::skip]
-    line_pair(&nb, &nc, &["line", "create", "eth0", C_IP, "10.0.1.2", "10.0.1.1", "tunnel_bc",
-        "--type", "wireguard", "--mode", "server", "--listen-port", "51821", "--mtu", "1300"],
-        "eth0");
+    nb.cli_ok(&["line", "create", "eth0", C_IP, "10.0.1.2", "10.0.1.1", "tunnel_bc",
+        "--type", "wireguard", "--mode", "server", "--listen-port", "51821", "--mtu", "1320"]);
+    let peer = nb.cli_ok(&["line", "show-peer", "tunnel_bc"]);
+    assert!(peer.trim_end().ends_with(" --mtu 1320"), "{peer}");
+    nc.paste(peer.trim_end().trim_end_matches(" --mtu 1320"), "eth0");
+    nb.wait_state("tunnel_bc", "up", 15);
+    nc.wait_state("tunnel_bc", "up", 15);
     #[rustfmt::skip]
     line_pair(&na, &nc, &["line", "create", "tunnel_ab", "10.0.1.2", "10.2.0.2", "10.2.0.1",
         "gre_ac", "--type", "gre"], "tunnel_bc");
@@ -484,9 +490,9 @@ fn path_mtu_discovery_works_through_a_narrower_relay() {
         "{}",
         na.log()
     );
-    // 1300 through tunnel_bc, less GRE's 24 bytes.
+    // 1320 through tunnel_bc, less GRE's 24 bytes.
     let (ok, out) = ping_df(&a, "10.2.0.2", 1300);
-    assert!(!ok && out.contains("1276"), "{out}");
-    let (ok, out) = ping_df(&a, "10.2.0.2", 1276 - 28);
+    assert!(!ok && out.contains("1296"), "{out}");
+    let (ok, out) = ping_df(&a, "10.2.0.2", 1296 - 28);
     assert!(ok, "{out}");
 }
