@@ -12,6 +12,7 @@
 //! gre6). [`keepalive`] is the liveness state machine both use.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod esp;
 pub mod gre;
 pub mod ipip;
 pub mod iptunnel;
@@ -100,11 +101,18 @@ pub enum DropReason {
     /// The inner packet and the outer headers do not fit the output buffer or the outer
     /// length field.
     TooBig,
+    /// An ESP packet whose SPI is not the line's inbound SPI.
+    UnknownSpi,
+    /// An ESP sequence number below the anti-replay window.
+    ReplayTooOld,
+    /// ESP: no sequence number is reserved on disk yet, so nothing may be sent (the
+    /// state directory cannot be written, or a burst outran the reservation).
+    SeqNotReserved,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::BadAuth,
         DropReason::Replay,
         DropReason::Malformed,
@@ -123,6 +131,9 @@ impl DropReason {
         DropReason::WrongInnerVersion,
         DropReason::CongestionNotEct,
         DropReason::TooBig,
+        DropReason::UnknownSpi,
+        DropReason::ReplayTooOld,
+        DropReason::SeqNotReserved,
     ];
 
     /// The counter's index in [`DropReason::ALL`].
@@ -151,6 +162,9 @@ impl DropReason {
             DropReason::WrongInnerVersion => "wrong_inner_version",
             DropReason::CongestionNotEct => "ce_on_not_ect",
             DropReason::TooBig => "too_big",
+            DropReason::UnknownSpi => "unknown_spi",
+            DropReason::ReplayTooOld => "replay_too_old",
+            DropReason::SeqNotReserved => "seq_not_reserved",
         }
     }
 }
