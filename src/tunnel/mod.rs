@@ -43,6 +43,15 @@ pub enum TunnelError {
         /// The tunnel type.
         kind: &'static str,
     },
+    /// ESP asked for on a type other than gre/gre6, or together with keepalives.
+    #[error("ESP (--encrypt) protects gre and gre6 lines without keepalive, not {what}")]
+    EspUnsupported {
+        /// What is in the way.
+        what: &'static str,
+    },
+    /// The ESP keys cannot be made into security associations.
+    #[error("ESP: {0}")]
+    EspKeys(#[source] esp::KdfError),
 }
 
 /// What the data plane does with the bytes a core produced.
