@@ -6,6 +6,7 @@
 //! the file is written atomically (temp file, fsync, rename) with mode 0600; a file that
 //! holds private keys and is readable by other users is refused, as ssh refuses such keys.
 
+pub mod esp;
 pub mod keys;
 pub mod model;
 pub mod raw;

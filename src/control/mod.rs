@@ -99,6 +99,11 @@ pub enum Request {
         /// The line.
         name: String,
     },
+    /// An encrypted line's SAs as `ip xfrm` commands for a Linux kernel peer. Secret.
+    ShowXfrm {
+        /// The line.
+        name: String,
+    },
     /// Add a line to the config and bring it up.
     CreateLine(Box<LineSpec>),
     /// Take a line down and remove it from the config.
@@ -158,6 +163,25 @@ pub struct IpTunnelArgs {
     pub tos: Option<String>,
     /// `Some(true)` for `--pmtudisc`, `Some(false)` for `--nopmtudisc`.
     pub pmtudisc: Option<bool>,
+    /// `--encrypt`: ESP under the GRE header.
+    pub encrypt: bool,
+    /// `--cipher`.
+    pub cipher: Option<String>,
+    /// `--enc-key`, as typed. Secret.
+    pub enc_key: Option<Secret>,
+    /// `--auth-key`, as typed. Secret.
+    pub auth_key: Option<Secret>,
+}
+
+/// A secret as typed (an ESP key): carried as is, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl IpTunnelArgs {
@@ -182,6 +206,11 @@ pub enum Response {
     Line(LineStatus),
     /// Answer to [`Request::ShowPeer`].
     Peer(PeerCommand),
+    /// Answer to [`Request::ShowXfrm`]: shell commands, one per entry. Secret.
+    Xfrm {
+        /// `ip xfrm state`/`ip xfrm policy` commands (and `#` comments).
+        commands: Vec<String>,
+    },
     /// Answer to [`Request::CreateLine`].
     Created(Created),
     /// Answer to [`Request::DeleteLine`].
@@ -325,6 +354,9 @@ pub struct PeerCommand {
     /// Words without shell metacharacters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+    /// The options carry secret keys (an encrypted line's `--enc-key`/`--auth-key`).
+    #[serde(default)]
+    pub secret: bool,
 }
 
 impl fmt::Display for PeerCommand {
@@ -426,6 +458,7 @@ mod test {
             peer_pubkey: Some("p".into()),
             peer_port: Some(51820),
             options: Vec::new(),
+            secret: true,
         };
         let s = p.to_string();
         assert!(s.starts_with(
@@ -446,6 +479,7 @@ mod test {
             private_key: None,
             peer_pubkey: None,
             peer_port: None,
+            secret: false,
             options: vec!["--ikey".into(), "2".into(), "--okey".into(), "1".into()],
         };
         assert_eq!(

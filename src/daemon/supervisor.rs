@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use tracing::{info, warn};
 
+use crate::config::esp::EspKey;
 use crate::config::model::{self as cfg, IpTunnel};
 use crate::config::{self, Config, Line, LineKind, LineName, Mode, PrivateKey, WireGuard};
 use crate::control::IpTunnelArgs;
@@ -20,10 +21,13 @@ use crate::control::{
     Created, DaemonStatus, KeepaliveInfo, LineSpec, LineState, LineStatus, PeerCommand, Request,
     Response,
 };
+use crate::dataplane::raw::EspSpec;
+use crate::dataplane::seqstore::SeqStore;
 use crate::dataplane::{
     LineDataplane, LineStats, RawLine, RawSockets, RawSpec, WireGuardLine, WireGuardSpec,
 };
 use crate::net::{self, Family, Host, NetError, Route, Rule};
+use crate::tunnel::esp;
 use crate::tunnel::gre::GreOptions;
 use crate::tunnel::iptunnel::{self, TunnelType};
 use crate::tunnel::keepalive::Liveness;
@@ -35,8 +39,27 @@ pub fn wireguard_overhead(underlay: IpAddr) -> u16 {
     ip + 8 + crate::tunnel::wireguard::DATA_OVERHEAD as u16
 }
 
+/// The MTU a line gets from its parent's: the parent's minus [`line_overhead`], and for
+/// an encrypted line the largest inner packet whose ESP packet fits exactly: ESP header
+/// and IV (16), the GRE packet, padding to a 4-byte boundary, pad length and next header
+/// (2), ICV (16).
+pub fn derived_mtu(line: &Line, parent_mtu: u16) -> u16 {
+    match line.ip_tunnel() {
+        Some(t) if t.esp.is_some() => {
+            let outer = t.kind.outer_len();
+            let gre = t.gre.header_len();
+            let room = usize::from(parent_mtu).saturating_sub(outer + esp::PREFIX_LEN + 16);
+            // GRE + inner + 2 must be a multiple of 4 and fit in `room`.
+            let aligned = room - room % 4;
+            aligned.saturating_sub(2 + gre).min(usize::from(u16::MAX)) as u16
+        }
+        _ => parent_mtu.saturating_sub(line_overhead(line)),
+    }
+}
+
 /// Outer headers a line adds: see [`wireguard_overhead`]; for an IP tunnel the outer IP
-/// header (20 or 40) plus the GRE header with its optional fields.
+/// header (20 or 40) plus the GRE header with its optional fields, plus ESP's header,
+/// IV, trailer and ICV (34) and at most 3 bytes of padding for an encrypted line.
 pub fn line_overhead(line: &Line) -> u16 {
     match &line.kind {
         LineKind::WireGuard(_) => wireguard_overhead(line.peer_ip),
@@ -47,7 +70,12 @@ pub fn line_overhead(line: &Line) -> u16 {
             } else {
                 0
             };
-            (outer + gre) as u16
+            let esp = if t.esp.is_some() {
+                esp::PREFIX_LEN + esp::MAX_SUFFIX_LEN
+            } else {
+                0
+            };
+            (outer + gre + esp) as u16
         }
     }
 }
@@ -88,6 +116,8 @@ pub struct Supervisor {
     next_index: u32,
     /// Raw IP sockets shared by the IP tunnel lines.
     raw_sockets: RawSockets,
+    /// Where encrypted lines keep their ESP sequence-number marks.
+    state_dir: PathBuf,
 }
 
 impl Supervisor {
@@ -102,7 +132,14 @@ impl Supervisor {
             rules: HashMap::new(),
             next_index: rand_index(),
             raw_sockets: RawSockets::new(),
+            state_dir: PathBuf::from(crate::daemon::DEFAULT_STATE_DIR),
         }
+    }
+
+    /// The same supervisor keeping its state (ESP sequence-number marks) in `dir`.
+    pub fn with_state_dir(mut self, dir: PathBuf) -> Supervisor {
+        self.state_dir = dir;
+        self
     }
 
     /// How many lines are configured.
@@ -175,6 +212,9 @@ impl Supervisor {
             }),
             Request::ShowLine { name } => self.known(&name).map(|l| Response::Line(self.status(l))),
             Request::ShowPeer { name } => self.show_peer(&name).await.map(Response::Peer),
+            Request::ShowXfrm { name } => self
+                .show_xfrm(&name)
+                .map(|commands| Response::Xfrm { commands }),
             Request::CreateLine(spec) => self.create(*spec).await.map(Response::Created),
             Request::DeleteLine { name, cascade } => self
                 .delete(&name, cascade)
@@ -367,14 +407,71 @@ impl Supervisor {
             peer_pubkey: Some(wg.private_key.public_key().to_string()),
             peer_port: Some(wg.listen_port.map(|p| p.get()).unwrap_or(0)),
             options: Vec::new(),
+            secret: true,
         })
+    }
+
+    /// An encrypted line's SAs as the `ip xfrm` commands a Linux kernel peer runs (the
+    /// states are the same on both ends; the policies are the peer's).
+    fn show_xfrm(&self, name: &str) -> Result<Vec<String>, String> {
+        let line = self.known(name)?.clone();
+        let Some(e) = line.ip_tunnel().and_then(|t| t.esp) else {
+            return Err(format!(
+                "line {name} is not encrypted; --xfrm applies to lines created with --encrypt"
+            ));
+        };
+        let local = self.local_ip_of(&line)?;
+        let peer = line.peer_ip;
+        let sas = esp::derive(e.cipher, e.enc_key.bytes(), e.auth_key.bytes(), local, peer)
+            .map_err(|err| format!("line {name}: {err}"))?;
+        let ip = if peer.is_ipv6() { "ip -6" } else { "ip" };
+        let state = |src: IpAddr, dst: IpAddr, sa: &esp::SaKeys| {
+            format!(
+                "{ip} xfrm state add src {src} dst {dst} proto esp spi {:#010x} reqid 1 \
+                 mode transport replay-window 1024 flag esn aead '{}' {} 128 sel src {src} \
+                 dst {dst} proto gre",
+                sa.spi,
+                e.cipher.xfrm_name(),
+                sa.xfrm_key_hex()
+            )
+        };
+        let policy = |src: IpAddr, dst: IpAddr, dir: &str| {
+            format!(
+                "{ip} xfrm policy add src {src} dst {dst} proto gre dir {dir} tmpl src {src} \
+                 dst {dst} proto esp reqid 1 mode transport"
+            )
+        };
+        Ok(vec![
+            format!(
+                "# line {name}: GRE over ESP between {local} (twnode) and {peer} (kernel peer); \
+                 secret: these lines carry the keys"
+            ),
+            format!("# {local} -> {peer}, this end's outbound SA"),
+            state(local, peer, &sas.outbound),
+            format!("# {peer} -> {local}, this end's inbound SA"),
+            state(peer, local, &sas.inbound),
+            "# policies on the kernel peer".to_string(),
+            policy(peer, local, "out"),
+            policy(local, peer, "in"),
+            format!(
+                "# then a GRE tunnel on the peer: ip tunnel add {name} mode {} local {peer} \
+                 remote {local}{}",
+                if peer.is_ipv6() { "ip6gre" } else { "gre" },
+                line.ip_tunnel()
+                    .and_then(|t| t.gre.okey)
+                    .map(|k| format!(" key {}", k.0))
+                    .unwrap_or_default()
+            ),
+        ])
     }
 
     /// An IP tunnel's peer runs the same type with the options mirrored (input and
     /// output keys, sequence numbers and checksums swapped) and the addresses swapped.
+    /// An encrypted line's command carries its ESP keys and says so (`secret`).
     fn ip_tunnel_peer_command(&self, line: &Line, t: &IpTunnel) -> Result<PeerCommand, String> {
         let local_ip = self.local_ip_of(line)?;
         let mut options = t.mirrored().cli_options();
+        options.extend(t.esp_key_options());
         if let Some(m) = line.mtu {
             options.extend(["--mtu".to_string(), m.get().to_string()]);
         }
@@ -388,6 +485,7 @@ impl Supervisor {
             peer_pubkey: None,
             peer_port: None,
             options,
+            secret: t.esp.is_some(),
         })
     }
 
@@ -600,7 +698,7 @@ impl Supervisor {
         let mtu = match line.mtu {
             Some(m) => m.get(),
             None => {
-                let derived = parent_mtu.saturating_sub(overhead);
+                let derived = derived_mtu(line, parent_mtu);
                 let type_carries_v6 = line
                     .ip_tunnel()
                     .is_some_and(|t| t.kind.carries(iptunnel::IpVersion::V6));
@@ -637,6 +735,25 @@ impl Supervisor {
                         pmtudisc: t.pmtudisc,
                         gre: t.gre,
                         keepalive: t.keepalive,
+                    },
+                    esp: match t.esp {
+                        Some(e) => {
+                            let sas = esp::derive(
+                                e.cipher,
+                                e.enc_key.bytes(),
+                                e.auth_key.bytes(),
+                                local_ip,
+                                line.peer_ip,
+                            )
+                            .map_err(|err| fail(format!("ESP: {err}")))?;
+                            let store = SeqStore::new(&self.state_dir, &sas.outbound.fingerprint());
+                            Some(EspSpec {
+                                cipher: e.cipher,
+                                sas,
+                                store,
+                            })
+                        }
+                        None => None,
                     },
                 };
                 LineDataplane::Raw(
@@ -888,6 +1005,12 @@ fn line_from_spec(spec: LineSpec) -> Result<(Line, bool), String> {
         .parent
         .parse()
         .map_err(|e: String| format!("<parent>: {e}"))?;
+    if spec.kind == "ipsec" {
+        // TrueWord Node's name for GRE over IPsec: gre with ESP.
+        let mut spec = spec;
+        spec.ip_tunnel.encrypt = true;
+        return ip_tunnel_from_spec(spec, TunnelType::Gre, name, parent).map(|l| (l, false));
+    }
     if let Some(kind) = TunnelType::from_name(&spec.kind) {
         return ip_tunnel_from_spec(spec, kind, name, parent).map(|l| (l, false));
     }
@@ -1046,7 +1169,21 @@ fn ip_tunnel_from_spec(
     };
     let keepalive = cfg::keepalive(spec.keepalive.unwrap_or(0), spec.keepalive_retries)
         .map_err(|(_, e)| format!("--keepalive: {e}"))?;
+    let esp_key = |flag: &str, v: &Option<crate::control::Secret>| {
+        v.as_ref()
+            .map(|s| EspKey::parse(&s.0))
+            .transpose()
+            .map_err(|e| format!("{flag}: the key {e}"))
+    };
+    let esp = config::esp::from_parts(
+        a.encrypt,
+        a.cipher.as_deref(),
+        esp_key("--enc-key", &a.enc_key)?,
+        esp_key("--auth-key", &a.auth_key)?,
+    )
+    .map_err(|(_, flag, e)| format!("{flag}: {e}"))?;
     let t = IpTunnel {
+        esp,
         kind,
         gre: GreOptions {
             ikey,

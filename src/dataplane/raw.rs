@@ -1,5 +1,11 @@
-//! IP tunnel lines' I/O: raw IP sockets (protocols 4, 41 and 47) shared between lines,
-//! a TUN device per line, and an [`IpTunnelCore`] per line.
+//! IP tunnel lines' I/O: raw IP sockets (protocols 4, 41, 47 and 50) shared between
+//! lines, a TUN device per line, and an [`IpTunnelCore`] per line.
+//!
+//! An encrypted GRE line (ESP, protocol 50) is told apart on its socket by peer and
+//! inbound SPI, where a GRE line is told apart by peer and GRE key: the route's `ikey`
+//! holds the SPI then. Its `reserve` task keeps the ESP sequence-number mark on disk
+//! ahead of the numbers sent ([`super::seqstore`]), woken by the outbound path when the
+//! core asks for more numbers; the packet path itself never writes the file.
 //!
 //! Sockets: one raw socket per (protocol, local address), opened when the first line
 //! needs it and closed with the last ([`RawSockets`]). A socket's receive task reads a
@@ -35,9 +41,11 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::batch::{offset_in, with_batch, Batch, BATCH, SLOT};
+use super::seqstore::SeqStore;
 use super::stats::LineStats;
 use super::tun::Tun;
 use super::{udp, DataplaneError};
+use crate::tunnel::esp::{Cipher, EspCore, SaPair};
 use crate::tunnel::iptunnel::{IpTunnelCore, IpVersion, Settings};
 use crate::tunnel::keepalive::{KeepaliveStatus, Liveness};
 use crate::tunnel::{Action, DropReason};
@@ -266,6 +274,8 @@ struct LineIo {
     peer: SocketAddr,
     /// The socket of the line's own protocol, used to send.
     tx: Arc<Endpoint>,
+    /// ESP lines: wakes the task that writes sequence-number reservations.
+    reserve: Option<tokio::sync::Notify>,
 }
 
 impl LineIo {
@@ -281,6 +291,17 @@ pub struct RawSpec {
     pub mtu: u16,
     /// Type, addresses and options; `settings.local` is the address the sockets bind.
     pub settings: Settings,
+    /// ESP under the GRE header (`--encrypt`).
+    pub esp: Option<EspSpec>,
+}
+
+/// An encrypted GRE line's ESP layer.
+pub struct EspSpec {
+    pub cipher: Cipher,
+    /// Both directions' SAs, as derived for this end.
+    pub sas: SaPair,
+    /// Where the outbound SA's sequence-number mark is kept.
+    pub store: SeqStore,
 }
 
 /// A snapshot for `line list`.
@@ -306,12 +327,40 @@ impl RawLine {
     /// needed) and starts its tasks on the current runtime.
     pub fn start(spec: RawSpec, sockets: &RawSockets) -> Result<RawLine, DataplaneError> {
         let settings = spec.settings;
-        let core = IpTunnelCore::new(settings)?;
+        let mut core = IpTunnelCore::new(settings)?;
+        let mut store = None;
+        if let Some(esp) = spec.esp {
+            // Begin at the stored mark, and make the first block durable before any
+            // number of it is used.
+            let start = esp.store.load()?.max(1);
+            let limit = start.saturating_add(crate::tunnel::esp::RESERVE_BLOCK);
+            esp.store
+                .store(limit)
+                .map_err(|e| DataplaneError::State {
+                    path: esp.store.path().to_path_buf(),
+                    what: format!(
+                        "cannot be written ({e}); the daemon's state directory                          (--state-dir) must be writable"
+                    ),
+                })?;
+            let e = EspCore::new(esp.cipher, &esp.sas, start, limit)
+                .map_err(|e| DataplaneError::Tunnel(crate::tunnel::TunnelError::EspKeys(e)))?;
+            info!(line = %spec.name, spi_out = format_args!("{:#010x}", esp.sas.outbound.spi),
+                  spi_in = format_args!("{:#010x}", esp.sas.inbound.spi), cipher = %esp.cipher,
+                  first_seq = start, "ESP sequence numbers reserved up to {limit}");
+            core = core.with_esp(e)?;
+            store = Some(esp.store);
+        }
         let tun = Tun::create_for(&spec.name, spec.mtu, settings.kind.carries(IpVersion::V6))?;
         let id = sockets.next_line.fetch_add(1, Relaxed);
         let kind = settings.kind;
+        let esp_spi = core.esp().map(|e| Key(e.inbound_spi()));
+        let own_protocol = if esp_spi.is_some() {
+            IpProtocol::Esp
+        } else {
+            kind.protocol()
+        };
         let own = SocketKey {
-            protocol: kind.protocol(),
+            protocol: own_protocol,
             local: settings.local,
         };
         let attached = (|| {
@@ -323,8 +372,14 @@ impl RawLine {
                 stats: LineStats::default(),
                 peer: SocketAddr::new(settings.peer, 0),
                 tx,
+                reserve: store.is_some().then(tokio::sync::Notify::new),
             });
-            for &protocol in kind.protocols() {
+            let protocols = if esp_spi.is_some() {
+                &[IpProtocol::Esp][..]
+            } else {
+                kind.protocols()
+            };
+            for &protocol in protocols {
                 let key = SocketKey {
                     protocol,
                     local: settings.local,
@@ -335,12 +390,14 @@ impl RawLine {
                     Route {
                         line: id,
                         peer: settings.peer,
-                        ikey: if kind.is_gre() {
+                        ikey: if esp_spi.is_some() {
+                            esp_spi
+                        } else if kind.is_gre() {
                             settings.gre.ikey
                         } else {
                             None
                         },
-                        own: protocol == kind.protocol(),
+                        own: protocol == own_protocol,
                         io: io.clone(),
                     },
                 )?;
@@ -357,6 +414,9 @@ impl RawLine {
         let mut tasks = vec![tokio::spawn(outbound(io.clone()))];
         if settings.keepalive.is_some() {
             tasks.push(tokio::spawn(keepalive(io.clone())));
+        }
+        if let Some(store) = store {
+            tasks.push(tokio::spawn(reserve(io.clone(), store)));
         }
         info!(line = %io.name, kind = %kind, local = %settings.local, peer = %settings.peer,
               "ip tunnel line started");
@@ -456,6 +516,16 @@ async fn outbound(io: Arc<LineIo>) {
                     }
                 }
             }
+            if let Some(r) = &io.reserve {
+                if io
+                    .lock()
+                    .esp()
+                    .and_then(EspCore::poll_reservation)
+                    .is_some()
+                {
+                    r.notify_one();
+                }
+            }
             let sent = udp::send_batch(io.tx.socket.get_ref(), b, &slots[..k], io.peer);
             LineStats::add(&io.stats.tx_packets, sent as u64);
             LineStats::add(&io.stats.tx_bytes, bytes);
@@ -463,6 +533,37 @@ async fn outbound(io: Arc<LineIo>) {
                 io.stats.count_drop(DropReason::IoError, (k - sent) as u64);
             }
         });
+    }
+}
+
+/// ESP: writes sequence-number reservations when the core asks, then hands them to
+/// the core. The file is written on a blocking thread, never under the core's lock.
+async fn reserve(io: Arc<LineIo>, store: SeqStore) {
+    let Some(wake) = &io.reserve else {
+        return;
+    };
+    loop {
+        let want = io.lock().esp().and_then(EspCore::poll_reservation);
+        let Some(mark) = want else {
+            wake.notified().await;
+            continue;
+        };
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.store(mark)).await {
+            Ok(Ok(())) => {
+                debug!(line = %io.name, mark, "ESP sequence numbers reserved");
+                if let Some(e) = io.lock().esp_mut() {
+                    e.handle_reserved(mark);
+                }
+            }
+            Ok(Err(e)) => {
+                warn!(line = %io.name, path = %store.path().display(), error = %e,
+                      "cannot write the ESP sequence-number mark; sending stops when the \
+                       reserved numbers run out");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
     }
 }
 
@@ -555,6 +656,7 @@ enum Out {
 async fn receive(endpoint: Arc<Endpoint>) {
     let v6 = endpoint.key.local.is_ipv6();
     let gre = endpoint.key.protocol == IpProtocol::Gre;
+    let esp = endpoint.key.protocol == IpProtocol::Esp;
     let mut outs = [Out::None; BATCH];
     let mut src6 = [Ipv6Addr::UNSPECIFIED; BATCH];
     let mut tclass = [0u8; BATCH];
@@ -605,19 +707,30 @@ async fn receive(endpoint: Arc<Endpoint>) {
                         endpoint.strangers.fetch_add(1, Relaxed);
                         continue;
                     };
-                    let key = gre
-                        .then(|| {
+                    let key = if esp {
+                        // The SPI; a packet too short for one is the core's to judge.
+                        packet
+                            .get(header..header + 4)
+                            .map(|s| Some(Key(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))))
+                    } else {
+                        gre.then(|| {
                             packet
                                 .get(header..)
                                 .and_then(|p| wire::gre::Packet::new_checked(p).ok())
                                 .map(|p| p.key())
                         })
-                        .flatten();
+                        .flatten()
+                    };
                     let candidates = routes.iter().map(|r| (r.peer, r.ikey, r.own));
                     let idx = match lookup(candidates, peer, key) {
                         Lookup::Line(idx) => idx,
                         Lookup::WrongKey(idx) => {
-                            routes[idx].io.stats.count_drop(DropReason::WrongKey, 1);
+                            let reason = if esp {
+                                DropReason::UnknownSpi
+                            } else {
+                                DropReason::WrongKey
+                            };
+                            routes[idx].io.stats.count_drop(reason, 1);
                             continue;
                         }
                         Lookup::Stranger => {
