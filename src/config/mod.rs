@@ -61,10 +61,10 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
-    /// The file holds private keys but other users can read it.
+    /// The file holds private keys (WireGuard) or ESP keys but other users can read it.
     #[error(
-        "{path} holds private keys but is readable by other users (mode {mode:04o}); \
-         run `chmod 600 {path}` and try again"
+        "{path} holds private keys (WireGuard or ESP) but is readable by other users \
+         (mode {mode:04o}); run `chmod 600 {path}` and try again"
     )]
     Permissions {
         /// The file.
