@@ -497,6 +497,7 @@ async fn outbound(io: Arc<LineIo>) {
             }
             let mut k = 0;
             let mut bytes = 0u64;
+            let wants_reservation;
             {
                 let mut core = io.lock();
                 for i in 0..n {
@@ -515,14 +516,10 @@ async fn outbound(io: Arc<LineIo>) {
                         Action::Done | Action::WriteToTun(_) => {}
                     }
                 }
+                wants_reservation = core.esp().and_then(EspCore::poll_reservation).is_some();
             }
-            if let Some(r) = &io.reserve {
-                if io
-                    .lock()
-                    .esp()
-                    .and_then(EspCore::poll_reservation)
-                    .is_some()
-                {
+            if wants_reservation {
+                if let Some(r) = &io.reserve {
                     r.notify_one();
                 }
             }
