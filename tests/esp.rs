@@ -451,3 +451,53 @@ fn restarting_the_sender_never_repeats_a_sequence_number_or_nonce() {
     ping(&a, "10.0.0.2");
     ping(&b, "10.0.0.1");
 }
+
+/// gre6 with ESP over an IPv6 underlay (AES-256-GCM): ping both ways, ESP in IPv6 on
+/// the wire, MTU 1500 - 40 - 32 - 4 - 2 = 1422.
+#[test]
+fn gre6_over_esp_on_an_ipv6_underlay_carries_ping() {
+    if !require_root_and_tools(&["ip", "ping", "tshark"]) {
+        return;
+    }
+    let (a, b) = seed_pair("esp6");
+    common::raw::add_ipv6_underlay(&a, &b);
+    let na = Node::start(&a);
+    let nb = Node::start(&b);
+    na.cli_ok(&[
+        "line",
+        "create",
+        "eth0",
+        common::raw::B6,
+        "10.0.0.2",
+        "10.0.0.1",
+        "sec6",
+        "--type",
+        "gre6",
+        "--encrypt",
+        "--cipher",
+        "aes-256-gcm",
+        "--enc-key",
+        ENC,
+        "--auth-key",
+        AUTH,
+    ]);
+    let peer = na.cli_ok(&["line", "show-peer", "sec6"]);
+    assert!(
+        peer.contains("--type gre6") && peer.contains("--cipher aes-256-gcm"),
+        "{peer}"
+    );
+    nb.paste(&peer, "eth0");
+    assert_eq!(line_json(&na, "sec6")["mtu"], 1422);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = Capture::start(&b, "eth0", 3, dir.path());
+    ping(&a, "10.0.0.2");
+    ping(&b, "10.0.0.1");
+    let file = capture.finish();
+    assert!(tshark_fields(&file, "gre || icmp", &["frame.number"]).is_empty());
+    let esp = tshark_fields(&file, "ipv6 && esp", &["esp.sequence"]);
+    assert!(esp.len() >= 6, "{esp:?}");
+    for (n, name) in [(&na, "A"), (&nb, "B")] {
+        let l = line_json(n, "sec6");
+        assert_eq!(l["drops"], serde_json::json!([]), "{name}: {l}");
+    }
+}
