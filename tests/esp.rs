@@ -194,6 +194,16 @@ fn gre_over_esp_on_the_underlay_carries_ping_and_tcp_and_the_wire_shows_only_esp
 
     let (sent, got) = tcp_transfer(&a, &b, "10.0.0.2", 5001, 4 << 20);
     assert_eq!(sent, got, "4 MB transfer checksum");
+    // `line show` reports the ESP layer without keys: SPIs, counters, reservation.
+    let e = &line_json(&na, "sec")["esp"];
+    assert_eq!(e["spi_out"].as_u64(), Some(u64::from(want)), "{e}");
+    assert_eq!(e["cipher"], "chacha20-poly1305", "{e}");
+    assert_eq!(e["reserved_to"], 1 + (1 << 20), "{e}");
+    assert!(e["next_seq"].as_u64().unwrap_or(0) > 2000, "{e}");
+    assert!(e["highest_received"].as_u64().unwrap_or(0) > 100, "{e}");
+    assert!(na
+        .cli_ok(&["line", "show", "sec"])
+        .contains("esp:             chacha20-poly1305, SPI out"));
     for (n, name) in [(&na, "A"), (&nb, "B")] {
         let l = line_json(n, "sec");
         assert_eq!(l["drops"], serde_json::json!([]), "{name}: {l}");
@@ -341,7 +351,8 @@ fn scapy_reads_twnode_esp_and_twnode_takes_scapy_esp_and_drops_forgeries() {
 
     // scapy -> twnode: one echo request A's kernel answers, through twnode.
     std::fs::remove_file(&file).expect("rm pcap");
-    let capture = Capture::start(&b, "eth0", 3, dir.path());
+    // Long enough for scapy's slow start on a busy machine.
+    let capture = Capture::start(&b, "eth0", 10, dir.path());
     scapy(
         &b,
         &["send", B4, A4, &spi_in, &key_in, "aes-256-gcm", "ok:1"],
@@ -395,11 +406,16 @@ fn restarting_the_sender_never_repeats_a_sequence_number_or_nonce() {
     let (a, b) = seed_pair("esprs");
     let (mut na, nb) = encrypted_pair(&a, &b, &[]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let capture = Capture::start(&b, "eth0", 14, dir.path());
+    let capture = Capture::start(&b, "eth0", 18, dir.path());
     ping(&a, "10.0.0.2");
     na.stop_daemon();
     na.start_daemon();
     ping(&a, "10.0.0.2");
+    let e = line_json(&na, "sec")["esp"].clone();
+    assert!(
+        e["next_seq"].as_u64().unwrap_or(0) > 1 << 20,
+        "began at the mark: {e}"
+    );
     na.kill_daemon();
     na.start_daemon();
     ping(&a, "10.0.0.2");

@@ -253,6 +253,14 @@ pub fn detail(l: &LineStatus) -> String {
             l.options.join(" ")
         };
         let _ = writeln!(out, "options:         {options}");
+        if let Some(e) = &l.esp {
+            let _ = writeln!(
+                out,
+                "esp:             {}, SPI out {:#010x} in {:#010x}; next sequence {}, \
+                 reserved to {}, highest received {}",
+                e.cipher, e.spi_out, e.spi_in, e.next_seq, e.reserved_to, e.highest_received
+            );
+        }
         match &l.keepalive {
             None => {
                 let _ = writeln!(out, "keepalive:       off");

@@ -277,6 +277,24 @@ pub struct LineStatus {
     /// IP tunnel lines with a keepalive: probes and replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<KeepaliveInfo>,
+    /// Encrypted lines: the ESP layer (no keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esp: Option<EspInfo>,
+}
+
+/// An encrypted line's ESP state, for `line show` (SPIs and counters; never keys).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EspInfo {
+    /// `chacha20-poly1305` or `aes-256-gcm`.
+    pub cipher: String,
+    pub spi_out: u32,
+    pub spi_in: u32,
+    /// The next sequence number to send.
+    pub next_seq: u64,
+    /// Sequence numbers below this are reserved on disk.
+    pub reserved_to: u64,
+    /// Highest sequence number accepted (0: none yet).
+    pub highest_received: u64,
 }
 
 /// An IP tunnel line's keepalive, for `line show`.

@@ -568,6 +568,7 @@ impl Supervisor {
             drops: stats.map(|s| s.nonzero_drops()).unwrap_or_default(),
             options: Vec::new(),
             keepalive: None,
+            esp: None,
         };
         match (&line.kind, running.map(|r| &r.dataplane)) {
             (LineKind::WireGuard(wg), dp) => {
@@ -590,7 +591,20 @@ impl Supervisor {
             (LineKind::IpTunnel(t), dp) => {
                 status.options = t.cli_options();
                 if let Some(LineDataplane::Raw(l)) = dp {
-                    status.keepalive = l.status().keepalive.map(|k| KeepaliveInfo {
+                    let raw = l.status();
+                    status.esp = raw.esp.zip(t.esp).map(
+                        |((spi_out, spi_in, next_seq, reserved_to, highest_received), e)| {
+                            crate::control::EspInfo {
+                                cipher: e.cipher.as_str().to_string(),
+                                spi_out,
+                                spi_in,
+                                next_seq,
+                                reserved_to,
+                                highest_received,
+                            }
+                        },
+                    );
+                    status.keepalive = raw.keepalive.map(|k| KeepaliveInfo {
                         interval_secs: k.config.interval.as_secs(),
                         retries: k.config.retries,
                         sent: k.sent,

@@ -311,6 +311,9 @@ pub struct RawStatus {
     pub local: IpAddr,
     /// Keepalive figures; `None` without keepalive.
     pub keepalive: Option<KeepaliveStatus>,
+    /// ESP: (outbound SPI, inbound SPI, next sequence number, reserved limit, highest
+    /// received); `None` for a plain line.
+    pub esp: Option<(u32, u32, u64, u64, u64)>,
 }
 
 /// A running IP tunnel line. Dropping it stops its tasks and releases its sockets;
@@ -444,6 +447,15 @@ impl RawLine {
         RawStatus {
             local: core.settings().local,
             keepalive: core.keepalive_status(Instant::now()),
+            esp: core.esp().map(|e| {
+                (
+                    e.outbound_spi(),
+                    e.inbound_spi(),
+                    e.next_seq(),
+                    e.limit(),
+                    e.highest_received(),
+                )
+            }),
         }
     }
 

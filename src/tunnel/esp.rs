@@ -492,6 +492,11 @@ impl EspCore {
         self.inb.spi
     }
 
+    /// The outbound SPI.
+    pub fn outbound_spi(&self) -> u32 {
+        self.out.spi
+    }
+
     /// The replay window's highest accepted number.
     pub fn highest_received(&self) -> u64 {
         self.window.top()
