@@ -160,6 +160,9 @@ for v in "${VARIANTS[@]}"; do
 done
 echo
 tw a line list
+# The last ESP line's counters: drops (seq_not_reserved would mean the reservation task
+# fell behind) and its sequence numbers.
+tw a line show esp1 | grep -E "^(esp|drops):"
 # The ESP sequence-number marks: past the first block (2^20 + 1 = 1048577 and up) when
 # a run sent enough packets to need a second reservation.
 for f in "$WORK"/*-state/*.seq; do echo "mark $(basename "$f"): $(cat "$f")"; done
