@@ -397,14 +397,15 @@ fn scapy_reads_twnode_esp_and_twnode_takes_scapy_esp_and_drops_forgeries() {
 /// The sender restarts (SIGTERM, then SIGKILL as a crash) while a capture runs: no
 /// (SPI, sequence number) and no IV appears twice on the wire, each IV is its sequence
 /// number, and every restart jumps past the persisted mark. A captured packet replayed
-/// on the wire, or tampered with, is dropped and counted; the line keeps working.
+/// on the wire, or tampered with, is dropped and counted; the line keeps working. Then
+/// the receiver restarts, and captured packets are still refused (its replay floor).
 #[test]
-fn restarting_the_sender_never_repeats_a_sequence_number_or_nonce() {
+fn restarts_never_repeat_a_sequence_number_or_nonce_nor_reopen_replays() {
     if !require_root_and_tools(&["ip", "ping", "tshark"]) || !require_scapy() {
         return;
     }
     let (a, b) = seed_pair("esprs");
-    let (mut na, nb) = encrypted_pair(&a, &b, &[]);
+    let (mut na, mut nb) = encrypted_pair(&a, &b, &[]);
     let dir = tempfile::tempdir().expect("tempdir");
     let capture = Capture::start(&b, "eth0", 18, dir.path());
     ping(&a, "10.0.0.2");
@@ -464,6 +465,20 @@ fn restarting_the_sender_never_repeats_a_sequence_number_or_nonce() {
         line_json(&nb, "sec")["rx_packets"].as_u64().unwrap_or(0),
         before_rx
     );
+    ping(&a, "10.0.0.2");
+    ping(&b, "10.0.0.1");
+
+    // The receiver restarts: its replay floor comes back from disk, so packets it took
+    // before the restart are refused, old ones as too old, the last ones as replays.
+    nb.stop_daemon();
+    nb.start_daemon();
+    scapy(&a, &["replay", f, A4, "ok"]);
+    scapy(&a, &["replay-first", f, A4]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let shown = nb.cli_ok(&["line", "show", "sec"]);
+    assert_eq!(drops(&nb, "sec", "replay"), 1, "{shown}");
+    assert_eq!(drops(&nb, "sec", "replay_too_old"), 1, "{shown}");
+    assert_eq!(line_json(&nb, "sec")["rx_packets"], 0, "{shown}");
     ping(&a, "10.0.0.2");
     ping(&b, "10.0.0.1");
 }

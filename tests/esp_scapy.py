@@ -15,6 +15,8 @@ Run with Debian's python3 (python3-scapy): /usr/bin/python3 tests/esp_scapy.py C
       Send the last ESP packet from SRC in PCAP again: as captured (ok), with one bit
       of the ciphertext flipped (flip), with one bit of the sequence number flipped
       (flipseq) or with 3 bytes cut (trunc).
+  replay-first PCAP SRC
+      Send the first ESP packet from SRC in PCAP again, as captured.
 
 KEYHEX is key || salt, as `ip xfrm state ... aead NAME 0xKEYSALT 128` takes it.
 """
@@ -120,6 +122,13 @@ def replay(pcap, src, mode):
     send(out, verbose=0)
 
 
+def replay_first(pcap, src):
+    pkts = list(esp_packets(pcap, src))
+    if not pkts:
+        sys.exit(f"no ESP packet from {src} in {pcap}")
+    send(IP(bytes(pkts[0])), verbose=0)
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "decrypt":
@@ -130,6 +139,8 @@ def main():
         ivs(*sys.argv[2:4])
     elif cmd == "replay":
         replay(*sys.argv[2:5])
+    elif cmd == "replay-first":
+        replay_first(*sys.argv[2:4])
     else:
         sys.exit(f"unknown command {cmd}")
 

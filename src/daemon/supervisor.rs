@@ -761,10 +761,13 @@ impl Supervisor {
                             )
                             .map_err(|err| fail(format!("ESP: {err}")))?;
                             let store = SeqStore::new(&self.state_dir, &sas.outbound.fingerprint());
+                            let floor =
+                                SeqStore::replay_floor(&self.state_dir, &sas.inbound.fingerprint());
                             Some(EspSpec {
                                 cipher: e.cipher,
                                 sas,
                                 store,
+                                floor,
                             })
                         }
                         None => None,

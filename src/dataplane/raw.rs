@@ -4,8 +4,9 @@
 //! An encrypted GRE line (ESP, protocol 50) is told apart on its socket by peer and
 //! inbound SPI, where a GRE line is told apart by peer and GRE key: the route's `ikey`
 //! holds the SPI then. Its `reserve` task keeps the ESP sequence-number mark on disk
-//! ahead of the numbers sent ([`super::seqstore`]), woken by the outbound path when the
-//! core asks for more numbers; the packet path itself never writes the file.
+//! ahead of the numbers sent, and the replay floor of the inbound SA not far behind the
+//! numbers received ([`super::seqstore`]), woken by the packet paths when the core asks;
+//! the packet paths themselves never write a file. A clean stop writes the exact floor.
 //!
 //! Sockets: one raw socket per (protocol, local address), opened when the first line
 //! needs it and closed with the last ([`RawSockets`]). A socket's receive task reads a
@@ -302,6 +303,8 @@ pub struct EspSpec {
     pub sas: SaPair,
     /// Where the outbound SA's sequence-number mark is kept.
     pub store: SeqStore,
+    /// Where the inbound SA's replay floor is kept.
+    pub floor: SeqStore,
 }
 
 /// A snapshot for `line list`.
@@ -323,6 +326,8 @@ pub struct RawLine {
     tasks: Vec<JoinHandle<()>>,
     sockets: RawSockets,
     id: u64,
+    /// ESP: where the replay floor is written at a clean stop.
+    floor: Option<SeqStore>,
 }
 
 impl RawLine {
@@ -350,8 +355,14 @@ impl RawLine {
             info!(line = %spec.name, spi_out = format_args!("{:#010x}", esp.sas.outbound.spi),
                   spi_in = format_args!("{:#010x}", esp.sas.inbound.spi), cipher = %esp.cipher,
                   first_seq = start, "ESP sequence numbers reserved up to {limit}");
+            let mut e = e;
+            let floor = esp.floor.load()?;
+            if floor > 0 {
+                info!(line = %spec.name, floor, "ESP replay floor restored: older packets are refused");
+            }
+            e.handle_replay_floor(floor);
             core = core.with_esp(e)?;
-            store = Some(esp.store);
+            store = Some((esp.store, esp.floor));
         }
         let tun = Tun::create_for(&spec.name, spec.mtu, settings.kind.carries(IpVersion::V6))?;
         let id = sockets.next_line.fetch_add(1, Relaxed);
@@ -418,8 +429,9 @@ impl RawLine {
         if settings.keepalive.is_some() {
             tasks.push(tokio::spawn(keepalive(io.clone())));
         }
-        if let Some(store) = store {
-            tasks.push(tokio::spawn(reserve(io.clone(), store)));
+        let floor = store.as_ref().map(|(_, f)| f.clone());
+        if let Some((seq, floor)) = store {
+            tasks.push(tokio::spawn(reserve(io.clone(), seq, floor)));
         }
         info!(line = %io.name, kind = %kind, local = %settings.local, peer = %settings.peer,
               "ip tunnel line started");
@@ -428,6 +440,7 @@ impl RawLine {
             tasks,
             sockets: sockets.clone(),
             id,
+            floor,
         })
     }
 
@@ -470,6 +483,16 @@ impl RawLine {
         self.sockets.remove_line(self.id);
         let name = self.io.name.clone();
         let io = self.io.clone();
+        // ESP: the exact replay floor, so that a restart refuses every packet seen.
+        let top = io.lock().esp().map(EspCore::highest_received);
+        if let (Some(store), Some(top)) = (self.floor.clone(), top) {
+            if top > 0 {
+                let written = tokio::task::spawn_blocking(move || store.store(top)).await;
+                if !matches!(written, Ok(Ok(()))) {
+                    warn!(line = %name, "cannot write the ESP replay floor at stop");
+                }
+            }
+        }
         drop(self);
         // A receive batch may still hold a snapshot of the routes for a moment.
         super::drop_last_ref(io).await;
@@ -547,14 +570,38 @@ async fn outbound(io: Arc<LineIo>) {
 
 /// ESP: writes sequence-number reservations when the core asks, then hands them to
 /// the core. The file is written on a blocking thread, never under the core's lock.
-async fn reserve(io: Arc<LineIo>, store: SeqStore) {
+async fn reserve(io: Arc<LineIo>, store: SeqStore, floor: SeqStore) {
     let Some(wake) = &io.reserve else {
         return;
     };
     loop {
-        let want = io.lock().esp().and_then(EspCore::poll_reservation);
+        let (want, want_floor) = {
+            let core = io.lock();
+            let e = core.esp();
+            (
+                e.and_then(EspCore::poll_reservation),
+                e.and_then(EspCore::poll_replay_floor),
+            )
+        };
+        if let Some(top) = want_floor {
+            let s = floor.clone();
+            match tokio::task::spawn_blocking(move || s.store(top)).await {
+                Ok(Ok(())) => {
+                    if let Some(e) = io.lock().esp_mut() {
+                        e.handle_replay_floor_stored(top);
+                    }
+                }
+                _ => {
+                    warn!(line = %io.name, path = %floor.path().display(),
+                          "cannot write the ESP replay floor; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
         let Some(mark) = want else {
-            wake.notified().await;
+            if want_floor.is_none() {
+                wake.notified().await;
+            }
             continue;
         };
         let s = store.clone();
@@ -755,6 +802,11 @@ async fn receive(endpoint: Arc<Endpoint>) {
                     let Some((_, core)) = held.as_mut() else {
                         continue;
                     };
+                    if esp && core.esp().and_then(EspCore::poll_replay_floor).is_some() {
+                        if let Some(r) = &routes[idx].io.reserve {
+                            r.notify_one();
+                        }
+                    }
                     let action = match (v6, peer) {
                         (true, IpAddr::V6(src)) => core.handle_ipv6_payload(
                             src,

@@ -13,11 +13,17 @@
 //! (`esp-<16 hex>.seq`): renaming a line keeps its mark, new keys start afresh. The file
 //! holds the mark in decimal and a newline; a file that does not read as that stops the
 //! line from starting rather than risk a repeat.
+//!
+//! The same format keeps the inbound SA's replay floor (`esp-<16 hex>.rx`): the highest
+//! sequence number accepted, written every block of packets and exactly at a clean
+//! stop, so that a restarted receiver refuses what it accepted before (after a crash,
+//! at most the packets of the last block could be replayed once).
 
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::DataplaneError;
 
@@ -32,6 +38,14 @@ impl SeqStore {
     pub fn new(dir: &Path, fingerprint: &str) -> SeqStore {
         SeqStore {
             path: dir.join(format!("esp-{fingerprint}.seq")),
+        }
+    }
+
+    /// Where the replay floor of the inbound SA with this fingerprint lives: the same
+    /// format, `esp-<16 hex>.rx`.
+    pub fn replay_floor(dir: &Path, fingerprint: &str) -> SeqStore {
+        SeqStore {
+            path: dir.join(format!("esp-{fingerprint}.rx")),
         }
     }
 
@@ -66,7 +80,16 @@ impl SeqStore {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let tmp = self.path.with_extension("seq.tmp");
+        // A name no other writer uses: a write still running on a blocking thread when
+        // a line stops cannot mix its bytes with the final one's.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Relaxed)
+        ));
+        let tmp = PathBuf::from(tmp);
         {
             let mut f = fs::OpenOptions::new()
                 .write(true)
@@ -110,7 +133,11 @@ mod test {
             .mode()
             & 0o777;
         assert_eq!(dmode, 0o700);
-        assert!(!s.path().with_extension("seq.tmp").exists());
+        let names: Vec<_> = fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temp file left: {names:?}");
     }
 
     #[test]

@@ -41,7 +41,11 @@
 //! A window of [`REPLAY_WINDOW`] packets behind the highest number accepted (RFC 4303
 //! §3.4.3, the bitmap of RFC 6479), with the high 32 bits inferred as RFC 4303
 //! Appendix A2.2 says. The window is checked before the ICV and updated only after the
-//! ICV verified.
+//! ICV verified. So that a restart of the receiver does not reopen the door to old
+//! packets, the caller persists a floor of the highest accepted number
+//! ([`EspCore::poll_replay_floor`], every [`RESERVE_BLOCK`] packets, and exactly at a
+//! clean stop) and hands it back at start ([`EspCore::handle_replay_floor`]): nothing at
+//! or below it, less the window, is accepted again.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fmt;
@@ -463,6 +467,8 @@ pub struct EspCore {
     /// The first number not reserved: nothing at or above it is sent.
     limit: u64,
     window: ReplayWindow,
+    /// The replay floor last made durable by the caller.
+    floor_stored: u64,
 }
 
 impl EspCore {
@@ -474,7 +480,39 @@ impl EspCore {
             next: start.max(1),
             limit,
             window: ReplayWindow::default(),
+            floor_stored: 0,
         })
+    }
+
+    /// A durable replay floor from before a restart: numbers up to it count as seen
+    /// (the window's bitmap is gone, so the ones just below it are refused as replays
+    /// too, not only the ones below the window).
+    pub fn handle_replay_floor(&mut self, floor: u64) {
+        if floor > self.window.top {
+            self.window.top = floor;
+            self.window.bits = [u64::MAX; WINDOW_WORDS];
+            // Numbers above the floor in its own word are not seen yet.
+            let (word, _) = ReplayWindow::slot(floor);
+            let bit = floor % 64;
+            self.window.bits[word] = if bit == 63 {
+                u64::MAX
+            } else {
+                (1u64 << (bit + 1)) - 1
+            };
+        }
+        self.floor_stored = self.floor_stored.max(floor);
+    }
+
+    /// The highest accepted number, when it is a block past the floor last stored:
+    /// the caller writes it, then calls [`EspCore::handle_replay_floor_stored`].
+    pub fn poll_replay_floor(&self) -> Option<u64> {
+        (self.window.top >= self.floor_stored.saturating_add(RESERVE_BLOCK))
+            .then_some(self.window.top)
+    }
+
+    /// The caller has made `floor` durable.
+    pub fn handle_replay_floor_stored(&mut self, floor: u64) {
+        self.floor_stored = self.floor_stored.max(floor);
     }
 
     /// The next sequence number to be sent.
@@ -915,6 +953,36 @@ mod test {
         // A stale (lower) reservation never lowers the limit.
         core.handle_reserved(5);
         assert_eq!(core.limit(), 9 + RESERVE_BLOCK);
+    }
+
+    #[test]
+    fn a_replay_floor_from_before_a_restart_refuses_old_packets() {
+        let (mut a, mut b) = pair(Cipher::ChaCha20Poly1305);
+        let old: Vec<Vec<u8>> = (0..5).map(|_| send(&mut a, b"old")).collect();
+        for p in &old {
+            b.decapsulate(&mut p.clone()).unwrap();
+        }
+        assert_eq!(b.poll_replay_floor(), None, "not a block yet");
+        // The receiver restarts with the floor it stored (its highest, 5).
+        let (_, mut fresh) = pair(Cipher::ChaCha20Poly1305);
+        fresh.handle_replay_floor(b.highest_received());
+        for p in &old {
+            let mut c = p.clone();
+            assert_eq!(
+                fresh.decapsulate(&mut c).map(|_| ()).unwrap_err(),
+                DropReason::Replay
+            );
+        }
+        // New ones pass, also out of order inside the floor's own 64-bit word.
+        let n6 = send(&mut a, b"6");
+        let n7 = send(&mut a, b"7");
+        assert!(fresh.decapsulate(&mut n7.clone()).is_ok());
+        assert!(fresh.decapsulate(&mut n6.clone()).is_ok());
+        // A block later, the floor asks to be stored again.
+        fresh.window.update(5 + RESERVE_BLOCK);
+        assert_eq!(fresh.poll_replay_floor(), Some(5 + RESERVE_BLOCK));
+        fresh.handle_replay_floor_stored(5 + RESERVE_BLOCK);
+        assert_eq!(fresh.poll_replay_floor(), None);
     }
 
     #[test]
