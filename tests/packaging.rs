@@ -32,7 +32,10 @@ fn example_config_parses_and_validates() {
     let config = config::parse(&read(&path), &path).unwrap_or_else(|err| panic!("{err}"));
 
     let names: Vec<&str> = config.lines.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["tunnel_base", "tunnel_secure", "gre_backup"]);
+    assert_eq!(
+        names,
+        ["tunnel_base", "tunnel_secure", "gre_backup", "gre_secure"]
+    );
     let base = config.line("tunnel_base").expect("tunnel_base");
     let secure = config.line("tunnel_secure").expect("tunnel_secure");
     assert_eq!(base.parent.as_str(), "eth0");
@@ -95,6 +98,16 @@ fn every_key() -> BTreeSet<String> {
                 pmtudisc: Some(true),
                 keepalive: Some(10),
                 keepalive_retries: Some(3),
+                encrypt: true,
+                cipher: Some("aes-256-gcm".into()),
+                enc_key: Some(
+                    twnode::config::esp::EspKey::parse("0x00112233445566778899aabbccddeeff")
+                        .expect("key"),
+                ),
+                auth_key: Some(
+                    twnode::config::esp::EspKey::parse("0x00112233445566778899aabbccddeeff")
+                        .expect("key"),
+                ),
             }),
         }],
     };

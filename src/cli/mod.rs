@@ -41,7 +41,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon in the foreground (systemd runs it as `twnode daemon`)
-    Daemon,
+    Daemon {
+        /// Directory for durable state (ESP sequence-number marks)
+        #[arg(
+            long,
+            env = "TWNODE_STATE_DIR",
+            value_name = "DIR",
+            default_value = crate::daemon::DEFAULT_STATE_DIR
+        )]
+        state_dir: PathBuf,
+    },
     /// Prepare this host: enable IPv4/IPv6 forwarding, create the config directory (0700)
     Init,
     /// Print a new private key (base64, as `wg genkey`)
@@ -71,6 +80,10 @@ enum LineCommand {
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        /// Encrypted lines: print the `ip xfrm` state and policy commands a Linux kernel
+        /// peer would run (they carry the keys)
+        #[arg(long, conflicts_with = "json")]
+        xfrm: bool,
     },
     /// Print the command that creates this line's other end (server lines)
     ShowPeer { name: String },
@@ -96,9 +109,10 @@ struct CreateArgs {
     /// Line name (also the TUN device's name, at most 15 characters)
     name: String,
     /// Tunnel type: wireguard, or an IP tunnel as iproute2's modes: ipip, gre, sit,
-    /// ip6ip6, ipip6, gre6
-    #[arg(long = "type", default_value = "wireguard", value_name = "TYPE")]
-    kind: String,
+    /// ip6ip6, ipip6, gre6; ipsec is gre with --encrypt
+    /// [default: wireguard; ipsec when --encrypt or ESP keys are given]
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
     /// server (listens, generates both key pairs) or client (dials the server)
     #[arg(long)]
     mode: Option<String>,
@@ -160,6 +174,18 @@ struct CreateArgs {
     /// Copy DF from the inner packet instead (needs --ttl inherit, as iproute2)
     #[arg(long)]
     nopmtudisc: bool,
+    /// Protect the GRE line with ESP (RFC 4303, transport mode); needs --enc-key and --auth-key
+    #[arg(long)]
+    encrypt: bool,
+    /// ESP cipher: chacha20-poly1305 or aes-256-gcm [default: chacha20-poly1305]
+    #[arg(long, value_name = "CIPHER")]
+    cipher: Option<String>,
+    /// ESP key, 0x + 32-128 hex digits, the same on both ends (secret)
+    #[arg(long, value_name = "0xHEX")]
+    enc_key: Option<String>,
+    /// Second ESP key, 0x + 32-128 hex digits, the same on both ends (secret)
+    #[arg(long, value_name = "0xHEX")]
+    auth_key: Option<String>,
 }
 
 /// `--keepalive SECS[,RETRIES]`.
@@ -179,7 +205,7 @@ fn parse_keepalive(s: &str) -> Result<(u32, Option<u32>)> {
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let daemon = matches!(cli.command, Command::Daemon);
+    let daemon = matches!(cli.command, Command::Daemon { .. });
     init_tracing(daemon);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -231,7 +257,7 @@ fn config_path(cli: &Cli) -> PathBuf {
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Daemon => run_daemon(&cli),
+        Command::Daemon { state_dir } => run_daemon(&cli, state_dir.clone()),
         Command::Init => init(&cli),
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());
@@ -265,10 +291,11 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn run_daemon(cli: &Cli) -> Result<()> {
+fn run_daemon(cli: &Cli, state_dir: PathBuf) -> Result<()> {
     let opts = crate::daemon::Options {
         config: config_path(cli),
         control: cli.control.clone(),
+        state_dir,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -356,7 +383,10 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                 peer_vip: parse_ip("peer_vip", &a.peer_vip)?,
                 local_vip: parse_ip("local_vip", &a.local_vip)?,
                 name: a.name.clone(),
-                kind: a.kind.clone(),
+                kind: a.kind.clone().unwrap_or_else(|| {
+                    let esp = a.encrypt || a.enc_key.is_some() || a.auth_key.is_some();
+                    if esp { "ipsec" } else { "wireguard" }.to_string()
+                }),
                 mode: a.mode.clone(),
                 listen_port: a.listen_port,
                 peer_port: a.peer_port,
@@ -382,6 +412,10 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                         (true, false) => Some(true),
                         (false, false) => None,
                     },
+                    encrypt: a.encrypt,
+                    cipher: a.cipher.clone(),
+                    enc_key: a.enc_key.clone().map(control::Secret),
+                    auth_key: a.auth_key.clone().map(control::Secret),
                 },
             };
             match call(cli, Request::CreateLine(Box::new(spec)))? {
@@ -403,7 +437,22 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
             }
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
-        LineCommand::Show { name, json } => {
+        LineCommand::Show {
+            name, xfrm: true, ..
+        } => match call(cli, Request::ShowXfrm { name: name.clone() })? {
+            Response::Xfrm { commands } => {
+                eprintln!(
+                    "# These commands carry the line's ESP keys: pass them over a trusted \
+                     channel and do not store them where others can read them."
+                );
+                for c in commands {
+                    println!("{c}");
+                }
+                Ok(())
+            }
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        },
+        LineCommand::Show { name, json, .. } => {
             match call(cli, Request::ShowLine { name: name.clone() })? {
                 Response::Line(l) => {
                     if *json {
@@ -423,6 +472,11 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                         eprintln!(
                             "# This command carries the peer's private key: pass it over a \
                              trusted channel and do not store it where others can read it."
+                        );
+                    } else if p.secret {
+                        eprintln!(
+                            "# This command carries the line's ESP keys (secret): pass it over \
+                             a trusted channel and do not store it where others can read it."
                         );
                     }
                     println!("{p}");

@@ -45,7 +45,9 @@ pub fn created(c: &Created) {
         }
     }
     if l.mode.is_none() {
+        let encrypted = l.options.iter().any(|o| o == "--encrypt");
         let proto = match l.kind.as_str() {
+            "gre" | "gre6" if encrypted => "50, ESP",
             "gre" | "gre6" => "47",
             "ipip" | "ipip6" => "4",
             _ => "41",
@@ -79,6 +81,8 @@ pub fn created(c: &Created) {
         println!("Run this on the peer (replace <parent> with its interface toward this host).");
         if p.private_key.is_some() {
             println!("It carries the peer's private key: send it over a trusted channel.");
+        } else if p.secret {
+            println!("It carries the line's ESP keys (secret): send it over a trusted channel.");
         }
         println!();
         println!("{p}");
@@ -249,6 +253,14 @@ pub fn detail(l: &LineStatus) -> String {
             l.options.join(" ")
         };
         let _ = writeln!(out, "options:         {options}");
+        if let Some(e) = &l.esp {
+            let _ = writeln!(
+                out,
+                "esp:             {}, SPI out {:#010x} in {:#010x}; next sequence {}, \
+                 reserved to {}, highest received {}",
+                e.cipher, e.spi_out, e.spi_in, e.next_seq, e.reserved_to, e.highest_received
+            );
+        }
         match &l.keepalive {
             None => {
                 let _ = writeln!(out, "keepalive:       off");

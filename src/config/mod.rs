@@ -6,6 +6,7 @@
 //! the file is written atomically (temp file, fsync, rename) with mode 0600; a file that
 //! holds private keys and is readable by other users is refused, as ssh refuses such keys.
 
+pub mod esp;
 pub mod keys;
 pub mod model;
 pub mod raw;
@@ -60,10 +61,10 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
-    /// The file holds private keys but other users can read it.
+    /// The file holds private keys (WireGuard) or ESP keys but other users can read it.
     #[error(
-        "{path} holds private keys but is readable by other users (mode {mode:04o}); \
-         run `chmod 600 {path}` and try again"
+        "{path} holds private keys (WireGuard or ESP) but is readable by other users \
+         (mode {mode:04o}); run `chmod 600 {path}` and try again"
     )]
     Permissions {
         /// The file.

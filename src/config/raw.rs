@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::esp::EspKey;
 use super::keys::{PrivateKey, PublicKey};
 
 /// The whole file.
@@ -86,6 +87,18 @@ pub struct RawIpTunnel {
     pub keepalive: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_retries: Option<u32>,
+    /// GRE only: protect the line with ESP (needs `enc_key` and `auth_key`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub encrypt: bool,
+    /// "chacha20-poly1305" (default) or "aes-256-gcm".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
+    /// Secret: "0x" + hex, the same on both ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc_key: Option<EspKey>,
+    /// Secret: "0x" + hex, the same on both ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_key: Option<EspKey>,
 }
 
 /// A value written either as a number or as text (`ttl = 64` or `ttl = "inherit"`).

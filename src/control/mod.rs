@@ -99,6 +99,11 @@ pub enum Request {
         /// The line.
         name: String,
     },
+    /// An encrypted line's SAs as `ip xfrm` commands for a Linux kernel peer. Secret.
+    ShowXfrm {
+        /// The line.
+        name: String,
+    },
     /// Add a line to the config and bring it up.
     CreateLine(Box<LineSpec>),
     /// Take a line down and remove it from the config.
@@ -158,6 +163,25 @@ pub struct IpTunnelArgs {
     pub tos: Option<String>,
     /// `Some(true)` for `--pmtudisc`, `Some(false)` for `--nopmtudisc`.
     pub pmtudisc: Option<bool>,
+    /// `--encrypt`: ESP under the GRE header.
+    pub encrypt: bool,
+    /// `--cipher`.
+    pub cipher: Option<String>,
+    /// `--enc-key`, as typed. Secret.
+    pub enc_key: Option<Secret>,
+    /// `--auth-key`, as typed. Secret.
+    pub auth_key: Option<Secret>,
+}
+
+/// A secret as typed (an ESP key): carried as is, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl IpTunnelArgs {
@@ -182,6 +206,11 @@ pub enum Response {
     Line(LineStatus),
     /// Answer to [`Request::ShowPeer`].
     Peer(PeerCommand),
+    /// Answer to [`Request::ShowXfrm`]: shell commands, one per entry. Secret.
+    Xfrm {
+        /// `ip xfrm state`/`ip xfrm policy` commands (and `#` comments).
+        commands: Vec<String>,
+    },
     /// Answer to [`Request::CreateLine`].
     Created(Created),
     /// Answer to [`Request::DeleteLine`].
@@ -248,6 +277,24 @@ pub struct LineStatus {
     /// IP tunnel lines with a keepalive: probes and replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive: Option<KeepaliveInfo>,
+    /// Encrypted lines: the ESP layer (no keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esp: Option<EspInfo>,
+}
+
+/// An encrypted line's ESP state, for `line show` (SPIs and counters; never keys).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EspInfo {
+    /// `chacha20-poly1305` or `aes-256-gcm`.
+    pub cipher: String,
+    pub spi_out: u32,
+    pub spi_in: u32,
+    /// The next sequence number to send.
+    pub next_seq: u64,
+    /// Sequence numbers below this are reserved on disk.
+    pub reserved_to: u64,
+    /// Highest sequence number accepted (0: none yet).
+    pub highest_received: u64,
 }
 
 /// An IP tunnel line's keepalive, for `line show`.
@@ -325,6 +372,9 @@ pub struct PeerCommand {
     /// any type: `--mtu` when ours was set by hand. Words without shell metacharacters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+    /// The options carry secret keys (an encrypted line's `--enc-key`/`--auth-key`).
+    #[serde(default)]
+    pub secret: bool,
 }
 
 impl fmt::Display for PeerCommand {
@@ -426,6 +476,7 @@ mod test {
             peer_pubkey: Some("p".into()),
             peer_port: Some(51820),
             options: Vec::new(),
+            secret: true,
         };
         let s = p.to_string();
         assert!(s.starts_with(
@@ -446,6 +497,7 @@ mod test {
             private_key: None,
             peer_pubkey: None,
             peer_port: None,
+            secret: false,
             options: vec!["--ikey".into(), "2".into(), "--okey".into(), "1".into()],
         };
         assert_eq!(

@@ -22,11 +22,17 @@ pub use supervisor::Supervisor;
 /// How often lines that are down are tried again (and states are logged).
 pub const RETRY: Duration = Duration::from_secs(2);
 
+/// Default state directory (systemd's `StateDirectory=twnode`): ESP sequence-number
+/// marks.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/twnode";
+
 /// Where the daemon finds its files.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub config: PathBuf,
     pub control: PathBuf,
+    /// Durable state: ESP sequence-number marks (created 0700 when first needed).
+    pub state_dir: PathBuf,
 }
 
 /// Why the daemon could not start.
@@ -67,7 +73,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let (calls_tx, mut calls) = mpsc::channel(64);
     let serving = tokio::spawn(server.serve(calls_tx));
 
-    let mut sup = Supervisor::new(host, opts.config.clone(), config);
+    let mut sup =
+        Supervisor::new(host, opts.config.clone(), config).with_state_dir(opts.state_dir.clone());
     sup.reconcile().await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(control = %opts.control.display(), lines = sup.configured(), "twnode ready");

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use tracing::{info, warn};
 
+use crate::config::esp::EspKey;
 use crate::config::model::{self as cfg, IpTunnel};
 use crate::config::{self, Config, Line, LineKind, LineName, Mode, PrivateKey, WireGuard};
 use crate::control::IpTunnelArgs;
@@ -20,15 +21,18 @@ use crate::control::{
     Created, DaemonStatus, KeepaliveInfo, LineSpec, LineState, LineStatus, PeerCommand, Request,
     Response,
 };
+use crate::dataplane::raw::EspSpec;
+use crate::dataplane::seqstore::SeqStore;
 use crate::dataplane::{
     LineDataplane, LineStats, PathMtu, RawLine, RawSockets, RawSpec, WireGuardLine, WireGuardSpec,
 };
 use crate::net::{self, Family, Host, NetError, Route, Rule};
+use crate::tunnel::esp;
 use crate::tunnel::gre::GreOptions;
 use crate::tunnel::iptunnel::{self, TunnelType};
 use crate::tunnel::keepalive::Liveness;
-use crate::tunnel::pmtu::Outer;
-use crate::wire::gre::Key;
+use crate::tunnel::pmtu::{Outer, Overhead};
+use crate::wire::{self, gre::Key};
 
 /// Outer headers a WireGuard line adds: IP (20 or 40) + UDP 8 + WireGuard 32.
 pub fn wireguard_overhead(underlay: IpAddr) -> u16 {
@@ -36,21 +40,35 @@ pub fn wireguard_overhead(underlay: IpAddr) -> u16 {
     ip + 8 + crate::tunnel::wireguard::DATA_OVERHEAD as u16
 }
 
-/// Outer headers a line adds: see [`wireguard_overhead`]; for an IP tunnel the outer IP
-/// header (20 or 40) plus the GRE header with its optional fields.
-pub fn line_overhead(line: &Line) -> u16 {
+/// What a line adds around an inner packet: see [`wireguard_overhead`]; for an IP
+/// tunnel the outer IP header (20 or 40) plus the GRE header with its optional fields;
+/// for an encrypted line also ESP's header and IV (16) and ICV (16), with the GRE packet,
+/// pad length and next header (2) padded to a 4-byte boundary.
+pub fn line_overhead(line: &Line) -> Overhead {
     match &line.kind {
-        LineKind::WireGuard(_) => wireguard_overhead(line.peer_ip),
+        LineKind::WireGuard(_) => wireguard_overhead(line.peer_ip).into(),
         LineKind::IpTunnel(t) => {
-            let outer = t.kind.outer_len();
+            let outer = t.kind.outer_len() as u16;
             let gre = if t.kind.is_gre() {
-                t.gre.header_len()
+                t.gre.header_len() as u16
             } else {
                 0
             };
-            (outer + gre) as u16
+            match t.esp {
+                Some(_) => Overhead {
+                    fixed: outer + (esp::PREFIX_LEN + wire::esp::ICV_LEN) as u16,
+                    aligned: Some(gre + wire::esp::TRAILER_LEN as u16),
+                },
+                None => (outer + gre).into(),
+            }
         }
     }
+}
+
+/// The MTU a line gets from its parent's: the largest inner packet whose outer packet
+/// fits the parent exactly (see [`line_overhead`]).
+pub fn derived_mtu(line: &Line, parent_mtu: u16) -> u16 {
+    line_overhead(line).inner_mtu(parent_mtu)
 }
 
 /// A host object installed for a line.
@@ -91,6 +109,8 @@ pub struct Supervisor {
     next_index: u32,
     /// Raw IP sockets shared by the IP tunnel lines.
     raw_sockets: RawSockets,
+    /// Where encrypted lines keep their ESP sequence-number marks.
+    state_dir: PathBuf,
 }
 
 impl Supervisor {
@@ -105,7 +125,14 @@ impl Supervisor {
             rules: HashMap::new(),
             next_index: rand_index(),
             raw_sockets: RawSockets::new(),
+            state_dir: PathBuf::from(crate::daemon::DEFAULT_STATE_DIR),
         }
+    }
+
+    /// The same supervisor keeping its state (ESP sequence-number marks) in `dir`.
+    pub fn with_state_dir(mut self, dir: PathBuf) -> Supervisor {
+        self.state_dir = dir;
+        self
     }
 
     /// How many lines are configured.
@@ -179,6 +206,9 @@ impl Supervisor {
             }),
             Request::ShowLine { name } => self.known(&name).map(|l| Response::Line(self.status(l))),
             Request::ShowPeer { name } => self.show_peer(&name).await.map(Response::Peer),
+            Request::ShowXfrm { name } => self
+                .show_xfrm(&name)
+                .map(|commands| Response::Xfrm { commands }),
             Request::CreateLine(spec) => self.create(*spec).await.map(Response::Created),
             Request::DeleteLine { name, cascade } => self
                 .delete(&name, cascade)
@@ -375,14 +405,71 @@ impl Supervisor {
                 .mtu
                 .map(|m| vec!["--mtu".to_string(), m.get().to_string()])
                 .unwrap_or_default(),
+            secret: true,
         })
+    }
+
+    /// An encrypted line's SAs as the `ip xfrm` commands a Linux kernel peer runs (the
+    /// states are the same on both ends; the policies are the peer's).
+    fn show_xfrm(&self, name: &str) -> Result<Vec<String>, String> {
+        let line = self.known(name)?.clone();
+        let Some(e) = line.ip_tunnel().and_then(|t| t.esp) else {
+            return Err(format!(
+                "line {name} is not encrypted; --xfrm applies to lines created with --encrypt"
+            ));
+        };
+        let local = self.local_ip_of(&line)?;
+        let peer = line.peer_ip;
+        let sas = esp::derive(e.cipher, e.enc_key.bytes(), e.auth_key.bytes(), local, peer)
+            .map_err(|err| format!("line {name}: {err}"))?;
+        let ip = if peer.is_ipv6() { "ip -6" } else { "ip" };
+        let state = |src: IpAddr, dst: IpAddr, sa: &esp::SaKeys| {
+            format!(
+                "{ip} xfrm state add src {src} dst {dst} proto esp spi {:#010x} reqid 1 \
+                 mode transport replay-window 1024 flag esn aead '{}' {} 128 sel src {src} \
+                 dst {dst} proto gre",
+                sa.spi,
+                e.cipher.xfrm_name(),
+                sa.xfrm_key_hex()
+            )
+        };
+        let policy = |src: IpAddr, dst: IpAddr, dir: &str| {
+            format!(
+                "{ip} xfrm policy add src {src} dst {dst} proto gre dir {dir} tmpl src {src} \
+                 dst {dst} proto esp reqid 1 mode transport"
+            )
+        };
+        Ok(vec![
+            format!(
+                "# line {name}: GRE over ESP between {local} (twnode) and {peer} (kernel peer); \
+                 secret: these lines carry the keys"
+            ),
+            format!("# {local} -> {peer}, this end's outbound SA"),
+            state(local, peer, &sas.outbound),
+            format!("# {peer} -> {local}, this end's inbound SA"),
+            state(peer, local, &sas.inbound),
+            "# policies on the kernel peer".to_string(),
+            policy(peer, local, "out"),
+            policy(local, peer, "in"),
+            format!(
+                "# then a GRE tunnel on the peer: ip tunnel add {name} mode {} local {peer} \
+                 remote {local}{}",
+                if peer.is_ipv6() { "ip6gre" } else { "gre" },
+                line.ip_tunnel()
+                    .and_then(|t| t.gre.okey)
+                    .map(|k| format!(" key {}", k.0))
+                    .unwrap_or_default()
+            ),
+        ])
     }
 
     /// An IP tunnel's peer runs the same type with the options mirrored (input and
     /// output keys, sequence numbers and checksums swapped) and the addresses swapped.
+    /// An encrypted line's command carries its ESP keys and says so (`secret`).
     fn ip_tunnel_peer_command(&self, line: &Line, t: &IpTunnel) -> Result<PeerCommand, String> {
         let local_ip = self.local_ip_of(line)?;
         let mut options = t.mirrored().cli_options();
+        options.extend(t.esp_key_options());
         if let Some(m) = line.mtu {
             options.extend(["--mtu".to_string(), m.get().to_string()]);
         }
@@ -396,6 +483,7 @@ impl Supervisor {
             peer_pubkey: None,
             peer_port: None,
             options,
+            secret: t.esp.is_some(),
         })
     }
 
@@ -478,6 +566,7 @@ impl Supervisor {
             drops: stats.map(|s| s.nonzero_drops()).unwrap_or_default(),
             options: Vec::new(),
             keepalive: None,
+            esp: None,
         };
         match (&line.kind, running.map(|r| &r.dataplane)) {
             (LineKind::WireGuard(wg), dp) => {
@@ -500,7 +589,20 @@ impl Supervisor {
             (LineKind::IpTunnel(t), dp) => {
                 status.options = t.cli_options();
                 if let Some(LineDataplane::Raw(l)) = dp {
-                    status.keepalive = l.status().keepalive.map(|k| KeepaliveInfo {
+                    let raw = l.status();
+                    status.esp = raw.esp.zip(t.esp).map(
+                        |((spi_out, spi_in, next_seq, reserved_to, highest_received), e)| {
+                            crate::control::EspInfo {
+                                cipher: e.cipher.as_str().to_string(),
+                                spi_out,
+                                spi_in,
+                                next_seq,
+                                reserved_to,
+                                highest_received,
+                            }
+                        },
+                    );
+                    status.keepalive = raw.keepalive.map(|k| KeepaliveInfo {
                         interval_secs: k.config.interval.as_secs(),
                         retries: k.config.retries,
                         sent: k.sent,
@@ -639,7 +741,7 @@ impl Supervisor {
         let mtu = match line.mtu {
             Some(m) => m.get(),
             None => {
-                let derived = parent_mtu.saturating_sub(overhead);
+                let derived = derived_mtu(line, parent_mtu);
                 let type_carries_v6 = line
                     .ip_tunnel()
                     .is_some_and(|t| t.kind.carries(iptunnel::IpVersion::V6));
@@ -651,7 +753,7 @@ impl Supervisor {
                 if u32::from(derived) < min {
                     return Err(fail(format!(
                         "the parent's MTU {parent_mtu} leaves {derived} after the {} \
-                         headers' {overhead} bytes, below the minimum {min} for this line; \
+                         headers, below the minimum {min} for this line; \
                          raise the parent's MTU or use a type with less overhead",
                         line.kind.type_name()
                     )));
@@ -687,6 +789,28 @@ impl Supervisor {
                         keepalive: t.keepalive,
                     },
                     pmtu: pmtu.clone(),
+                    esp: match t.esp {
+                        Some(e) => {
+                            let sas = esp::derive(
+                                e.cipher,
+                                e.enc_key.bytes(),
+                                e.auth_key.bytes(),
+                                local_ip,
+                                line.peer_ip,
+                            )
+                            .map_err(|err| fail(format!("ESP: {err}")))?;
+                            let store = SeqStore::new(&self.state_dir, &sas.outbound.fingerprint());
+                            let floor =
+                                SeqStore::replay_floor(&self.state_dir, &sas.inbound.fingerprint());
+                            Some(EspSpec {
+                                cipher: e.cipher,
+                                sas,
+                                store,
+                                floor,
+                            })
+                        }
+                        None => None,
+                    },
                 };
                 LineDataplane::Raw(
                     RawLine::start(spec, &self.raw_sockets).map_err(|e| fail(e.to_string()))?,
@@ -940,6 +1064,12 @@ fn line_from_spec(spec: LineSpec) -> Result<(Line, bool), String> {
         .parent
         .parse()
         .map_err(|e: String| format!("<parent>: {e}"))?;
+    if spec.kind == "ipsec" {
+        // TrueWord Node's name for GRE over IPsec: gre with ESP.
+        let mut spec = spec;
+        spec.ip_tunnel.encrypt = true;
+        return ip_tunnel_from_spec(spec, TunnelType::Gre, name, parent).map(|l| (l, false));
+    }
     if let Some(kind) = TunnelType::from_name(&spec.kind) {
         return ip_tunnel_from_spec(spec, kind, name, parent).map(|l| (l, false));
     }
@@ -952,8 +1082,9 @@ fn line_from_spec(spec: LineSpec) -> Result<(Line, bool), String> {
     }
     if spec.ip_tunnel.any() {
         return Err(
-            "--key, --seq, --csum, --ttl, --tos and --[no]pmtudisc apply to the IP tunnel \
-             types (ipip, gre, sit, ip6ip6, ipip6, gre6), not to wireguard"
+            "--key, --seq, --csum, --ttl, --tos, --[no]pmtudisc, --encrypt, --cipher, \
+             --enc-key and --auth-key apply to the IP tunnel types (ipip, gre, sit, ip6ip6, \
+             ipip6, gre6; ipsec), not to wireguard"
                 .into(),
         );
     }
@@ -1098,7 +1229,21 @@ fn ip_tunnel_from_spec(
     };
     let keepalive = cfg::keepalive(spec.keepalive.unwrap_or(0), spec.keepalive_retries)
         .map_err(|(_, e)| format!("--keepalive: {e}"))?;
+    let esp_key = |flag: &str, v: &Option<crate::control::Secret>| {
+        v.as_ref()
+            .map(|s| EspKey::parse(&s.0))
+            .transpose()
+            .map_err(|e| format!("{flag}: the key {e}"))
+    };
+    let esp = config::esp::from_parts(
+        a.encrypt,
+        a.cipher.as_deref(),
+        esp_key("--enc-key", &a.enc_key)?,
+        esp_key("--auth-key", &a.auth_key)?,
+    )
+    .map_err(|(_, flag, e)| format!("{flag}: {e}"))?;
     let t = IpTunnel {
+        esp,
         kind,
         gre: GreOptions {
             ikey,

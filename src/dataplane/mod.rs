@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod pmtu;
 pub mod raw;
+pub mod seqstore;
 pub mod stats;
 pub mod tun;
 pub mod udp;
@@ -110,5 +111,13 @@ pub enum DataplaneError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// An ESP line's sequence-number state file cannot be used.
+    #[error("ESP state file {path}: {what}")]
+    State {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        what: String,
     },
 }

@@ -14,7 +14,7 @@ use tracing::debug;
 
 use super::stats::LineStats;
 use super::tun::Tun;
-use crate::tunnel::pmtu::{Outer, PathGuard, Verdict};
+use crate::tunnel::pmtu::{Outer, Overhead, PathGuard, Verdict};
 use crate::tunnel::DropReason;
 
 /// A line's path MTU and its error guard.
@@ -22,14 +22,14 @@ use crate::tunnel::DropReason;
 pub struct PathMtu {
     /// The largest outer packet the parent carries.
     path_mtu: AtomicU16,
-    /// Bytes the line adds in front of an inner packet.
-    overhead: u16,
+    /// What the line adds around an inner packet.
+    overhead: Overhead,
     guard: Mutex<PathGuard>,
 }
 
 impl PathMtu {
     /// A line adding `overhead` bytes, whose parent carries `path_mtu`.
-    pub fn new(overhead: u16, outer: Outer, path_mtu: u16) -> Arc<PathMtu> {
+    pub fn new(overhead: Overhead, outer: Outer, path_mtu: u16) -> Arc<PathMtu> {
         Arc::new(PathMtu {
             path_mtu: AtomicU16::new(path_mtu),
             overhead,
@@ -52,7 +52,7 @@ impl PathMtu {
     /// written to `tun` for its sender. The caller drops a refused packet.
     pub fn refused(&self, packet: &[u8], scratch: &mut [u8], tun: &Tun, stats: &LineStats) -> bool {
         let path = self.path_mtu();
-        if packet.len() + usize::from(self.overhead) <= usize::from(path) {
+        if packet.len() <= usize::from(self.overhead.inner_mtu(path)) {
             return false;
         }
         let mut guard = self.guard.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,5 +1,12 @@
-//! IP tunnel lines' I/O: raw IP sockets (protocols 4, 41 and 47) shared between lines,
-//! a TUN device per line, and an [`IpTunnelCore`] per line.
+//! IP tunnel lines' I/O: raw IP sockets (protocols 4, 41, 47 and 50) shared between
+//! lines, a TUN device per line, and an [`IpTunnelCore`] per line.
+//!
+//! An encrypted GRE line (ESP, protocol 50) is told apart on its socket by peer and
+//! inbound SPI, where a GRE line is told apart by peer and GRE key: the route's `ikey`
+//! holds the SPI then. Its `reserve` task keeps the ESP sequence-number mark on disk
+//! ahead of the numbers sent, and the replay floor of the inbound SA not far behind the
+//! numbers received ([`super::seqstore`]), woken by the packet paths when the core asks;
+//! the packet paths themselves never write a file. A clean stop writes the exact floor.
 //!
 //! Sockets: one raw socket per (protocol, local address), opened when the first line
 //! needs it and closed with the last ([`RawSockets`]). A socket's receive task reads a
@@ -36,9 +43,11 @@ use tracing::{debug, info, warn};
 
 use super::batch::{offset_in, with_batch, Batch, BATCH, SLOT};
 use super::pmtu::PathMtu;
+use super::seqstore::SeqStore;
 use super::stats::LineStats;
 use super::tun::Tun;
 use super::{udp, DataplaneError};
+use crate::tunnel::esp::{Cipher, EspCore, SaPair};
 use crate::tunnel::iptunnel::{IpTunnelCore, IpVersion, Settings};
 use crate::tunnel::keepalive::{KeepaliveStatus, Liveness};
 use crate::tunnel::{Action, DropReason};
@@ -268,6 +277,8 @@ struct LineIo {
     /// The socket of the line's own protocol, used to send.
     tx: Arc<Endpoint>,
     pmtu: Arc<PathMtu>,
+    /// ESP lines: wakes the task that writes sequence-number reservations.
+    reserve: Option<tokio::sync::Notify>,
 }
 
 impl LineIo {
@@ -285,6 +296,19 @@ pub struct RawSpec {
     pub settings: Settings,
     /// Packets too big for the parent's path are refused with an ICMP error.
     pub pmtu: Arc<PathMtu>,
+    /// ESP under the GRE header (`--encrypt`).
+    pub esp: Option<EspSpec>,
+}
+
+/// An encrypted GRE line's ESP layer.
+pub struct EspSpec {
+    pub cipher: Cipher,
+    /// Both directions' SAs, as derived for this end.
+    pub sas: SaPair,
+    /// Where the outbound SA's sequence-number mark is kept.
+    pub store: SeqStore,
+    /// Where the inbound SA's replay floor is kept.
+    pub floor: SeqStore,
 }
 
 /// A snapshot for `line list`.
@@ -294,6 +318,9 @@ pub struct RawStatus {
     pub local: IpAddr,
     /// Keepalive figures; `None` without keepalive.
     pub keepalive: Option<KeepaliveStatus>,
+    /// ESP: (outbound SPI, inbound SPI, next sequence number, reserved limit, highest
+    /// received); `None` for a plain line.
+    pub esp: Option<(u32, u32, u64, u64, u64)>,
 }
 
 /// A running IP tunnel line. Dropping it stops its tasks and releases its sockets;
@@ -303,6 +330,8 @@ pub struct RawLine {
     tasks: Vec<JoinHandle<()>>,
     sockets: RawSockets,
     id: u64,
+    /// ESP: where the replay floor is written at a clean stop.
+    floor: Option<SeqStore>,
 }
 
 impl RawLine {
@@ -310,12 +339,46 @@ impl RawLine {
     /// needed) and starts its tasks on the current runtime.
     pub fn start(spec: RawSpec, sockets: &RawSockets) -> Result<RawLine, DataplaneError> {
         let settings = spec.settings;
-        let core = IpTunnelCore::new(settings)?;
+        let mut core = IpTunnelCore::new(settings)?;
+        let mut store = None;
+        if let Some(esp) = spec.esp {
+            // Begin at the stored mark, and make the first block durable before any
+            // number of it is used.
+            let start = esp.store.load()?.max(1);
+            let limit = start.saturating_add(crate::tunnel::esp::RESERVE_BLOCK);
+            esp.store
+                .store(limit)
+                .map_err(|e| DataplaneError::State {
+                    path: esp.store.path().to_path_buf(),
+                    what: format!(
+                        "cannot be written ({e}); the daemon's state directory                          (--state-dir) must be writable"
+                    ),
+                })?;
+            let e = EspCore::new(esp.cipher, &esp.sas, start, limit)
+                .map_err(|e| DataplaneError::Tunnel(crate::tunnel::TunnelError::EspKeys(e)))?;
+            info!(line = %spec.name, spi_out = format_args!("{:#010x}", esp.sas.outbound.spi),
+                  spi_in = format_args!("{:#010x}", esp.sas.inbound.spi), cipher = %esp.cipher,
+                  first_seq = start, "ESP sequence numbers reserved up to {limit}");
+            let mut e = e;
+            let floor = esp.floor.load()?;
+            if floor > 0 {
+                info!(line = %spec.name, floor, "ESP replay floor restored: older packets are refused");
+            }
+            e.handle_replay_floor(floor);
+            core = core.with_esp(e)?;
+            store = Some((esp.store, esp.floor));
+        }
         let tun = Tun::create_for(&spec.name, spec.mtu, settings.kind.carries(IpVersion::V6))?;
         let id = sockets.next_line.fetch_add(1, Relaxed);
         let kind = settings.kind;
+        let esp_spi = core.esp().map(|e| Key(e.inbound_spi()));
+        let own_protocol = if esp_spi.is_some() {
+            IpProtocol::Esp
+        } else {
+            kind.protocol()
+        };
         let own = SocketKey {
-            protocol: kind.protocol(),
+            protocol: own_protocol,
             local: settings.local,
         };
         let attached = (|| {
@@ -328,8 +391,14 @@ impl RawLine {
                 peer: SocketAddr::new(settings.peer, 0),
                 tx,
                 pmtu: spec.pmtu.clone(),
+                reserve: store.is_some().then(tokio::sync::Notify::new),
             });
-            for &protocol in kind.protocols() {
+            let protocols = if esp_spi.is_some() {
+                &[IpProtocol::Esp][..]
+            } else {
+                kind.protocols()
+            };
+            for &protocol in protocols {
                 let key = SocketKey {
                     protocol,
                     local: settings.local,
@@ -340,12 +409,14 @@ impl RawLine {
                     Route {
                         line: id,
                         peer: settings.peer,
-                        ikey: if kind.is_gre() {
+                        ikey: if esp_spi.is_some() {
+                            esp_spi
+                        } else if kind.is_gre() {
                             settings.gre.ikey
                         } else {
                             None
                         },
-                        own: protocol == kind.protocol(),
+                        own: protocol == own_protocol,
                         io: io.clone(),
                     },
                 )?;
@@ -363,6 +434,10 @@ impl RawLine {
         if settings.keepalive.is_some() {
             tasks.push(tokio::spawn(keepalive(io.clone())));
         }
+        let floor = store.as_ref().map(|(_, f)| f.clone());
+        if let Some((seq, floor)) = store {
+            tasks.push(tokio::spawn(reserve(io.clone(), seq, floor)));
+        }
         info!(line = %io.name, kind = %kind, local = %settings.local, peer = %settings.peer,
               "ip tunnel line started");
         Ok(RawLine {
@@ -370,6 +445,7 @@ impl RawLine {
             tasks,
             sockets: sockets.clone(),
             id,
+            floor,
         })
     }
 
@@ -389,6 +465,15 @@ impl RawLine {
         RawStatus {
             local: core.settings().local,
             keepalive: core.keepalive_status(Instant::now()),
+            esp: core.esp().map(|e| {
+                (
+                    e.outbound_spi(),
+                    e.inbound_spi(),
+                    e.next_seq(),
+                    e.limit(),
+                    e.highest_received(),
+                )
+            }),
         }
     }
 
@@ -403,6 +488,16 @@ impl RawLine {
         self.sockets.remove_line(self.id);
         let name = self.io.name.clone();
         let io = self.io.clone();
+        // ESP: the exact replay floor, so that a restart refuses every packet seen.
+        let top = io.lock().esp().map(EspCore::highest_received);
+        if let (Some(store), Some(top)) = (self.floor.clone(), top) {
+            if top > 0 {
+                let written = tokio::task::spawn_blocking(move || store.store(top)).await;
+                if !matches!(written, Ok(Ok(()))) {
+                    warn!(line = %name, "cannot write the ESP replay floor at stop");
+                }
+            }
+        }
         drop(self);
         // A receive batch may still hold a snapshot of the routes for a moment.
         super::drop_last_ref(io).await;
@@ -442,6 +537,7 @@ async fn outbound(io: Arc<LineIo>) {
             }
             let mut k = 0;
             let mut bytes = 0u64;
+            let wants_reservation;
             {
                 let mut core = io.lock();
                 for i in 0..n {
@@ -463,6 +559,12 @@ async fn outbound(io: Arc<LineIo>) {
                         Action::Done | Action::WriteToTun(_) => {}
                     }
                 }
+                wants_reservation = core.esp().and_then(EspCore::poll_reservation).is_some();
+            }
+            if wants_reservation {
+                if let Some(r) = &io.reserve {
+                    r.notify_one();
+                }
             }
             let sent = udp::send_batch(io.tx.socket.get_ref(), b, &slots[..k], io.peer);
             LineStats::add(&io.stats.tx_packets, sent as u64);
@@ -471,6 +573,61 @@ async fn outbound(io: Arc<LineIo>) {
                 io.stats.count_drop(DropReason::IoError, (k - sent) as u64);
             }
         });
+    }
+}
+
+/// ESP: writes sequence-number reservations when the core asks, then hands them to
+/// the core. The file is written on a blocking thread, never under the core's lock.
+async fn reserve(io: Arc<LineIo>, store: SeqStore, floor: SeqStore) {
+    let Some(wake) = &io.reserve else {
+        return;
+    };
+    loop {
+        let (want, want_floor) = {
+            let core = io.lock();
+            let e = core.esp();
+            (
+                e.and_then(EspCore::poll_reservation),
+                e.and_then(EspCore::poll_replay_floor),
+            )
+        };
+        if let Some(top) = want_floor {
+            let s = floor.clone();
+            match tokio::task::spawn_blocking(move || s.store(top)).await {
+                Ok(Ok(())) => {
+                    if let Some(e) = io.lock().esp_mut() {
+                        e.handle_replay_floor_stored(top);
+                    }
+                }
+                _ => {
+                    warn!(line = %io.name, path = %floor.path().display(),
+                          "cannot write the ESP replay floor; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let Some(mark) = want else {
+            if want_floor.is_none() {
+                wake.notified().await;
+            }
+            continue;
+        };
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.store(mark)).await {
+            Ok(Ok(())) => {
+                debug!(line = %io.name, mark, "ESP sequence numbers reserved");
+                if let Some(e) = io.lock().esp_mut() {
+                    e.handle_reserved(mark);
+                }
+            }
+            Ok(Err(e)) => {
+                warn!(line = %io.name, path = %store.path().display(), error = %e,
+                      "cannot write the ESP sequence-number mark; sending stops when the \
+                       reserved numbers run out");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
     }
 }
 
@@ -563,6 +720,7 @@ enum Out {
 async fn receive(endpoint: Arc<Endpoint>) {
     let v6 = endpoint.key.local.is_ipv6();
     let gre = endpoint.key.protocol == IpProtocol::Gre;
+    let esp = endpoint.key.protocol == IpProtocol::Esp;
     let mut outs = [Out::None; BATCH];
     let mut src6 = [Ipv6Addr::UNSPECIFIED; BATCH];
     let mut tclass = [0u8; BATCH];
@@ -613,19 +771,30 @@ async fn receive(endpoint: Arc<Endpoint>) {
                         endpoint.strangers.fetch_add(1, Relaxed);
                         continue;
                     };
-                    let key = gre
-                        .then(|| {
+                    let key = if esp {
+                        // The SPI; a packet too short for one is the core's to judge.
+                        packet
+                            .get(header..header + 4)
+                            .map(|s| Some(Key(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))))
+                    } else {
+                        gre.then(|| {
                             packet
                                 .get(header..)
                                 .and_then(|p| wire::gre::Packet::new_checked(p).ok())
                                 .map(|p| p.key())
                         })
-                        .flatten();
+                        .flatten()
+                    };
                     let candidates = routes.iter().map(|r| (r.peer, r.ikey, r.own));
                     let idx = match lookup(candidates, peer, key) {
                         Lookup::Line(idx) => idx,
                         Lookup::WrongKey(idx) => {
-                            routes[idx].io.stats.count_drop(DropReason::WrongKey, 1);
+                            let reason = if esp {
+                                DropReason::UnknownSpi
+                            } else {
+                                DropReason::WrongKey
+                            };
+                            routes[idx].io.stats.count_drop(reason, 1);
                             continue;
                         }
                         Lookup::Stranger => {
@@ -641,6 +810,11 @@ async fn receive(endpoint: Arc<Endpoint>) {
                     let Some((_, core)) = held.as_mut() else {
                         continue;
                     };
+                    if esp && core.esp().and_then(EspCore::poll_replay_floor).is_some() {
+                        if let Some(r) = &routes[idx].io.reserve {
+                            r.notify_one();
+                        }
+                    }
                     let action = match (v6, peer) {
                         (true, IpAddr::V6(src)) => core.handle_ipv6_payload(
                             src,

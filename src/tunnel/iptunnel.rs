@@ -22,11 +22,17 @@
 //! which would drop a packet arriving with its own address as source unless
 //! `accept_local` is set. A Linux kernel peer needs `net.ipv4.conf.<tunnel>.accept_local=1`
 //! and forwarding enabled to reflect probes; Cisco routers do it out of the box.
+//!
+//! With ESP ([`IpTunnelCore::with_esp`], `--encrypt`), a GRE line puts an ESP layer
+//! ([`super::esp`], transport mode) between the outer header and the GRE header: the
+//! outer protocol is 50, the GRE packet is the ESP payload (next header 47). Such a line
+//! accepts nothing but ESP from its peer; keepalives are not offered with ESP.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
 
+use super::esp::{self, EspCore};
 use super::gre::{self, GreOptions, RxState};
 use super::ipip;
 use super::keepalive::{Keepalive, KeepaliveConfig, KeepaliveStatus, Liveness};
@@ -336,6 +342,8 @@ pub struct IpTunnelCore {
     tx_seq: u32,
     rx: RxState,
     keepalive: Option<Keepalive>,
+    /// The ESP layer of an encrypted GRE line.
+    esp: Option<EspCore>,
 }
 
 impl IpTunnelCore {
@@ -365,7 +373,43 @@ impl IpTunnelCore {
             tx_seq: 0,
             rx: RxState::default(),
             keepalive: settings.keepalive.map(Keepalive::new),
+            esp: None,
         })
+    }
+
+    /// The same core with ESP between the outer and the GRE header (gre and gre6 only,
+    /// no keepalive).
+    pub fn with_esp(mut self, esp: EspCore) -> Result<IpTunnelCore, TunnelError> {
+        if !self.settings.kind.is_gre() {
+            return Err(TunnelError::EspUnsupported {
+                what: self.settings.kind.as_str(),
+            });
+        }
+        if self.settings.keepalive.is_some() {
+            return Err(TunnelError::EspUnsupported { what: "keepalive" });
+        }
+        self.esp = Some(esp);
+        Ok(self)
+    }
+
+    /// The ESP layer, if the line is encrypted.
+    pub fn esp(&self) -> Option<&EspCore> {
+        self.esp.as_ref()
+    }
+
+    /// The ESP layer, mutably (sequence-number reservations).
+    pub fn esp_mut(&mut self) -> Option<&mut EspCore> {
+        self.esp.as_mut()
+    }
+
+    /// Bytes in front of the inner packet: outer header, ESP header and IV, GRE header.
+    fn prefix_len(&self) -> usize {
+        self.settings.overhead()
+            + if self.esp.is_some() {
+                esp::PREFIX_LEN
+            } else {
+                0
+            }
     }
 
     /// The settings the core was built with.
@@ -373,9 +417,15 @@ impl IpTunnelCore {
         &self.settings
     }
 
-    /// Bytes added to each inner packet.
+    /// Most bytes added to an inner packet (with ESP, the padding varies with the
+    /// length: [`EspCore::overhead_for`] gives the exact figure).
     pub fn overhead(&self) -> usize {
-        self.settings.overhead()
+        self.prefix_len()
+            + if self.esp.is_some() {
+                esp::MAX_SUFFIX_LEN
+            } else {
+                0
+            }
     }
 
     /// An IP packet read from the TUN device, encapsulated into `out`. `out` must hold
@@ -388,7 +438,7 @@ impl IpTunnelCore {
         if !self.settings.kind.carries(inner.version) {
             return Action::Drop(DropReason::WrongInnerVersion);
         }
-        let start = self.overhead();
+        let start = self.prefix_len();
         let (Some(dst), Some(src)) = (
             out.get_mut(start..start + inner.len),
             packet.get(..inner.len),
@@ -399,16 +449,26 @@ impl IpTunnelCore {
         self.encapsulate(&inner, out)
     }
 
-    /// Writes the outer (and GRE) headers in front of the inner packet that is already
-    /// at `out[overhead..overhead + inner.len]`.
+    /// Writes the outer (and GRE, and ESP) headers in front of the inner packet that is
+    /// already at `out[prefix_len..prefix_len + inner.len]`.
     fn encapsulate<'a>(&mut self, inner: &Inner, out: &'a mut [u8]) -> Action<'a> {
         let s = self.settings;
         let outer_len = s.kind.outer_len();
-        let total = s.overhead() + inner.len;
+        // With ESP, the GRE packet (the ESP payload) starts after ESP's header and IV.
+        let (gre_at, total) = match self.esp {
+            Some(_) => {
+                let payload = s.overhead() - outer_len + inner.len;
+                (
+                    outer_len + esp::PREFIX_LEN,
+                    outer_len + payload + EspCore::overhead_for(payload),
+                )
+            }
+            None => (outer_len, s.overhead() + inner.len),
+        };
         let Some(out) = out.get_mut(..total) else {
             return Action::Drop(DropReason::TooBig);
         };
-        let protocol = if s.kind.is_gre() {
+        let mut protocol = if s.kind.is_gre() {
             let seq = s.gre.oseq.then(|| {
                 let seq = self.tx_seq;
                 self.tx_seq = seq.wrapping_add(1);
@@ -418,7 +478,7 @@ impl IpTunnelCore {
                 &s.gre,
                 inner.version.gre_protocol(),
                 seq,
-                &mut out[outer_len..],
+                &mut out[gre_at..],
             ) {
                 return Action::Drop(r);
             }
@@ -426,6 +486,13 @@ impl IpTunnelCore {
         } else {
             inner.version.ip_protocol()
         };
+        if let Some(e) = self.esp.as_mut() {
+            let payload = s.overhead() - outer_len + inner.len;
+            match e.encapsulate(&mut out[outer_len..], payload, protocol.number()) {
+                Ok(_) => protocol = IpProtocol::Esp,
+                Err(r) => return Action::Drop(r),
+            }
+        }
         let dscp = match s.tos {
             Tos::Inherit => inner.tc.dscp(),
             Tos::Fixed(tos) => TrafficClass(tos).dscp(),
@@ -538,6 +605,15 @@ impl IpTunnelCore {
         now: Instant,
     ) -> Action<'a> {
         let kind = self.settings.kind;
+        let (protocol, payload) = match self.esp.as_mut() {
+            // An encrypted line takes nothing unprotected.
+            Some(_) if protocol != IpProtocol::Esp => return Action::Drop(DropReason::BadAuth),
+            Some(e) => match e.decapsulate(payload) {
+                Ok((next_header, inner)) => (IpProtocol::from(next_header), inner),
+                Err(r) => return Action::Drop(r),
+            },
+            None => (protocol, payload),
+        };
         let layer = if kind.is_gre() {
             if protocol != IpProtocol::Gre {
                 return Action::Drop(DropReason::WrongInnerVersion);
@@ -637,7 +713,7 @@ impl IpTunnelCore {
         } else {
             0
         };
-        let start = s.overhead();
+        let start = self.prefix_len();
         let len = inner_header + body;
         let Some(buf) = out.get_mut(start..start + len) else {
             return Action::Drop(DropReason::TooBig);
@@ -1508,5 +1584,87 @@ mod test {
             let outer = net(encap(&mut core(s), &inner));
             prop_assert_eq!(decap(&mut core(mirror(&s)), &outer, Instant::now()), Got::Tun(inner));
         }
+    }
+
+    fn esp_pair(kind: TunnelType, gre: GreOptions) -> (IpTunnelCore, IpTunnelCore) {
+        let s = settings(kind, gre);
+        let m = mirror(&s);
+        let cipher = esp::Cipher::ChaCha20Poly1305;
+        let sa = |s: &Settings| esp::derive(cipher, b"enc", b"auth", s.local, s.peer).unwrap();
+        let e = |s: &Settings| EspCore::new(cipher, &sa(s), 1, 1000).unwrap();
+        (
+            core(s).with_esp(e(&s)).unwrap(),
+            core(m).with_esp(e(&m)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn gre_over_esp_carries_ipv4_and_ipv6_both_ways_with_protocol_50() {
+        for kind in [TunnelType::Gre, TunnelType::Gre6] {
+            let gre = GreOptions {
+                ikey: Some(Key(7)),
+                okey: Some(Key(7)),
+                ..GreOptions::default()
+            };
+            let (mut a, mut b) = esp_pair(kind, gre);
+            for inner in [&INNER_V4[..], &INNER_V6[..]] {
+                let outer = net(encap(&mut a, inner));
+                let outer_len = kind.outer_len();
+                let payload = 8 + inner.len(); // GRE with key
+                assert_eq!(
+                    outer.len(),
+                    outer_len + payload + EspCore::overhead_for(payload)
+                );
+                let proto = if kind.outer_ipv6() {
+                    ipv6::Packet::new_checked(&outer[..]).unwrap().next_header()
+                } else {
+                    ipv4::Packet::new_checked(&outer[..]).unwrap().protocol()
+                };
+                assert_eq!(proto, IpProtocol::Esp);
+                // Nothing of the inner packet is visible on the wire.
+                assert!(!outer.windows(8).any(|w| w == &inner[inner.len() - 8..]));
+                assert_eq!(
+                    decap(&mut b, &outer, Instant::now()),
+                    Got::Tun(inner.to_vec())
+                );
+                let back = net(encap(&mut b, inner));
+                assert_eq!(
+                    decap(&mut a, &back, Instant::now()),
+                    Got::Tun(inner.to_vec())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn encrypted_line_refuses_plain_gre_and_replays() {
+        let (mut a, mut b) = esp_pair(TunnelType::Gre, GreOptions::default());
+        let outer = net(encap(&mut a, &INNER_V4));
+        assert!(matches!(decap(&mut b, &outer, Instant::now()), Got::Tun(_)));
+        assert_eq!(
+            decap(&mut b, &outer, Instant::now()),
+            Got::Drop(DropReason::Replay)
+        );
+        let mut plain = core(settings(TunnelType::Gre, GreOptions::default()));
+        let gre = net(encap(&mut plain, &INNER_V4));
+        assert_eq!(
+            decap(&mut b, &gre, Instant::now()),
+            Got::Drop(DropReason::BadAuth)
+        );
+    }
+
+    #[test]
+    fn esp_is_refused_on_ipip_and_with_keepalive() {
+        let cipher = esp::Cipher::Aes256Gcm;
+        let s = settings(TunnelType::Ipip, GreOptions::default());
+        let sa = esp::derive(cipher, b"e", b"a", s.local, s.peer).unwrap();
+        let e = EspCore::new(cipher, &sa, 1, 10).unwrap();
+        assert!(core(s).with_esp(e.clone()).is_err());
+        let mut k = settings(TunnelType::Gre, GreOptions::default());
+        k.keepalive = Some(KeepaliveConfig {
+            interval: SEC,
+            retries: 3,
+        });
+        assert!(core(k).with_esp(e).is_err());
     }
 }

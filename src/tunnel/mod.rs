@@ -12,6 +12,7 @@
 //! gre6). [`keepalive`] is the liveness state machine both use.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod esp;
 pub mod gre;
 pub mod ipip;
 pub mod iptunnel;
@@ -43,6 +44,15 @@ pub enum TunnelError {
         /// The tunnel type.
         kind: &'static str,
     },
+    /// ESP asked for on a type other than gre/gre6, or together with keepalives.
+    #[error("ESP (--encrypt) protects gre and gre6 lines without keepalive, not {what}")]
+    EspUnsupported {
+        /// What is in the way.
+        what: &'static str,
+    },
+    /// The ESP keys cannot be made into security associations.
+    #[error("ESP: {0}")]
+    EspKeys(#[source] esp::KdfError),
 }
 
 /// What the data plane does with the bytes a core produced.
@@ -105,11 +115,18 @@ pub enum DropReason {
     /// carries, or a parent whose MTU shrank): dropped, and its sender told with ICMP
     /// fragmentation needed / packet too big.
     PathMtu,
+    /// An ESP packet whose SPI is not the line's inbound SPI.
+    UnknownSpi,
+    /// An ESP sequence number below the anti-replay window.
+    ReplayTooOld,
+    /// ESP: no sequence number is reserved on disk yet, so nothing may be sent (the
+    /// state directory cannot be written, or a burst outran the reservation).
+    SeqNotReserved,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::BadAuth,
         DropReason::Replay,
         DropReason::Malformed,
@@ -129,6 +146,9 @@ impl DropReason {
         DropReason::CongestionNotEct,
         DropReason::TooBig,
         DropReason::PathMtu,
+        DropReason::UnknownSpi,
+        DropReason::ReplayTooOld,
+        DropReason::SeqNotReserved,
     ];
 
     /// The counter's index in [`DropReason::ALL`].
@@ -158,6 +178,9 @@ impl DropReason {
             DropReason::CongestionNotEct => "ce_on_not_ect",
             DropReason::TooBig => "too_big",
             DropReason::PathMtu => "path_mtu",
+            DropReason::UnknownSpi => "unknown_spi",
+            DropReason::ReplayTooOld => "replay_too_old",
+            DropReason::SeqNotReserved => "seq_not_reserved",
         }
     }
 }

@@ -50,19 +50,51 @@ pub enum Outer {
     Whole,
 }
 
+/// What a line adds around an inner packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overhead {
+    /// Bytes added whatever the packet's length (outer header; for ESP also its header,
+    /// IV and ICV).
+    pub fixed: u16,
+    /// ESP: bytes encrypted with the inner packet (GRE header, pad length, next header)
+    /// whose sum with it is padded to a multiple of 4 (RFC 4303 §2.4).
+    pub aligned: Option<u16>,
+}
+
+impl Overhead {
+    /// The largest inner packet that fits a path of `path_mtu` bytes.
+    pub fn inner_mtu(self, path_mtu: u16) -> u16 {
+        let room = path_mtu.saturating_sub(self.fixed);
+        match self.aligned {
+            None => room,
+            Some(extra) => (room - room % 4).saturating_sub(extra),
+        }
+    }
+}
+
+impl From<u16> for Overhead {
+    /// A fixed overhead (WireGuard, the plain IP tunnels).
+    fn from(fixed: u16) -> Overhead {
+        Overhead {
+            fixed,
+            aligned: None,
+        }
+    }
+}
+
 /// The path check of one line.
 #[derive(Debug, Clone)]
 pub struct PathGuard {
-    /// Bytes the line adds in front of an inner packet.
-    overhead: u16,
+    /// What the line adds around an inner packet.
+    overhead: Overhead,
     outer: Outer,
     limit: RateLimit,
 }
 
 impl PathGuard {
-    pub fn new(overhead: u16, outer: Outer) -> PathGuard {
+    pub fn new(overhead: impl Into<Overhead>, outer: Outer) -> PathGuard {
         PathGuard {
-            overhead,
+            overhead: overhead.into(),
             outer,
             limit: RateLimit::new(ERRORS_PER_SEC, ERROR_BURST),
         }
@@ -70,7 +102,7 @@ impl PathGuard {
 
     /// The largest inner packet that fits a path of `path_mtu` bytes.
     pub fn inner_mtu(&self, path_mtu: u16) -> u16 {
-        path_mtu.saturating_sub(self.overhead)
+        self.overhead.inner_mtu(path_mtu)
     }
 
     /// Checks `packet` (read from the TUN device) against a path that carries outer
@@ -82,7 +114,7 @@ impl PathGuard {
         now: Instant,
         out: &'a mut [u8],
     ) -> Verdict<'a> {
-        let fits = packet.len() + usize::from(self.overhead) <= usize::from(path_mtu);
+        let fits = packet.len() <= usize::from(self.inner_mtu(path_mtu));
         if fits {
             return Verdict::Send;
         }
@@ -238,6 +270,21 @@ mod test {
             g.handle_tun_packet(&p, 1440, Instant::now(), &mut out),
             Verdict::Send
         );
+    }
+
+    #[test]
+    fn esp_overhead_pads_to_four_bytes() {
+        // IPv4 + ESP (8 header + 8 IV + 16 ICV), GRE 4 + pad length + next header.
+        let esp = Overhead {
+            fixed: 20 + 32,
+            aligned: Some(4 + 2),
+        };
+        assert_eq!(esp.inner_mtu(1500), 1442);
+        assert_eq!(esp.inner_mtu(1501), 1442);
+        assert_eq!(esp.inner_mtu(1503), 1442);
+        assert_eq!(esp.inner_mtu(1504), 1446);
+        assert_eq!(esp.inner_mtu(10), 0);
+        assert_eq!(Overhead::from(60).inner_mtu(1500), 1440);
     }
 
     #[test]

@@ -59,6 +59,12 @@ impl<'a> Node<'a> {
         self.dir.path().join("twnode.toml")
     }
 
+    /// The daemon's state directory (ESP sequence-number marks), inside the node's
+    /// temporary directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("control.sock")
     }
@@ -68,6 +74,7 @@ impl<'a> Node<'a> {
         assert!(self.daemon.is_none(), "daemon already running");
         let config = self.config();
         let socket = self.socket();
+        let state = self.state_dir();
         let spawned = self.ns.spawn(&[
             twnode_bin(),
             "daemon",
@@ -75,6 +82,8 @@ impl<'a> Node<'a> {
             config.to_str().unwrap(),
             "--control",
             socket.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
         ]);
         self.daemon = Some(spawned);
         let deadline = Instant::now() + Duration::from_secs(10);
