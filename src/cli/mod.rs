@@ -270,6 +270,8 @@ fn run_daemon(cli: &Cli) -> Result<()> {
         config: config_path(cli),
         control: cli.control.clone(),
     };
+    // Before the runtime starts its threads: capabilities are per thread.
+    crate::daemon::privileges::drop_and_log().context("cannot drop privileges")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("twnode-worker")

@@ -112,8 +112,9 @@ pub enum Request {
     Reload,
 }
 
-/// The arguments of `line create`, as typed by the user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The arguments of `line create`, as typed by the user. Its `Debug` hides the private
+/// key (the daemon logs requests at debug level).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LineSpec {
     pub parent: String,
@@ -138,6 +139,33 @@ pub struct LineSpec {
     /// IP tunnels: iproute2's options, as typed (validated by the daemon).
     #[serde(default)]
     pub ip_tunnel: IpTunnelArgs,
+}
+
+impl fmt::Debug for LineSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LineSpec")
+            .field("parent", &self.parent)
+            .field("peer_ip", &self.peer_ip)
+            .field("peer_vip", &self.peer_vip)
+            .field("local_vip", &self.local_vip)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("mode", &self.mode)
+            .field("listen_port", &self.listen_port)
+            .field("peer_port", &self.peer_port)
+            .field("private_key", &redacted(&self.private_key))
+            .field("peer_pubkey", &self.peer_pubkey)
+            .field("keepalive", &self.keepalive)
+            .field("mtu", &self.mtu)
+            .field("keepalive_retries", &self.keepalive_retries)
+            .field("ip_tunnel", &self.ip_tunnel)
+            .finish()
+    }
+}
+
+/// What `Debug` shows of a secret.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
 }
 
 /// `line create`'s IP tunnel options, as typed: iproute2's `[i|o]key`, `[i|o]seq`,
@@ -300,8 +328,9 @@ pub struct Created {
     pub generated_keys: bool,
 }
 
-/// The `line create` command that builds the other end of a line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `line create` command that builds the other end of a line. Its `Debug` hides
+/// the private key; `Display` (the command itself) shows it.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerCommand {
     /// Our underlay address: the peer's `peer_ip`.
     pub peer_ip: IpAddr,
@@ -325,6 +354,22 @@ pub struct PeerCommand {
     /// Words without shell metacharacters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
+}
+
+impl fmt::Debug for PeerCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerCommand")
+            .field("peer_ip", &self.peer_ip)
+            .field("peer_vip", &self.peer_vip)
+            .field("local_vip", &self.local_vip)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("private_key", &redacted(&self.private_key))
+            .field("peer_pubkey", &self.peer_pubkey)
+            .field("peer_port", &self.peer_port)
+            .field("options", &self.options)
+            .finish()
+    }
 }
 
 impl fmt::Display for PeerCommand {
@@ -397,6 +442,31 @@ mod test {
             Request::DeleteLine { name, cascade } => assert!(name == "t" && cascade),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn debug_of_requests_and_peer_commands_hides_private_keys() {
+        let secret = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+        let text = format!(
+            r#"{{"protocol":1,"body":{{"request":"create_line","parent":"eth0","peer_ip":"203.0.113.10","peer_vip":"10.0.0.1","local_vip":"10.0.0.2","name":"t","kind":"wireguard","mode":"client","listen_port":null,"peer_port":51820,"private_key":"{secret}","peer_pubkey":"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=","keepalive":null,"mtu":null}}}}"#
+        );
+        let request = decode::<Request>(text.as_bytes()).unwrap();
+        let debug = format!("{request:?}");
+        assert!(!debug.contains(secret) && debug.contains("<redacted>"), "{debug}");
+        assert!(debug.contains("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="), "{debug}");
+        let peer = PeerCommand {
+            peer_ip: "203.0.113.10".parse().unwrap(),
+            peer_vip: "10.0.0.1".parse().unwrap(),
+            local_vip: "10.0.0.2".parse().unwrap(),
+            name: "t".into(),
+            kind: "wireguard".into(),
+            private_key: Some(secret.into()),
+            peer_pubkey: None,
+            peer_port: Some(51820),
+            options: Vec::new(),
+        };
+        let debug = format!("{:?}", Response::Peer(peer));
+        assert!(!debug.contains(secret) && debug.contains("<redacted>"), "{debug}");
     }
 
     #[test]

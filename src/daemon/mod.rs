@@ -4,6 +4,7 @@
 //! Rules: one task (this loop) owns the [`Supervisor`]; control requests, signals and
 //! the retry tick are handled one at a time, so no state is shared between them.
 
+pub mod privileges;
 pub mod supervisor;
 
 use std::path::PathBuf;
