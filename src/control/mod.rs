@@ -452,8 +452,14 @@ mod test {
         );
         let request = decode::<Request>(text.as_bytes()).unwrap();
         let debug = format!("{request:?}");
-        assert!(!debug.contains(secret) && debug.contains("<redacted>"), "{debug}");
-        assert!(debug.contains("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="), "{debug}");
+        assert!(
+            !debug.contains(secret) && debug.contains("<redacted>"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="),
+            "{debug}"
+        );
         let peer = PeerCommand {
             peer_ip: "203.0.113.10".parse().unwrap(),
             peer_vip: "10.0.0.1".parse().unwrap(),
@@ -466,7 +472,10 @@ mod test {
             options: Vec::new(),
         };
         let debug = format!("{:?}", Response::Peer(peer));
-        assert!(!debug.contains(secret) && debug.contains("<redacted>"), "{debug}");
+        assert!(
+            !debug.contains(secret) && debug.contains("<redacted>"),
+            "{debug}"
+        );
     }
 
     #[test]
