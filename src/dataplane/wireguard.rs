@@ -347,6 +347,10 @@ async fn inbound(io: Arc<Io>) {
                             // handshake under load: it must not move the endpoint, or a
                             // flood of forged initiations could steal the line.
                             let authenticated = p.first() != Some(&COOKIE_REPLY);
+                            if !authenticated {
+                                // boringtun answers with a cookie instead of an Err.
+                                io.stats.count_drop(DropReason::UnderLoad, 1);
+                            }
                             if p.first() == Some(&HANDSHAKE_RESPONSE) {
                                 sh.responded = Some(now);
                             }
