@@ -683,6 +683,7 @@ impl Supervisor {
             peer_public_key: wg.peer_public_key,
             keepalive: wg.persistent_keepalive,
             index,
+            redial_from: (wg.mode == Mode::Server).then_some(line.peer_ip),
         };
         WireGuardLine::start(spec).map_err(|e| {
             let mut reason = e.to_string();
