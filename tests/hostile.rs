@@ -484,3 +484,73 @@ fn flood_of_malformed_datagrams_and_raw_packets_leaves_the_daemon_up_and_the_lin
 fn thirty_second_flood_leaves_the_daemon_up_and_the_line_working() {
     flood_while_a_line_carries_traffic(30);
 }
+
+/// With one runtime worker (`TOKIO_WORKER_THREADS=1`), a line's socket that the flood
+/// never lets drain must still leave room for the control socket and the other lines.
+#[test]
+fn a_flooded_socket_does_not_starve_the_control_socket_or_other_lines_on_one_worker() {
+    if !require_root_and_tools(&["ip", "python3", "sysctl", "env"]) {
+        return;
+    }
+    let (a, b) = seed_pair("starve");
+    let c = attacker(&a);
+    let na = Node::new(&a);
+    let _nb = Node::new(&b);
+    let mut daemon = soak::spawn_daemon_with_env(&na, &[("TOKIO_WORKER_THREADS", "1")]);
+    na.cli_ok(SERVER_CREATE);
+    na.cli_ok(&[
+        "line",
+        "create",
+        "eth0",
+        "198.51.100.20",
+        "10.9.0.2",
+        "10.9.0.1",
+        "gre1",
+        "--type",
+        "gre",
+        "--key",
+        "7",
+    ]);
+    let public = line_json(&na, "tunnel_base")["public_key"]
+        .as_str()
+        .expect("public key")
+        .to_string();
+    let before = line_json(&na, "gre1");
+    let mut flood = c.spawn(&[
+        "python3",
+        "-c",
+        FLOOD,
+        "203.0.113.10",
+        "51820",
+        &public,
+        "198.51.100.20",
+        ATTACKER,
+        "6",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !flood.log().contains("flooding") {
+        assert!(Instant::now() < deadline, "no flood:\n{}", flood.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let during = line_json(&na, "gre1");
+    assert!(
+        soak::alive(&mut flood),
+        "the daemon answered `line show` only after the flood ended: the flooded socket \
+         kept the only worker to itself"
+    );
+    let total = |v: &serde_json::Value| -> u64 {
+        v["drops"]
+            .as_array()
+            .map(|d| d.iter().filter_map(|x| x[1].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    assert!(
+        total(&during) > total(&before),
+        "gre1's raw socket was not read during the flood: {}",
+        drops_text(&during)
+    );
+    let _ = flood.child.wait();
+    assert!(soak::alive(&mut daemon), "{}", daemon.log());
+    soak::stop(&mut daemon);
+}
