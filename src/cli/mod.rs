@@ -271,7 +271,7 @@ fn run_daemon(cli: &Cli) -> Result<()> {
         control: cli.control.clone(),
     };
     // Before the runtime starts its threads: capabilities are per thread.
-    crate::daemon::privileges::drop_and_log().context("cannot drop privileges")?;
+    crate::daemon::privileges::drop_at_start().context("cannot drop privileges")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("twnode-worker")

@@ -51,6 +51,7 @@ pub enum DaemonError {
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let config = config::load(&opts.config)?;
     info!(config = %opts.config.display(), lines = config.lines.len(), "twnode starting");
+    privileges::log_dropped();
     let host = Host::connect()?;
     match host.purge_stale().await {
         Ok(0) => {}

@@ -105,9 +105,22 @@ pub fn drop_privileges() -> Result<Kept, PrivilegeError> {
     })
 }
 
-/// [`drop_privileges`], logging what was kept.
-pub fn drop_and_log() -> Result<Kept, PrivilegeError> {
+/// What the start-up drop kept, logged once the daemon's config loaded (a refused start
+/// prints its one error line and nothing else).
+static DROPPED: std::sync::OnceLock<Kept> = std::sync::OnceLock::new();
+
+/// [`drop_privileges`], remembering the result for [`log_dropped`].
+pub fn drop_at_start() -> Result<(), PrivilegeError> {
     let kept = drop_privileges()?;
+    let _ = DROPPED.set(kept);
+    Ok(())
+}
+
+/// Logs what [`drop_at_start`] kept.
+pub fn log_dropped() {
+    let Some(kept) = DROPPED.get() else {
+        return;
+    };
     tracing::info!(
         kept = %kept.permitted.join(","),
         "dropped every other capability; no_new_privs set"
@@ -118,5 +131,4 @@ pub fn drop_and_log() -> Result<Kept, PrivilegeError> {
             "no CAP_SETPCAP: these stay in the bounding set (no_new_privs still blocks regaining them)"
         );
     }
-    Ok(kept)
 }
