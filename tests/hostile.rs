@@ -16,6 +16,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use common::node::{seed_pair, Node, SERVER_CREATE};
+use common::raw::{add_ipv6_underlay, A6, B6};
 use common::soak::{self, drops, drops_text, line_json};
 use common::{require_root_and_tools, Netns};
 
@@ -552,5 +553,137 @@ fn a_flooded_socket_does_not_starve_the_control_socket_or_other_lines_on_one_wor
     );
     let _ = flood.child.wait();
     assert!(soak::alive(&mut daemon), "{}", daemon.log());
+    soak::stop(&mut daemon);
+}
+
+/// The IPv6 side: raw packets of protocols 4, 41, 47 and 50 at the host's IPv6 address,
+/// random and malformed, from the lines' peer's own address (so they reach the gre6,
+/// ip6ip6 and ipip6 lines' checks, through the IPv6 receive path with its ancillary
+/// data).
+const FLOOD6: &str = r#"
+import json, os, random, socket, struct, sys, time
+target, secs = sys.argv[1], float(sys.argv[2])
+random.seed(6)
+protos = (4, 41, 47, 50)
+socks = {p: socket.socket(socket.AF_INET6, socket.SOCK_RAW, p) for p in protos}
+def payload(p):
+    b = bytearray(os.urandom(random.choice([0, 1, 3, 4, 8, 20, 40, 41, 60, 200, 1200])))
+    if p == 47 and len(b) >= 4:
+        b[0:4] = struct.pack("!HH", random.choice([0, 0x2000, 0x8000, 0x1000, 0xB000, 0xffff]),
+                             random.choice([0x0800, 0x86DD, 0x6558, 0x1234]))
+        if len(b) >= 8 and random.random() < 0.5:
+            b[4:8] = struct.pack("!I", 7)
+    elif p in (4, 41) and len(b) >= 1:
+        b[0] = random.choice([0x45, 0x60, 0x4f, 0x00, 0x46, 0x65])
+    return bytes(b)
+pool = [(protos[i % 4], payload(protos[i % 4])) for i in range(4000)]
+print("flooding", flush=True)
+sent = {str(p): 0 for p in protos}; errors = 0
+end = time.monotonic() + secs; i = 0
+while True:
+    if i % 256 == 0 and time.monotonic() > end: break
+    p, b = pool[i % len(pool)]
+    try:
+        socks[p].sendto(b, (target, 0)); sent[str(p)] += 1
+    except OSError:
+        errors += 1
+    i += 1
+print(json.dumps({"sent": sent, "errors": errors, "total": sum(sent.values())}))
+"#;
+
+#[test]
+fn ipv6_raw_flood_from_the_peers_address_is_counted_and_the_lines_keep_working() {
+    if !require_root_and_tools(&["ip", "ping", "python3", "env"]) {
+        return;
+    }
+    let (a, b) = seed_pair("hostile6");
+    add_ipv6_underlay(&a, &b);
+    let na = Node::new(&a);
+    let nb = Node::start(&b);
+    let mut daemon = soak::spawn_daemon_with_env(&na, &[]);
+    let pid = daemon.id();
+    na.cli_ok(&[
+        "line", "create", "eth0", B6, "10.9.0.2", "10.9.0.1", "gre6l", "--type", "gre6", "--key",
+        "7",
+    ]);
+    nb.paste(&na.cli_ok(&["line", "show-peer", "gre6l"]), "eth0");
+    for (name, kind, peer, local) in [
+        ("ip6ip6l", "ip6ip6", "fd00:9:3::2", "fd00:9:3::1"),
+        ("ipip6l", "ipip6", "10.9.4.2", "10.9.4.1"),
+    ] {
+        na.cli_ok(&[
+            "line", "create", "eth0", B6, peer, local, name, "--type", kind,
+        ]);
+    }
+    a.run_ok(&["ping", "-c", "1", "-W", "2", "10.9.0.2"]);
+    let names = ["gre6l", "ip6ip6l", "ipip6l"];
+    let before: Vec<serde_json::Value> = names.iter().map(|l| line_json(&na, l)).collect();
+    let rss_before = soak::rss_kib(pid);
+
+    let mut flood = b.spawn(&["python3", "-c", FLOOD6, A6, "5"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !flood.log().contains("flooding") {
+        assert!(Instant::now() < deadline, "no flood:\n{}", flood.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ping = a.exec(&["ping", "-i", "0.2", "-w", "3", "-W", "1", "10.9.0.2"]);
+    let during = line_json(&na, "gre6l");
+    assert!(
+        soak::alive(&mut flood),
+        "the daemon answered `line show` only after the flood ended"
+    );
+    let status = flood.child.wait().expect("wait for the flood");
+    let log = flood.log();
+    assert!(status.success(), "{log}");
+    let sent: serde_json::Value = serde_json::from_str(log.trim().lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert!(
+        soak::alive(&mut daemon),
+        "the daemon died:\n{}",
+        daemon.log()
+    );
+    let rss_after = soak::rss_kib(pid);
+    a.run_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.9.0.2"]);
+    let after: Vec<serde_json::Value> = names.iter().map(|l| line_json(&na, l)).collect();
+    let ping_text = String::from_utf8_lossy(&ping.stdout);
+    report(&format!(
+        "IPv6 raw flood (5 s) from the peer's address: {} packets ({}), {} send errors\n\
+         ping over gre6 during it: {}\n\
+         daemon RSS {rss_before} KiB before, {rss_after} KiB after\n\
+         drops: gre6l {} | ip6ip6l {} | ipip6l {}",
+        sent["total"],
+        sent["sent"],
+        sent["errors"],
+        ping_text
+            .lines()
+            .find(|l| l.contains("packet loss"))
+            .unwrap_or("no summary"),
+        drops_text(&after[0]),
+        drops_text(&after[1]),
+        drops_text(&after[2]),
+    ));
+    let total = |v: &serde_json::Value| -> u64 {
+        v["drops"]
+            .as_array()
+            .map(|d| d.iter().filter_map(|x| x[1].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    assert!(sent["total"].as_u64().unwrap_or(0) > 1000, "{log}");
+    assert!(
+        total(&during) > total(&before[0]),
+        "gre6l counted nothing during the flood: {}",
+        drops_text(&during)
+    );
+    for (i, name) in names.iter().enumerate() {
+        assert!(
+            total(&after[i]) > total(&before[i]),
+            "{name} counted no drop: {}",
+            drops_text(&after[i])
+        );
+    }
+    assert!(
+        rss_after <= rss_before + 16 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
     soak::stop(&mut daemon);
 }
