@@ -320,7 +320,7 @@ mod test {
         };
         assert_eq!(again.len(), 148);
         assert_ne!(again, first, "a fresh ephemeral key");
-        // The new one completes a session; the stale one is refused.
+        // The new one completes a session.
         p.deliver(true, again);
         assert!(p.a.is_up() && p.b.is_up());
     }
