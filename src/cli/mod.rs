@@ -297,6 +297,8 @@ fn run_daemon(cli: &Cli, state_dir: PathBuf) -> Result<()> {
         control: cli.control.clone(),
         state_dir,
     };
+    // Before the runtime starts its threads: capabilities are per thread.
+    crate::daemon::privileges::drop_at_start().context("cannot drop privileges")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("twnode-worker")

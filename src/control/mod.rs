@@ -117,8 +117,9 @@ pub enum Request {
     Reload,
 }
 
-/// The arguments of `line create`, as typed by the user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The arguments of `line create`, as typed by the user. Its `Debug` hides the private
+/// key (the daemon logs requests at debug level).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LineSpec {
     pub parent: String,
@@ -143,6 +144,33 @@ pub struct LineSpec {
     /// IP tunnels: iproute2's options, as typed (validated by the daemon).
     #[serde(default)]
     pub ip_tunnel: IpTunnelArgs,
+}
+
+impl fmt::Debug for LineSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LineSpec")
+            .field("parent", &self.parent)
+            .field("peer_ip", &self.peer_ip)
+            .field("peer_vip", &self.peer_vip)
+            .field("local_vip", &self.local_vip)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("mode", &self.mode)
+            .field("listen_port", &self.listen_port)
+            .field("peer_port", &self.peer_port)
+            .field("private_key", &redacted(&self.private_key))
+            .field("peer_pubkey", &self.peer_pubkey)
+            .field("keepalive", &self.keepalive)
+            .field("mtu", &self.mtu)
+            .field("keepalive_retries", &self.keepalive_retries)
+            .field("ip_tunnel", &self.ip_tunnel)
+            .finish()
+    }
+}
+
+/// What `Debug` shows of a secret.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
 }
 
 /// `line create`'s IP tunnel options, as typed: iproute2's `[i|o]key`, `[i|o]seq`,
@@ -347,8 +375,9 @@ pub struct Created {
     pub generated_keys: bool,
 }
 
-/// The `line create` command that builds the other end of a line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `line create` command that builds the other end of a line. Its `Debug` hides
+/// the private key; `Display` (the command itself) shows it.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerCommand {
     /// Our underlay address: the peer's `peer_ip`.
     pub peer_ip: IpAddr,
@@ -375,6 +404,42 @@ pub struct PeerCommand {
     /// The options carry secret keys (an encrypted line's `--enc-key`/`--auth-key`).
     #[serde(default)]
     pub secret: bool,
+}
+
+impl fmt::Debug for PeerCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerCommand")
+            .field("peer_ip", &self.peer_ip)
+            .field("peer_vip", &self.peer_vip)
+            .field("local_vip", &self.local_vip)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("private_key", &redacted(&self.private_key))
+            .field("peer_pubkey", &self.peer_pubkey)
+            .field("peer_port", &self.peer_port)
+            .field("options", &RedactedOptions(&self.options))
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+/// Options with the values of `--enc-key` and `--auth-key` hidden.
+struct RedactedOptions<'a>(&'a [String]);
+
+impl fmt::Debug for RedactedOptions<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        let mut hide = false;
+        for word in self.0 {
+            if hide {
+                list.entry(&"<redacted>");
+            } else {
+                list.entry(word);
+            }
+            hide = matches!(word.as_str(), "--enc-key" | "--auth-key");
+        }
+        list.finish()
+    }
 }
 
 impl fmt::Display for PeerCommand {
@@ -447,6 +512,62 @@ mod test {
             Request::DeleteLine { name, cascade } => assert!(name == "t" && cascade),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn debug_of_requests_and_peer_commands_hides_private_keys() {
+        let secret = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+        let text = format!(
+            r#"{{"protocol":1,"body":{{"request":"create_line","parent":"eth0","peer_ip":"203.0.113.10","peer_vip":"10.0.0.1","local_vip":"10.0.0.2","name":"t","kind":"wireguard","mode":"client","listen_port":null,"peer_port":51820,"private_key":"{secret}","peer_pubkey":"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=","keepalive":null,"mtu":null}}}}"#
+        );
+        let request = decode::<Request>(text.as_bytes()).unwrap();
+        let debug = format!("{request:?}");
+        assert!(
+            !debug.contains(secret) && debug.contains("<redacted>"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="),
+            "{debug}"
+        );
+        let peer = PeerCommand {
+            peer_ip: "203.0.113.10".parse().unwrap(),
+            peer_vip: "10.0.0.1".parse().unwrap(),
+            local_vip: "10.0.0.2".parse().unwrap(),
+            name: "t".into(),
+            kind: "wireguard".into(),
+            private_key: Some(secret.into()),
+            peer_pubkey: None,
+            peer_port: Some(51820),
+            options: Vec::new(),
+            secret: true,
+        };
+        let debug = format!("{:?}", Response::Peer(peer));
+        assert!(
+            !debug.contains(secret) && debug.contains("<redacted>"),
+            "{debug}"
+        );
+        let esp_key = "0x000102030405060708090a0b0c0d0e0f";
+        let peer = PeerCommand {
+            peer_ip: "203.0.113.10".parse().unwrap(),
+            peer_vip: "10.0.0.1".parse().unwrap(),
+            local_vip: "10.0.0.2".parse().unwrap(),
+            name: "g".into(),
+            kind: "ipsec".into(),
+            private_key: None,
+            peer_pubkey: None,
+            peer_port: None,
+            options: ["--enc-key", esp_key, "--auth-key", esp_key, "--mtu", "1400"]
+                .map(String::from)
+                .to_vec(),
+            secret: true,
+        };
+        let debug = format!("{peer:?}");
+        assert!(
+            !debug.contains(esp_key) && debug.contains("--enc-key") && debug.contains("1400"),
+            "{debug}"
+        );
+        assert!(peer.to_string().contains(esp_key), "Display is the command");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Rules: one task (this loop) owns the [`Supervisor`]; control requests, signals and
 //! the retry tick are handled one at a time, so no state is shared between them.
 
+pub mod privileges;
 pub mod supervisor;
 
 use std::path::PathBuf;
@@ -56,6 +57,7 @@ pub enum DaemonError {
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let config = config::load(&opts.config)?;
     info!(config = %opts.config.display(), lines = config.lines.len(), "twnode starting");
+    privileges::log_dropped();
     let host = Host::connect()?;
     match host.purge_stale().await {
         Ok(0) => {}

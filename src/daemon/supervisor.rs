@@ -859,6 +859,7 @@ impl Supervisor {
             keepalive: wg.persistent_keepalive,
             index,
             pmtu,
+            redial_from: (wg.mode == Mode::Server).then_some(line.peer_ip),
         };
         WireGuardLine::start(spec).map_err(|e| {
             let mut reason = e.to_string();

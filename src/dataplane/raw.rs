@@ -518,6 +518,10 @@ impl Drop for RawLine {
 async fn outbound(io: Arc<LineIo>) {
     let mut slots = [0usize; BATCH];
     loop {
+        // AsyncFd::readable() takes no coop budget: without this, a socket that
+        // never drains (a flood) keeps its worker thread, and with it the I/O driver,
+        // other lines and the control socket, to itself.
+        tokio::task::consume_budget().await;
         let mut guard = match io.tun.fd().readable().await {
             Ok(g) => g,
             Err(e) => {
@@ -725,6 +729,10 @@ async fn receive(endpoint: Arc<Endpoint>) {
     let mut src6 = [Ipv6Addr::UNSPECIFIED; BATCH];
     let mut tclass = [0u8; BATCH];
     loop {
+        // AsyncFd::readable() takes no coop budget: without this, a socket that
+        // never drains (a flood) keeps its worker thread, and with it the I/O driver,
+        // other lines and the control socket, to itself.
+        tokio::task::consume_budget().await;
         let mut guard = match endpoint.socket.readable().await {
             Ok(g) => g,
             Err(e) => {

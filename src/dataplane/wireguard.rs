@@ -66,6 +66,10 @@ pub struct WireGuardSpec {
     pub index: u32,
     /// Packets too big for the parent's path are refused with an ICMP error.
     pub pmtu: Arc<PathMtu>,
+    /// A server: the peer's underlay address. Data from there that no session of ours
+    /// can read (we restarted, the client did not) gets a handshake initiation back at
+    /// once, instead of waiting ~15 s for the client's timers to notice.
+    pub redial_from: Option<IpAddr>,
 }
 
 struct Shared {
@@ -75,6 +79,8 @@ struct Shared {
     responded: Option<Instant>,
     /// Packets from the TUN device wait in the core for a session.
     queued: bool,
+    /// When we last started a handshake toward data we could not read.
+    redialed: Option<Instant>,
 }
 
 impl Shared {
@@ -98,6 +104,7 @@ struct Io {
     stats: Arc<LineStats>,
     dials: bool,
     pmtu: Arc<PathMtu>,
+    redial_from: Option<IpAddr>,
 }
 
 impl Io {
@@ -146,10 +153,12 @@ impl WireGuardLine {
                 endpoint: spec.endpoint,
                 responded: None,
                 queued: false,
+                redialed: None,
             }),
             stats: Arc::new(LineStats::default()),
             dials: spec.endpoint.is_some(),
             pmtu: spec.pmtu,
+            redial_from: spec.redial_from,
         });
         info!(line = %io.name, local = ?local, endpoint = ?spec.endpoint, "wireguard line started");
         let tasks = vec![
@@ -211,6 +220,10 @@ impl Drop for WireGuardLine {
 async fn outbound(io: Arc<Io>) {
     let mut slots = [0usize; BATCH];
     loop {
+        // AsyncFd::readable() takes no coop budget: without this, a socket that
+        // never drains (a flood) keeps its worker thread, and with it the I/O driver,
+        // other lines and the control socket, to itself.
+        tokio::task::consume_budget().await;
         let mut guard = match io.tun.fd().readable().await {
             Ok(g) => g,
             Err(e) => {
@@ -307,6 +320,10 @@ enum Out {
 async fn inbound(io: Arc<Io>) {
     let mut outs = [Out::None; BATCH];
     loop {
+        // AsyncFd::readable() takes no coop budget: without this, a socket that
+        // never drains (a flood) keeps its worker thread, and with it the I/O driver,
+        // other lines and the control socket, to itself.
+        tokio::task::consume_budget().await;
         let mut guard = match io.socket.readable().await {
             Ok(g) => g,
             Err(e) => {
@@ -355,6 +372,10 @@ async fn inbound(io: Arc<Io>) {
                             // handshake under load: it must not move the endpoint, or a
                             // flood of forged initiations could steal the line.
                             let authenticated = p.first() != Some(&COOKIE_REPLY);
+                            if !authenticated {
+                                // boringtun answers with a cookie instead of an Err.
+                                io.stats.count_drop(DropReason::UnderLoad, 1);
+                            }
                             if p.first() == Some(&HANDSHAKE_RESPONSE) {
                                 sh.responded = Some(now);
                             }
@@ -370,6 +391,26 @@ async fn inbound(io: Arc<Io>) {
                         }
                         Action::Drop(r) => {
                             io.stats.count_drop(r, 1);
+                            // Unauthenticated, so the endpoint stays; the answer goes to
+                            // the peer's own address only, at most once per
+                            // RESPONSE_HOLDOFF (a forged packet buys one initiation).
+                            if r == DropReason::UnknownSession
+                                && io.redial_from == Some(from.ip())
+                                && !sh.core.is_up()
+                                && sh.redialed.is_none_or(|at| {
+                                    now.saturating_duration_since(at) >= RESPONSE_HOLDOFF
+                                })
+                            {
+                                if let Action::WriteToNetwork(p) = sh.core.poll_handshake_anew(out)
+                                {
+                                    if sh.may_send(p, now) {
+                                        debug!(line = %io.name, to = %from, "data without a session: handshake back");
+                                        sh.redialed = Some(now);
+                                        b.out[i] = (offset_in(base, p), p.len());
+                                        *slot = Out::Net(from);
+                                    }
+                                }
+                            }
                             false
                         }
                     };

@@ -128,6 +128,12 @@ impl WireGuardCore {
         action(self.tunn.format_handshake_initiation(out, false))
     }
 
+    /// A new handshake initiation even while one is in progress (whose answer may
+    /// never come: it went to no endpoint or a stale one). The caller rate-limits.
+    pub fn poll_handshake_anew<'a>(&mut self, out: &'a mut [u8]) -> Action<'a> {
+        action(self.tunn.format_handshake_initiation(out, true))
+    }
+
     /// Whether a session is established and fresh (a handshake in the last 180 s,
     /// WireGuard's REJECT_AFTER_TIME).
     pub fn is_up(&self) -> bool {
@@ -293,6 +299,30 @@ mod test {
                 ));
             }
         }
+    }
+
+    #[test]
+    fn handshake_anew_starts_another_initiation_while_one_is_in_progress() {
+        let mut p = Pair::new();
+        let mut out = vec![0u8; 2048];
+        let first = match p.a.poll_handshake(&mut out) {
+            Action::WriteToNetwork(b) => b.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            p.a.poll_handshake(&mut out),
+            Action::Done,
+            "one in progress"
+        );
+        let again = match p.a.poll_handshake_anew(&mut out) {
+            Action::WriteToNetwork(b) => b.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(again.len(), 148);
+        assert_ne!(again, first, "a fresh ephemeral key");
+        // The new one completes a session.
+        p.deliver(true, again);
+        assert!(p.a.is_up() && p.b.is_up());
     }
 
     #[test]

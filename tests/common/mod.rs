@@ -31,6 +31,7 @@ use std::sync::{Mutex, Once};
 pub mod node;
 pub mod raw;
 pub mod relay;
+pub mod soak;
 
 /// Distinguishes the namespaces of one test process (tests run on parallel threads).
 static NEXT_NS: AtomicUsize = AtomicUsize::new(0);
