@@ -31,6 +31,19 @@ pub fn add_ipv6_underlay(a: &Netns, b: &Netns) {
         "eth0",
         "nodad",
     ]);
+    // The kernel adds the local and prefix routes of a new address a moment later; a
+    // "before" snapshot taken in between would differ from every later one.
+    for (ns, addr) in [(a, A6), (b, B6)] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let local = ns.ip(&["-6", "route", "show", "table", "local"]);
+            let main = ns.ip(&["-6", "route", "show", "2001:db8::/64"]);
+            if local.contains(addr) && !main.trim().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// A running `tshark` capture on one interface of a namespace.
