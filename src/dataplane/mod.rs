@@ -9,6 +9,8 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod batch;
+pub mod gso;
+pub mod pool;
 pub mod raw;
 pub mod stats;
 pub mod tun;

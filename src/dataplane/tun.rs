@@ -4,7 +4,7 @@ use std::io;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tun_rs::{DeviceBuilder, SyncDevice};
+use tun_rs::{DeviceBuilder, GROTable, SyncDevice};
 
 use super::batch::{Batch, BATCH};
 use super::DataplaneError;
@@ -14,6 +14,15 @@ use super::DataplaneError;
 pub struct Tun {
     dev: AsyncFd<SyncDevice>,
     index: u32,
+}
+
+/// TUN offloads a WireGuard line asked for and got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunOffload {
+    /// `IFF_VNET_HDR` with TSO: reads may be 64 KB super-packets, writes are coalesced.
+    pub tso: bool,
+    /// USO too (Linux 6.2): UDP super-packets both ways.
+    pub uso: bool,
 }
 
 impl Tun {
@@ -27,6 +36,17 @@ impl Tun {
     /// comes up, so the kernel sends no IPv6 (router solicitations, MLD reports) into a
     /// line that cannot carry it.
     pub fn create_for(name: &str, mtu: u16, ipv6: bool) -> Result<Tun, DataplaneError> {
+        Tun::create_with(name, mtu, ipv6, false)
+    }
+
+    /// Like [`Tun::create_for`], with `IFF_VNET_HDR` and TSO/USO when `offload` (a
+    /// kernel that refuses them fails the creation: the caller retries without).
+    pub fn create_with(
+        name: &str,
+        mtu: u16,
+        ipv6: bool,
+        offload: bool,
+    ) -> Result<Tun, DataplaneError> {
         let err = |source| DataplaneError::Tun {
             name: name.to_string(),
             source,
@@ -35,6 +55,7 @@ impl Tun {
             .name(name)
             .mtu(mtu)
             .packet_information(false)
+            .offload(offload)
             .enable(ipv6)
             .build_sync()
             .map_err(err)?;
@@ -49,6 +70,35 @@ impl Tun {
         let dev = unsafe { AsyncFd::register_with_interest(dev, Interest::READABLE) }
             .map_err(|e| err(e.into_parts().1))?;
         Ok(Tun { dev, index })
+    }
+
+    /// The offloads in force on this device.
+    pub fn offload(&self) -> TunOffload {
+        let dev = self.dev.get_ref();
+        TunOffload {
+            tso: dev.tcp_gso(),
+            uso: dev.udp_gso(),
+        }
+    }
+
+    /// One read, split into packets at offset 0 of `bufs` (one packet without offloads,
+    /// the segments of a super-packet with them); returns how many.
+    pub fn recv_split(
+        &self,
+        raw: &mut [u8],
+        bufs: &mut [Vec<u8>],
+        sizes: &mut [usize],
+    ) -> io::Result<usize> {
+        self.dev.get_ref().recv_multiple(raw, bufs, sizes, 0)
+    }
+
+    /// Writes the packets (each at [`super::pool::TUN_OFFSET`] in its buffer), coalescing
+    /// a flow's packets into super-packets when offloads are on. Returns the bytes
+    /// written, or the last write error (the other packets were still written).
+    pub fn send_coalesced(&self, gro: &mut GROTable, bufs: &mut [Vec<u8>]) -> io::Result<usize> {
+        self.dev
+            .get_ref()
+            .send_multiple(gro, bufs, super::pool::TUN_OFFSET)
     }
 
     /// The kernel's interface index.
