@@ -168,7 +168,6 @@ impl WireGuardLine {
         let tun_offload = tun.offload();
         let udp_gso = want && gso::probe_gso(socket.get_ref());
         let udp_gro = want && gso::enable_gro(socket.get_ref());
-        debug!(line = %spec.name, ?tun_offload, udp_gso, udp_gro, "offloads");
         let core = WireGuardCore::new(Keys {
             private: &spec.private_key,
             peer_public: &spec.peer_public_key,
@@ -191,7 +190,16 @@ impl WireGuardLine {
             udp_gso: AtomicBool::new(udp_gso),
             udp_gro,
         });
-        info!(line = %io.name, local = ?local, endpoint = ?spec.endpoint, "wireguard line started");
+        info!(
+            line = %io.name,
+            local = ?local,
+            endpoint = ?spec.endpoint,
+            tso = tun_offload.tso,
+            uso = tun_offload.uso,
+            udp_gso,
+            udp_gro,
+            "wireguard line started"
+        );
         let tasks = vec![
             tokio::spawn(outbound(io.clone())),
             tokio::spawn(inbound(io.clone())),
