@@ -31,8 +31,8 @@ const TUN_WRITE_CAP: usize = TUN_OFFSET + 65_535;
 pub struct Buffers {
     /// Raw TUN read (virtio header + super-packet).
     pub tun_read: Vec<u8>,
-    /// Packets split from TUN reads (plaintext, outbound).
-    pub segs: Vec<Vec<u8>>,
+    /// Packets split from TUN reads (plaintext, outbound), [`SLOT`] bytes each.
+    pub segs: Vec<u8>,
     pub seg_len: [usize; SEGS],
     /// Encrypted datagrams, [`SLOT`] bytes each.
     pub enc: Vec<u8>,
@@ -41,28 +41,50 @@ pub struct Buffers {
     /// UDP receive arena.
     pub rx: Vec<u8>,
     pub rx_msgs: [Received; RX_MSGS_MAX],
-    /// Decrypted packets at [`TUN_OFFSET`], growable for GRO.
+    /// Decrypted packets at [`TUN_OFFSET`], growable for GRO; each reserves its 64 KB
+    /// on first use ([`Buffers::dec_slot`]).
     pub dec: Vec<Vec<u8>>,
-    /// GRO state for TUN writes.
-    pub gro: GROTable,
+    /// GRO state for TUN writes with offloads, made on first use (tun-rs preallocates
+    /// about a megabyte of flow tables).
+    pub gro: Option<GROTable>,
 }
 
 impl Buffers {
     fn new() -> Buffers {
         Buffers {
             tun_read: vec![0; TUN_READ],
-            segs: (0..SEGS).map(|_| vec![0; SLOT]).collect(),
+            // Large zeroed allocations come straight from mmap: the kernel backs a page
+            // only when a batch first writes it.
+            segs: vec![0; SEGS * SLOT],
             seg_len: [0; SEGS],
             enc: vec![0; SEGS * SLOT],
             enc_out: [(std::ptr::null(), 0); SEGS],
             rx: vec![0; RX_ARENA],
             rx_msgs: [Received::default(); RX_MSGS_MAX],
-            dec: (0..SEGS)
-                .map(|_| Vec::with_capacity(TUN_WRITE_CAP))
-                .collect(),
-            gro: GROTable::new(),
+            dec: (0..SEGS).map(|_| Vec::new()).collect(),
+            gro: None,
         }
     }
+}
+
+/// Decrypted-packet buffer `i` of `dec`, at least `len` bytes long (contents
+/// unspecified); its 64 KB for GRO are reserved on first use.
+pub fn dec_slot(dec: &mut [Vec<u8>], i: usize, len: usize) -> Option<&mut Vec<u8>> {
+    let buf = dec.get_mut(i)?;
+    if buf.capacity() < TUN_WRITE_CAP {
+        buf.reserve_exact(TUN_WRITE_CAP - buf.len());
+    }
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    Some(buf)
+}
+
+/// The segment buffers (`segs`) as the slices `recv_multiple` fills, from segment `from`
+/// on (the ones past the end are empty).
+pub fn seg_views(segs: &mut [u8], from: usize) -> [&mut [u8]; SEGS] {
+    let mut chunks = segs.chunks_exact_mut(SLOT).skip(from);
+    std::array::from_fn(|_| chunks.next().unwrap_or_default())
 }
 
 thread_local! {

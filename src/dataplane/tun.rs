@@ -86,10 +86,13 @@ impl Tun {
     pub fn recv_split(
         &self,
         raw: &mut [u8],
-        bufs: &mut [Vec<u8>],
+        bufs: &mut [&mut [u8]],
         sizes: &mut [usize],
     ) -> io::Result<usize> {
-        self.dev.get_ref().recv_multiple(raw, bufs, sizes, 0)
+        let n = bufs.len().min(sizes.len());
+        self.dev
+            .get_ref()
+            .recv_multiple(raw, &mut bufs[..n], &mut sizes[..n], 0)
     }
 
     /// Writes the packets (each at [`super::pool::TUN_OFFSET`] in its buffer), coalescing

@@ -27,9 +27,12 @@ use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+use tun_rs::GROTable;
 
 use super::batch::{offset_in, SLOT};
-use super::pool::{with_buffers, Buffers, RX_MSGS_GRO, RX_MSGS_MAX, SEGS, TUN_OFFSET};
+use super::pool::{
+    dec_slot, seg_views, with_buffers, Buffers, RX_MSGS_GRO, RX_MSGS_MAX, SEGS, TUN_OFFSET,
+};
 use super::stats::LineStats;
 use super::tun::{Tun, TunOffload};
 use super::{gso, udp, DataplaneError};
@@ -281,7 +284,10 @@ async fn outbound(io: Arc<Io>) {
                 let now = Instant::now();
                 let mut bytes = 0u64;
                 for (i, chunk) in w.enc.chunks_exact_mut(SLOT).take(n).enumerate() {
-                    let inp = &w.segs[i][..w.seg_len[i]];
+                    let inp = w
+                        .segs
+                        .get(i * SLOT..i * SLOT + w.seg_len[i].min(SLOT))
+                        .unwrap_or_default();
                     match sh.core.handle_tun_packet(inp, chunk) {
                         Action::WriteToNetwork(p) => {
                             // An initiation instead of data: the packet waits for it.
@@ -342,10 +348,11 @@ fn read_tun_batch(io: &Io, w: &mut Buffers) -> usize {
     let mut n = 0;
     let per_read = if io.tun_offload.tso { SEGS } else { 1 };
     while n + per_read <= SEGS {
-        match io
+        let mut views = seg_views(&mut w.segs, n);
+        let got = io
             .tun
-            .recv_split(&mut w.tun_read, &mut w.segs[n..], &mut w.seg_len[n..])
-        {
+            .recv_split(&mut w.tun_read, &mut views[..SEGS - n], &mut w.seg_len[n..]);
+        match got {
             Ok(got) => {
                 n += got;
                 if per_read > 1 {
@@ -422,11 +429,10 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) {
                     io.stats.count_drop(DropReason::Malformed, 1);
                     continue;
                 };
-                let buf = &mut w.dec[t];
                 let need = TUN_OFFSET + datagram.len().max(MIN_OUT);
-                if buf.len() < need {
-                    buf.resize(need, 0);
-                }
+                let Some(buf) = dec_slot(&mut w.dec, t, need) else {
+                    break;
+                };
                 // A cookie reply we receive proves nothing about where the peer is
                 // now: it never moves the endpoint nor confirms a session.
                 let cookie_in = datagram.first() == Some(&COOKIE_REPLY);
@@ -485,16 +491,37 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) {
         }
         if t > 0 {
             let bytes: usize = w.dec[..t].iter().map(|b| b.len() - TUN_OFFSET).sum();
-            match io.tun.send_coalesced(&mut w.gro, &mut w.dec[..t]) {
-                Ok(_) => {
-                    LineStats::add(&io.stats.rx_packets, t as u64);
-                    LineStats::add(&io.stats.rx_bytes, bytes as u64);
+            let mut failed = 0;
+            if io.tun_offload.tso && t == 1 {
+                // Nothing to coalesce: a zeroed virtio-net header (no GSO, checksum
+                // complete) and the packet, without touching the GRO tables.
+                let b = &mut w.dec[0];
+                if let Some(hdr) = b.get_mut(..TUN_OFFSET) {
+                    hdr.fill(0);
                 }
-                Err(e) => {
+                if io.tun.write(b).is_err() {
+                    failed = 1;
+                }
+            } else if io.tun_offload.tso {
+                let gro = w.gro.get_or_insert_with(GROTable::new);
+                if let Err(e) = io.tun.send_coalesced(gro, &mut w.dec[..t]) {
                     debug!(line = %io.name, error = %e, "TUN write failed");
-                    io.stats.count_drop(DropReason::IoError, 1);
+                    failed = 1;
+                }
+            } else {
+                for b in &w.dec[..t] {
+                    if io
+                        .tun
+                        .write(b.get(TUN_OFFSET..).unwrap_or_default())
+                        .is_err()
+                    {
+                        failed += 1;
+                    }
                 }
             }
+            io.stats.count_drop(DropReason::IoError, failed);
+            LineStats::add(&io.stats.rx_packets, t as u64 - failed.min(t as u64));
+            LineStats::add(&io.stats.rx_bytes, bytes as u64);
         }
     }
     if let Some(to) = flush_to {
