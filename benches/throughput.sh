@@ -322,7 +322,7 @@ up_btun() { up_uapi 2 boringtun-cli -f --disable-drop-privileges -l "$WORK/btun.
 down_btun() { down_uapi 2; }
 up_btun1() { up_uapi 3 boringtun-cli -f --disable-drop-privileges -l "$WORK/btun1.out" --threads 1; }
 down_btun1() { down_uapi 3; }
-up_gotatun() { up_uapi 4 gotatun -f --disable-drop-privileges; }
+up_gotatun() { up_uapi 4 gotatun -f --disable-drop-privileges -l "$WORK/gotatun.out"; }
 down_gotatun() { down_uapi 4; }
 
 iperf() { # streams -> "<bits per second received> <retransmitted segments>"
