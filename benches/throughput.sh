@@ -23,6 +23,7 @@
 #   TWNODE_OFFLOAD=0    passed to the twnode daemons: measure twnode without offloads
 #   PERF=1        after the rounds, profile both twnode daemons with `perf record` during
 #                 one more single-stream test; top symbols printed, data in $OUT
+#   PERF_CG="--call-graph dwarf"   call graphs for PERF=1 (default -g: frame pointers)
 #
 # Topology: namespace A (203.0.113.10/24) and B (198.51.100.20/24) on one veth, each
 # with a default route to the other, as tests/common's seed_pair. Variants (key: what):
@@ -397,9 +398,11 @@ if [[ -n ${PERF:-} ]]; then
     echo "==> perf: twnode, one TCP stream for $DURATION s"
     up_twnode >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; exit 1; }
     read -r pid_a pid_b <<<"$DAEMONS"
-    start_bg "$WORK/perf-a.log" perf record -F 999 -g -p "$pid_a" -o "$OUT/perf-twnode-A-$STAMP.data"
+    # shellcheck disable=SC2086 # PERF_CG is a list of perf options
+    start_bg "$WORK/perf-a.log" perf record -F 999 ${PERF_CG:--g} -p "$pid_a" -o "$OUT/perf-twnode-A-$STAMP.data"
     perf_a=$STARTED
-    start_bg "$WORK/perf-b.log" perf record -F 999 -g -p "$pid_b" -o "$OUT/perf-twnode-B-$STAMP.data"
+    # shellcheck disable=SC2086
+    start_bg "$WORK/perf-b.log" perf record -F 999 ${PERF_CG:--g} -p "$pid_b" -o "$OUT/perf-twnode-B-$STAMP.data"
     perf_b=$STARTED
     sleep 0.5
     read -r single _ <<<"$(iperf 1)"
