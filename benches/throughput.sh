@@ -1,45 +1,68 @@
 #!/usr/bin/env bash
-# End-to-end throughput harness: twnode WireGuard next to wireguard-go and plain veth,
-# measured in one run, interleaved round by round, between two network namespaces.
+# End-to-end throughput harness: twnode next to the userspace WireGuard peers and plain
+# veth, measured in one run, interleaved round by round, between two network namespaces.
 #
 # Run (as root, from anywhere in the repository):
 #
-#   sudo benches/throughput.sh                      # 5 rounds of 10 s tests
-#   sudo ROUNDS=3 DURATION=5 benches/throughput.sh  # a quicker run
+#   sudo benches/throughput.sh              # 3 rounds of 5 s tests, every variant (~10 min)
+#   sudo QUICK=1 benches/throughput.sh      # 1 round of 3 s tests (~3 min)
+#   sudo VARIANTS="veth twnode btun1" benches/throughput.sh   # a subset
+#   sudo PERF=1 benches/throughput.sh       # plus a perf profile of both twnode daemons
 #
 # Needs: cargo, iproute2, iperf3, ping, python3, wireguard-go, wg (wireguard-tools).
+# boringtun-cli and gotatun-cli are installed with `cargo install --locked` on first use
+# (skipped with the reason in the table if that fails; BENCH_NO_INSTALL=1 never installs).
 # Environment:
-#   ROUNDS=5      rounds; every round measures every variant (order rotates per round)
-#   DURATION=10   seconds per iperf3 test
+#   ROUNDS=3      rounds; every round measures every variant (order rotates per round)
+#   DURATION=5    seconds per iperf3 test
 #   PINGS=20      pings per RTT measurement (at -i 0.05)
+#   QUICK=1       ROUNDS=1 DURATION=3 PINGS=10
+#   VARIANTS=...  which variants, by key (default: all, see below)
 #   OUT=bench-results   where the CSV and JSON go (gitignored)
 #   NO_BUILD=1    skip `cargo build --release`
+#   TWNODE_OFFLOAD=0    passed to the twnode daemons: measure twnode without offloads
 #   PERF=1        after the rounds, profile both twnode daemons with `perf record` during
 #                 one more single-stream test; top symbols printed, data in $OUT
+#   PERF_CG="--call-graph dwarf"   call graphs for PERF=1 (default -g: frame pointers)
 #
 # Topology: namespace A (203.0.113.10/24) and B (198.51.100.20/24) on one veth, each
-# with a default route to the other, as tests/common's seed_pair. Variants:
-#   veth         iperf3 A -> B over the underlay (the ceiling)
-#   twnode       a twnode WireGuard line, MTU 1420: server on A, pasted client on B,
-#                VIPs 10.0.0.1 / 10.0.0.2
-#   wireguard-go wireguard-go on both sides, MTU 1420, VIPs 10.0.1.1 / 10.0.1.2
-# Each round starts the daemons afresh, waits for the handshake, idles 3 s (idle RSS),
-# then runs iperf3 with one TCP stream (throughput and the sender's retransmits) and with
-# 4 streams (A sends, B receives, TCP congestion control pinned to the namespace's
-# default, which is printed) and 20 pings,
-# and reads CPU seconds (utime+stime delta over those tests) and peak RSS (VmHWM) of
-# every daemon from /proc. Ends with one table (median and min-max per metric, and the
-# ratio twnode / wireguard-go) and writes $OUT/throughput-<time>.{csv,json}.
-# Everything it creates (namespaces, daemons, wireguard-go sockets, temp files) is
-# removed on exit, also on Ctrl-C.
+# with a default route to the other, as tests/common's seed_pair. Variants (key: what):
+#   veth     iperf3 A -> B over the underlay (the ceiling), MTU 1500
+#   twnode   a twnode WireGuard line, MTU 1420 (line create on A, pasted peer on B)
+#   wggo     wireguard-go (Debian) on both sides, MTU 1420
+#   btun     boringtun-cli at its defaults (4 threads), MTU 1420
+#   btun1    boringtun-cli --threads 1, MTU 1420
+#   gotatun  gotatun-cli at its defaults, MTU 1420
+#   gre      a twnode GRE line (default MTU 1476)
+#   ipip     a twnode IPIP line (default MTU 1480)
+#   wg2      twnode WireGuard on twnode WireGuard (seed scenario 1: tunnel_secure on
+#            tunnel_base; MTU 1420 then the derived 1360), iperf3 over the inner line
+#   wg3      a third WireGuard layer on top (derived MTU 1300)
+# Each round starts the daemons afresh, waits for the tunnel, idles 2 s (idle RSS of A's
+# daemon), then runs iperf3 with one TCP stream (throughput and the sender's
+# retransmits) and with 4 streams (A sends, B receives, TCP congestion control pinned to
+# bbr where the kernel has it, else the namespace's default; printed) and ping, and reads
+# CPU seconds (utime+stime delta over those tests) and peak RSS (VmHWM) of every daemon
+# from /proc. Ends with one table (median and min-max per metric), the ratios twnode
+# needs to meet (issue 6), and writes $OUT/throughput-<time>.{csv,json}.
+# Everything it creates (namespaces, daemons, UAPI sockets, temp files) is removed on
+# exit, also on Ctrl-C.
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-10}
+if [[ -n ${QUICK:-} ]]; then
+    ROUNDS=${ROUNDS:-1}
+    DURATION=${DURATION:-3}
+    PINGS=${PINGS:-10}
+fi
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
 PINGS=${PINGS:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/bench-results}
 TWNODE=$ROOT/target/release/twnode
+ALL_VARIANTS=(veth twnode wggo btun btun1 gotatun gre ipip wg2 wg3)
+read -ra VARIANTS <<<"${VARIANTS:-${ALL_VARIANTS[*]}}"
+export PATH=$PATH:${CARGO_HOME:-$HOME/.cargo}/bin
 
 if [[ $(id -u) != 0 ]]; then
     echo "benches/throughput.sh: run as root (it creates network namespaces)" >&2
@@ -60,10 +83,35 @@ fi
 TAG=$$
 NS_A=twb-a-$TAG
 NS_B=twb-b-$TAG
-WG_IF=twbwg$((TAG % 1000000)) # wireguard-go's socket path is global: unique name
+WG_IF=twbwg$((TAG % 1000000)) # the UAPI socket path is global: unique names
 WORK=$(mktemp -d /tmp/twnode-bench.XXXXXX)
 RAW=$WORK/raw.csv
+SKIPPED=$WORK/skipped.csv
 PIDS=()
+: >"$SKIPPED"
+
+# --- the peers from crates.io (idempotent) -----------------------------------------
+declare -A SKIP_WHY=()
+install_crate() { # binary crate
+    command -v "$1" >/dev/null && return 0
+    [[ -n ${BENCH_NO_INSTALL:-} ]] && return 1
+    echo "==> cargo install --locked $2 (first run only)"
+    cargo install --locked --quiet "$2" >"$WORK/install-$2.log" 2>&1
+}
+want() { local v; for v in "${VARIANTS[@]}"; do [[ $v == "$1" ]] && return 0; done; return 1; }
+if want btun || want btun1; then
+    if ! install_crate boringtun-cli boringtun-cli; then
+        why="boringtun-cli not installed: $(tail -1 "$WORK/install-boringtun-cli.log" 2>/dev/null || echo BENCH_NO_INSTALL)"
+        SKIP_WHY[btun]=$why
+        SKIP_WHY[btun1]=$why
+    fi
+fi
+if want gotatun; then
+    # The crate `gotatun` is a library only; its command line is the crate gotatun-cli.
+    if ! install_crate gotatun gotatun-cli; then
+        SKIP_WHY[gotatun]="gotatun-cli not installed: $(tail -1 "$WORK/install-gotatun-cli.log" 2>/dev/null || echo BENCH_NO_INSTALL)"
+    fi
+fi
 
 cleanup() {
     set +e
@@ -76,7 +124,7 @@ cleanup() {
     done
     ip netns del "$NS_A" 2>/dev/null
     ip netns del "$NS_B" 2>/dev/null
-    rm -f "/var/run/wireguard/$WG_IF.sock"
+    rm -f /var/run/wireguard/"$WG_IF"*.sock
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -142,19 +190,27 @@ ip -n "$NS_B" link set eth0 up
 ip -n "$NS_A" route add default via 198.51.100.20 dev eth0 onlink
 ip -n "$NS_B" route add default via 203.0.113.10 dev eth0 onlink
 
-CC=$(a sysctl -n net.ipv4.tcp_congestion_control)
+if grep -qw bbr /proc/sys/net/ipv4/tcp_available_congestion_control 2>/dev/null ||
+    a sysctl -q -w net.ipv4.tcp_congestion_control=bbr >/dev/null 2>&1; then
+    CC=bbr
+else
+    CC=$(a sysctl -n net.ipv4.tcp_congestion_control)
+fi
 CLK=$(getconf CLK_TCK)
 start_bg "$WORK/iperf3.log" ip netns exec "$NS_B" iperf3 -s
 wait_for 50 b bash -c 'ss -ltn | grep -q ":5201 "'
 
-echo "==> $(nproc) CPUs, kernel $(uname -r), congestion control in the namespaces: $CC"
+echo "==> $(nproc) CPUs, kernel $(uname -r), congestion control pinned: $CC"
 echo "==> load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the host skews results)"
-echo "==> $ROUNDS rounds, iperf3 -t $DURATION -C $CC, $PINGS pings at -i 0.05"
+echo "==> $ROUNDS rounds, iperf3 -t $DURATION -C $CC, $PINGS pings at -i 0.05; variants: ${VARIANTS[*]}"
+echo "==> twnode offloads: ${TWNODE_OFFLOAD:-on (TWNODE_OFFLOAD unset)}"
 echo "variant,round,metric,value" >"$RAW"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- the variants ---------------------------------------------------------------
-# Each up_<variant> sets TARGET (B's address) and DAEMONS ("A:pid B:pid" or empty);
-# each down_<variant> removes what up made.
+# Each up_<variant> sets TARGET (B's address) and DAEMONS ("A-pid B-pid" or empty) and
+# returns non-zero if the tunnel did not come up; each down_<variant> removes what up
+# made.
 
 up_veth() {
     TARGET=198.51.100.20
@@ -168,7 +224,8 @@ tw() { # ns-runner node args...
     $run "$TWNODE" --config "$WORK/$node/twnode.toml" --control "$WORK/$node/control.sock" "$@"
 }
 
-up_twnode() {
+# Starts a twnode daemon on each side; DAEMONS="A B".
+tw_daemons() {
     rm -rf "$WORK/twa" "$WORK/twb"
     mkdir -p "$WORK/twa" "$WORK/twb"
     start_bg "$WORK/twa/daemon.log" ip netns exec "$NS_A" "$TWNODE" daemon \
@@ -177,79 +234,122 @@ up_twnode() {
     start_bg "$WORK/twb/daemon.log" ip netns exec "$NS_B" "$TWNODE" daemon \
         --config "$WORK/twb/twnode.toml" --control "$WORK/twb/control.sock"
     local pb=$STARTED
+    DAEMONS="$pa $pb"
     wait_for 100 tw a twa line list || { cat "$WORK/twa/daemon.log"; return 1; }
     wait_for 100 tw b twb line list || { cat "$WORK/twb/daemon.log"; return 1; }
-    tw a twa line create eth0 198.51.100.20 10.0.0.2 10.0.0.1 tunnel_base \
-        --type wireguard --mode server --listen-port 51820 --mtu 1420 >/dev/null
+}
+
+# A line created on A as the user would, its peer command pasted on B.
+tw_line() { # parent peer_ip peer_vip local_vip name create-args...
+    local parent=$1 peer_ip=$2 peer_vip=$3 local_vip=$4 name=$5
+    shift 5
+    tw a twa line create "$parent" "$peer_ip" "$peer_vip" "$local_vip" "$name" "$@" >/dev/null
     local peer
-    peer=$(tw a twa line show-peer tunnel_base 2>/dev/null)
-    peer=${peer/<parent>/eth0}
+    peer=$(tw a twa line show-peer "$name" 2>/dev/null)
+    peer=${peer/<parent>/$parent}
     peer=${peer#twnode }
     # The peer command quotes its keys for a shell; eval reads them as one would.
-    eval "tw b twb $peer --mtu 1420" >/dev/null
-    wait_for 100 bash -c "ip netns exec $NS_A ping -c1 -W1 10.0.0.2" ||
-        { echo "twnode line did not come up"; cat "$WORK"/tw?/daemon.log; return 1; }
-    TARGET=10.0.0.2
-    DAEMONS="$pa $pb"
+    eval "tw b twb $peer" >/dev/null
+    wait_for 150 a ping -c1 -W1 "$peer_vip" ||
+        { echo "twnode line $name did not come up"; cat "$WORK"/tw?/daemon.log; return 1; }
+    TARGET=$peer_vip
 }
 
-down_twnode() {
+up_twnode() {
+    tw_daemons && tw_line eth0 198.51.100.20 10.0.0.2 10.0.0.1 tunnel_base \
+        --type wireguard --mode server --listen-port 51820 --mtu 1420
+}
+up_wg2() {
+    up_twnode && tw_line tunnel_base 10.0.0.2 172.16.0.2 172.16.0.1 tunnel_secure \
+        --type wireguard --mode server --listen-port 51821
+}
+up_wg3() {
+    up_wg2 && tw_line tunnel_secure 172.16.0.2 172.16.1.2 172.16.1.1 tunnel_third \
+        --type wireguard --mode server --listen-port 51822
+}
+up_gre() { tw_daemons && tw_line eth0 198.51.100.20 10.0.5.2 10.0.5.1 gre5 --type gre; }
+up_ipip() { tw_daemons && tw_line eth0 198.51.100.20 10.0.6.2 10.0.6.1 ipip6 --type ipip; }
+
+stop_daemons() {
     local pid
     for pid in $DAEMONS; do stop_pid "$pid"; done
 }
+down_twnode() { stop_daemons; }
+down_wg2() { stop_daemons; }
+down_wg3() { stop_daemons; }
+down_gre() { stop_daemons; }
+down_ipip() { stop_daemons; }
 
-up_wggo() {
-    local ka kb
+# A userspace WireGuard implementation driven through its UAPI socket with `wg`, like
+# wireguard-go: interface <prefix><n>a on A, <n>b on B, VIPs 10.0.<n>.1 / .2.
+up_uapi() { # n command...
+    local n=$1
+    shift
+    local ka kb ifa=${WG_IF}${n}a ifb=${WG_IF}${n}b
     ka=$(wg genkey)
     kb=$(wg genkey)
-    echo "$ka" >"$WORK/wga.key"
-    echo "$kb" >"$WORK/wgb.key"
-    chmod 600 "$WORK"/wg?.key
-    # Different names per side: the control socket's path is not per namespace.
-    start_bg "$WORK/wga.log" ip netns exec "$NS_A" env WG_PROCESS_FOREGROUND=1 \
-        wireguard-go -f "${WG_IF}a"
+    echo "$ka" >"$WORK/wg$n-a.key"
+    echo "$kb" >"$WORK/wg$n-b.key"
+    chmod 600 "$WORK"/wg"$n"-?.key
+    start_bg "$WORK/wg$n-a.log" ip netns exec "$NS_A" env WG_PROCESS_FOREGROUND=1 WG_SUDO=1 \
+        "$@" "$ifa"
     local pa=$STARTED
-    start_bg "$WORK/wgb.log" ip netns exec "$NS_B" env WG_PROCESS_FOREGROUND=1 \
-        wireguard-go -f "${WG_IF}b"
+    start_bg "$WORK/wg$n-b.log" ip netns exec "$NS_B" env WG_PROCESS_FOREGROUND=1 WG_SUDO=1 \
+        "$@" "$ifb"
     local pb=$STARTED
-    wait_for 100 a wg show "${WG_IF}a"
-    wait_for 100 b wg show "${WG_IF}b"
-    a wg set "${WG_IF}a" private-key "$WORK/wga.key" listen-port 51821 \
-        peer "$(echo "$kb" | wg pubkey)" allowed-ips 0.0.0.0/0
-    b wg set "${WG_IF}b" private-key "$WORK/wgb.key" \
-        peer "$(echo "$ka" | wg pubkey)" endpoint 203.0.113.10:51821 \
-        allowed-ips 0.0.0.0/0 persistent-keepalive 25
-    a ip addr add 10.0.1.1/32 peer 10.0.1.2 dev "${WG_IF}a"
-    b ip addr add 10.0.1.2/32 peer 10.0.1.1 dev "${WG_IF}b"
-    for side in a b; do
-        $side ip link set "${WG_IF}$side" mtu 1420 up
-    done
-    wait_for 100 bash -c "ip netns exec $NS_A ping -c1 -W1 10.0.1.2" ||
-        { echo "wireguard-go tunnel did not come up"; cat "$WORK"/wg?.log; return 1; }
-    TARGET=10.0.1.2
     DAEMONS="$pa $pb"
+    wait_for 100 a wg show "$ifa" || { cat "$WORK/wg$n-a.log"; return 1; }
+    wait_for 100 b wg show "$ifb" || { cat "$WORK/wg$n-b.log"; return 1; }
+    a wg set "$ifa" private-key "$WORK/wg$n-a.key" listen-port $((51830 + n)) \
+        peer "$(echo "$kb" | wg pubkey)" allowed-ips 0.0.0.0/0
+    b wg set "$ifb" private-key "$WORK/wg$n-b.key" \
+        peer "$(echo "$ka" | wg pubkey)" endpoint 203.0.113.10:$((51830 + n)) \
+        allowed-ips 0.0.0.0/0 persistent-keepalive 25
+    a ip addr add "10.0.$n.1/32" peer "10.0.$n.2" dev "$ifa"
+    b ip addr add "10.0.$n.2/32" peer "10.0.$n.1" dev "$ifb"
+    a ip link set "$ifa" mtu 1420 up
+    b ip link set "$ifb" mtu 1420 up
+    wait_for 100 a ping -c1 -W1 "10.0.$n.2" ||
+        { echo "tunnel $* did not come up"; cat "$WORK"/wg"$n"-?.log; return 1; }
+    TARGET=10.0.$n.2
 }
-
-down_wggo() {
-    local pid
-    for pid in $DAEMONS; do stop_pid "$pid"; done
-    rm -f "/var/run/wireguard/${WG_IF}a.sock" "/var/run/wireguard/${WG_IF}b.sock"
+down_uapi() { # n
+    stop_daemons
+    rm -f "/var/run/wireguard/${WG_IF}$1a.sock" "/var/run/wireguard/${WG_IF}$1b.sock"
 }
+up_wggo() { up_uapi 1 wireguard-go -f; }
+down_wggo() { down_uapi 1; }
+up_btun() { up_uapi 2 boringtun-cli -f --disable-drop-privileges -l "$WORK/btun.out"; }
+down_btun() { down_uapi 2; }
+up_btun1() { up_uapi 3 boringtun-cli -f --disable-drop-privileges -l "$WORK/btun1.out" --threads 1; }
+down_btun1() { down_uapi 3; }
+up_gotatun() { up_uapi 4 gotatun -f --disable-drop-privileges -l "$WORK/gotatun.out"; }
+down_gotatun() { down_uapi 4; }
 
 iperf() { # streams -> "<bits per second received> <retransmitted segments>"
     local json
-    json=$(a iperf3 -c "$TARGET" -t "$DURATION" -C "$CC" -P "$1" -J)
+    json=$(a iperf3 -c "$TARGET" -t "$DURATION" -C "$CC" -P "$1" -J) || { echo "0 0"; return; }
     python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]; print(int(e["sum_received"]["bits_per_second"]), e["sum_sent"].get("retransmits", 0))' <<<"$json"
 }
 
 measure() { # variant round
     local variant=$1 round=$2
-    "up_$variant"
+    if [[ -n ${SKIP_WHY[$variant]:-} ]]; then
+        return
+    fi
+    DAEMONS=""
+    if ! "up_$variant" >"$WORK/up.log" 2>&1; then
+        echo "    $variant did not come up (round $round); skipped:"
+        sed 's/^/      /' "$WORK/up.log" | tail -5
+        echo "$variant,round $round: did not come up" >>"$SKIPPED"
+        "down_$variant" || true
+        return
+    fi
     local pids sides=(a b) i
     read -ra pids <<<"$DAEMONS"
     if ((${#pids[@]})); then
-        sleep 3
-        # The server side, A, with its one line (twnode) or interface (wireguard-go).
+        sleep 2
+        # The server side, A, with its line(s) (twnode) or interface.
         record "$variant" "$round" idle_rss_kib "$(status_kib "${pids[0]}" VmRSS)"
     fi
     local before=()
@@ -262,7 +362,7 @@ measure() { # variant round
     record "$variant" "$round" tcp1_gbps "$(python3 -c "print($single/1e9)")"
     record "$variant" "$round" tcp1_retrans "$retrans"
     record "$variant" "$round" tcp4_gbps "$(python3 -c "print($multi/1e9)")"
-    record "$variant" "$round" rtt_ms "$rtt"
+    record "$variant" "$round" rtt_ms "${rtt:-nan}"
 
     for i in "${!pids[@]}"; do
         local ticks=$(($(cpu_ticks "${pids[i]}") - before[i]))
@@ -270,11 +370,15 @@ measure() { # variant round
         record "$variant" "$round" "peak_rss_kib_${sides[i]}" "$(status_kib "${pids[i]}" VmHWM)"
     done
     "down_$variant"
-    printf '    %-12s 1 stream %6.2f Gbit/s   4 streams %6.2f Gbit/s   rtt %s ms\n' \
-        "$variant" "$(python3 -c "print($single/1e9)")" "$(python3 -c "print($multi/1e9)")" "$rtt"
+    printf '    %-8s 1 stream %6.2f Gbit/s   4 streams %6.2f Gbit/s   rtt %s ms   load %s\n' \
+        "$variant" "$(python3 -c "print($single/1e9)")" "$(python3 -c "print($multi/1e9)")" "$rtt" \
+        "$(cut -d' ' -f1 /proc/loadavg)"
 }
 
-VARIANTS=(veth twnode wggo)
+for v in "${!SKIP_WHY[@]}"; do
+    echo "==> $v skipped: ${SKIP_WHY[$v]}"
+    echo "$v,${SKIP_WHY[$v]}" >>"$SKIPPED"
+done
 for round in $(seq "$ROUNDS"); do
     echo "==> round $round/$ROUNDS"
     # Rotate the order so no variant always runs first (or last) in a round.
@@ -283,7 +387,8 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-echo "==> load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "==> load average at end: $LOAD_END"
 mkdir -p "$OUT"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 
@@ -291,11 +396,13 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 if [[ -n ${PERF:-} ]]; then
     command -v perf >/dev/null || { echo "PERF=1 needs perf (apt-get install linux-perf)" >&2; exit 1; }
     echo "==> perf: twnode, one TCP stream for $DURATION s"
-    up_twnode
+    up_twnode >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; exit 1; }
     read -r pid_a pid_b <<<"$DAEMONS"
-    start_bg "$WORK/perf-a.log" perf record -F 999 -g -p "$pid_a" -o "$OUT/perf-twnode-A-$STAMP.data"
+    # shellcheck disable=SC2086 # PERF_CG is a list of perf options
+    start_bg "$WORK/perf-a.log" perf record -F 999 ${PERF_CG:--g} -p "$pid_a" -o "$OUT/perf-twnode-A-$STAMP.data"
     perf_a=$STARTED
-    start_bg "$WORK/perf-b.log" perf record -F 999 -g -p "$pid_b" -o "$OUT/perf-twnode-B-$STAMP.data"
+    # shellcheck disable=SC2086
+    start_bg "$WORK/perf-b.log" perf record -F 999 ${PERF_CG:--g} -p "$pid_b" -o "$OUT/perf-twnode-B-$STAMP.data"
     perf_b=$STARTED
     sleep 0.5
     read -r single _ <<<"$(iperf 1)"
@@ -314,59 +421,105 @@ if [[ -n ${PERF:-} ]]; then
 fi
 
 # --- the table ------------------------------------------------------------------
-python3 - "$RAW" "$OUT/throughput-$STAMP" "$CC" "$ROUNDS" "$DURATION" <<'EOF'
+python3 - "$RAW" "$OUT/throughput-$STAMP" "$CC" "$ROUNDS" "$DURATION" "$SKIPPED" \
+    "$LOAD_START" "$LOAD_END" "${TWNODE_OFFLOAD:-on}" <<'PY'
 import csv, json, statistics, sys, os, platform
 
-raw, base, cc, rounds, duration = sys.argv[1:]
+raw, base, cc, rounds, duration, skipped, load_start, load_end, offload = sys.argv[1:]
 rows = list(csv.DictReader(open(raw)))
-variants = ["veth", "twnode", "wggo"]
-names = {"veth": "plain veth", "twnode": "twnode WG", "wggo": "wireguard-go"}
+skips = [l.rstrip("\n").split(",", 1) for l in open(skipped) if l.strip()]
+variants = ["veth", "twnode", "wggo", "btun", "btun1", "gotatun", "gre", "ipip", "wg2", "wg3"]
+names = {
+    "veth": "plain veth", "twnode": "twnode WG", "wggo": "wireguard-go",
+    "btun": "boringtun-cli", "btun1": "boringtun-cli -t1", "gotatun": "gotatun",
+    "gre": "twnode GRE", "ipip": "twnode IPIP", "wg2": "twnode WG x2", "wg3": "twnode WG x3",
+}
 metrics = [
-    ("tcp1_gbps", "TCP 1 stream, Gbit/s"),
-    ("tcp1_retrans", "TCP 1 stream, retransmits"),
-    ("tcp4_gbps", "TCP 4 streams, Gbit/s"),
-    ("rtt_ms", "ping RTT avg, ms"),
-    ("cpu_s_a", "CPU s, daemon A (sender)"),
-    ("cpu_s_b", "CPU s, daemon B (receiver)"),
-    ("peak_rss_kib_a", "peak RSS A, MiB"),
-    ("peak_rss_kib_b", "peak RSS B, MiB"),
-    ("idle_rss_kib", "idle RSS A (1 line), MiB"),
+    ("tcp1_gbps", "1 stream Gbit/s"),
+    ("tcp4_gbps", "4 streams Gbit/s"),
+    ("tcp1_retrans", "1-stream retr"),
+    ("rtt_ms", "ping ms"),
+    ("cpu_s_a", "CPU s A"),
+    ("cpu_s_b", "CPU s B"),
+    ("peak_rss_kib_a", "peak RSS A MiB"),
+    ("peak_rss_kib_b", "peak RSS B MiB"),
+    ("idle_rss_kib", "idle RSS A MiB"),
 ]
-scale = {m: (1 / 1024 if m.endswith("kib") or "rss_kib" in m else 1) for m, _ in metrics}
+scale = {m: (1 / 1024 if "kib" in m else 1) for m, _ in metrics}
 
 summary = {}
 for m, _ in metrics:
     for v in variants:
-        vals = [float(r["value"]) * scale[m] for r in rows if r["variant"] == v and r["metric"] == m]
+        vals = [float(r["value"]) * scale[m] for r in rows
+                if r["variant"] == v and r["metric"] == m and r["value"] not in ("", "nan")]
         if vals:
             summary[(m, v)] = {
                 "median": statistics.median(vals), "min": min(vals), "max": max(vals),
                 "n": len(vals), "values": vals,
             }
 
+def fmt(m, x):
+    return {"rtt_ms": "{:.3f}", "tcp1_retrans": "{:.0f}"}.get(m, "{:.2f}").format(x)
+
 def cell(m, v):
     s = summary.get((m, v))
     if not s:
         return "-"
-    f = {"rtt_ms": "{:.3f}", "tcp1_retrans": "{:.0f}"}.get(m, "{:.2f}")
-    return f"{f.format(s['median'])} ({f.format(s['min'])}–{f.format(s['max'])})"
+    if s["n"] == 1 or s["min"] == s["max"]:
+        return fmt(m, s["median"])
+    return f"{fmt(m, s['median'])} ({fmt(m, s['min'])}–{fmt(m, s['max'])})"
 
-def ratio(m):
-    t, w = summary.get((m, "twnode")), summary.get((m, "wggo"))
-    if not t or not w or w["median"] == 0:
-        return "-"
-    return f"{t['median'] / w['median']:.2f}x"
-
-header = ["metric (median, min–max)"] + [names[v] for v in variants] + ["twnode/wg-go"]
-table = [header] + [[label] + [cell(m, v) for v in variants] + [ratio(m)] for m, label in metrics]
+present = [v for v in variants if any((m, v) in summary for m, _ in metrics)]
+header = ["variant"] + [label for _, label in metrics]
+table = [header] + [[names[v]] + [cell(m, v) for m, _ in metrics] for v in present]
 widths = [max(len(r[i]) for r in table) for i in range(len(header))]
 print()
-print(f"twnode throughput harness: {rounds} rounds, iperf3 -t {duration} -C {cc}, MTU 1420, "
-      f"{os.cpu_count()} CPUs, kernel {platform.release()}")
+print(f"twnode throughput harness: {rounds} rounds interleaved, iperf3 -t {duration} -C {cc}, "
+      f"WireGuard MTU 1420, {os.cpu_count()} CPUs, kernel {platform.release()}, "
+      f"load {load_start} -> {load_end}, twnode offloads {offload}")
+print("median (min–max) over the rounds; CPU = utime+stime of each daemon over the tests")
 for i, r in enumerate(table):
-    print("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
+    print("  ".join(c.rjust(widths[j]) if j else c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
     if i == 0:
         print("  ".join("-" * w for w in widths))
+for v, why in skips:
+    print(f"not measured: {names.get(v, v)}: {why}")
+
+def med(m, v):
+    s = summary.get((m, v))
+    return s["median"] if s else None
+
+ratios = {}
+def ratio(label, num, den, target=None, lower_is_better=False):
+    if num is None or den is None or den == 0:
+        return
+    r = num / den
+    ok = "" if target is None else ("  met" if (r <= target if lower_is_better else r >= target) else "  NOT met")
+    ratios[label] = r
+    tgt = "" if target is None else f"  (target {'<=' if lower_is_better else '>='} {target:g}x)"
+    print(f"  {label:<52} {r:6.2f}x{tgt}{ok}")
+
+print("\nratios (medians):")
+peers = [p for p in ("wggo", "btun", "btun1", "gotatun") if med("tcp1_gbps", p)]
+for p in peers:
+    if p == "btun1":
+        continue  # below, with its target
+    ratio(f"twnode WG / {names[p]}, 1 stream", med("tcp1_gbps", "twnode"), med("tcp1_gbps", p))
+    ratio(f"twnode WG / {names[p]}, 4 streams", med("tcp4_gbps", "twnode"), med("tcp4_gbps", p))
+fastest = max(((med("tcp1_gbps", p), p) for p in peers if p != "btun1"), default=(None, None))
+if fastest[0]:
+    ratio(f"twnode WG / fastest default peer ({names[fastest[1]]})",
+          med("tcp1_gbps", "twnode"), fastest[0], 3)
+if med("tcp1_gbps", "btun1"):
+    ratio("twnode WG / boringtun-cli -t1, 4 streams", med("tcp4_gbps", "twnode"), med("tcp4_gbps", "btun1"))
+    ratio("twnode WG / boringtun-cli -t1, 1 stream", med("tcp1_gbps", "twnode"), med("tcp1_gbps", "btun1"), 3)
+for v in ("twnode", "gre", "ipip"):
+    ratio(f"{names[v]} / plain veth, 1 stream", med("tcp1_gbps", v), med("tcp1_gbps", "veth"),
+          0.25 if v != "twnode" else None)
+ratio("twnode WG x2 / twnode WG, 1 stream", med("tcp1_gbps", "wg2"), med("tcp1_gbps", "twnode"), 0.5)
+ratio("twnode WG x3 / twnode WG, 1 stream", med("tcp1_gbps", "wg3"), med("tcp1_gbps", "twnode"))
+ratio("twnode WG ping / boringtun-cli ping", med("rtt_ms", "twnode"), med("rtt_ms", "btun"), 1, True)
+ratio("twnode WG ping / wireguard-go ping", med("rtt_ms", "twnode"), med("rtt_ms", "wggo"))
 
 with open(base + ".csv", "w", newline="") as f:
     w = csv.writer(f)
@@ -376,15 +529,11 @@ with open(base + ".csv", "w", newline="") as f:
 with open(base + ".json", "w") as f:
     json.dump({
         "rounds": int(rounds), "duration_s": int(duration), "congestion_control": cc,
-        "cpus": os.cpu_count(), "kernel": platform.release(), "mtu": 1420,
-        "labels": dict(metrics), "rss_unit": "MiB",
-        "results": {m: {v: summary[(m, v)] for v in variants if (m, v) in summary} for m, _ in metrics},
-        "ratio_twnode_wireguard_go": {
-            m: summary[(m, "twnode")]["median"] / summary[(m, "wggo")]["median"]
-            for m, _ in metrics
-            if (m, "twnode") in summary and (m, "wggo") in summary and summary[(m, "wggo")]["median"]
-        },
-        "raw": rows,
+        "cpus": os.cpu_count(), "kernel": platform.release(), "wireguard_mtu": 1420,
+        "load_start": load_start, "load_end": load_end, "twnode_offload": offload,
+        "variants": {v: names[v] for v in present}, "labels": dict(metrics), "rss_unit": "MiB",
+        "results": {m: {v: summary[(m, v)] for v in present if (m, v) in summary} for m, _ in metrics},
+        "ratios": ratios, "skipped": dict(skips), "raw": rows,
     }, f, indent=2)
 print(f"\nwritten: {base}.csv {base}.json")
-EOF
+PY

@@ -9,7 +9,9 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod batch;
+pub mod gso;
 pub mod pmtu;
+pub mod pool;
 pub mod raw;
 pub mod seqstore;
 pub mod stats;

@@ -1,10 +1,11 @@
 //! TUN devices, created with tun-rs and driven non-blocking through tokio's reactor.
 
 use std::io;
+use std::os::fd::AsRawFd;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tun_rs::{DeviceBuilder, SyncDevice};
+use tun_rs::{DeviceBuilder, GROTable, SyncDevice};
 
 use super::batch::{Batch, BATCH};
 use super::DataplaneError;
@@ -14,6 +15,15 @@ use super::DataplaneError;
 pub struct Tun {
     dev: AsyncFd<SyncDevice>,
     index: u32,
+}
+
+/// TUN offloads a WireGuard line asked for and got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunOffload {
+    /// `IFF_VNET_HDR` with TSO: reads may be 64 KB super-packets, writes are coalesced.
+    pub tso: bool,
+    /// USO too (Linux 6.2): UDP super-packets both ways.
+    pub uso: bool,
 }
 
 impl Tun {
@@ -27,6 +37,17 @@ impl Tun {
     /// comes up, so the kernel sends no IPv6 (router solicitations, MLD reports) into a
     /// line that cannot carry it.
     pub fn create_for(name: &str, mtu: u16, ipv6: bool) -> Result<Tun, DataplaneError> {
+        Tun::create_with(name, mtu, ipv6, false)
+    }
+
+    /// Like [`Tun::create_for`], with `IFF_VNET_HDR` and TSO/USO when `offload` (a
+    /// kernel that refuses them fails the creation: the caller retries without).
+    pub fn create_with(
+        name: &str,
+        mtu: u16,
+        ipv6: bool,
+        offload: bool,
+    ) -> Result<Tun, DataplaneError> {
         let err = |source| DataplaneError::Tun {
             name: name.to_string(),
             source,
@@ -35,6 +56,7 @@ impl Tun {
             .name(name)
             .mtu(mtu)
             .packet_information(false)
+            .offload(offload)
             .enable(ipv6)
             .build_sync()
             .map_err(err)?;
@@ -49,6 +71,38 @@ impl Tun {
         let dev = unsafe { AsyncFd::register_with_interest(dev, Interest::READABLE) }
             .map_err(|e| err(e.into_parts().1))?;
         Ok(Tun { dev, index })
+    }
+
+    /// The offloads in force on this device.
+    pub fn offload(&self) -> TunOffload {
+        let dev = self.dev.get_ref();
+        TunOffload {
+            tso: dev.tcp_gso(),
+            uso: dev.udp_gso(),
+        }
+    }
+
+    /// One read, split into packets at offset 0 of `bufs` (one packet without offloads,
+    /// the segments of a super-packet with them); returns how many.
+    pub fn recv_split(
+        &self,
+        raw: &mut [u8],
+        bufs: &mut [&mut [u8]],
+        sizes: &mut [usize],
+    ) -> io::Result<usize> {
+        let n = bufs.len().min(sizes.len());
+        self.dev
+            .get_ref()
+            .recv_multiple(raw, &mut bufs[..n], &mut sizes[..n], 0)
+    }
+
+    /// Writes the packets (each at [`super::pool::TUN_OFFSET`] in its buffer), coalescing
+    /// a flow's packets into super-packets when offloads are on. Returns the bytes
+    /// written, or the last write error (the other packets were still written).
+    pub fn send_coalesced(&self, gro: &mut GROTable, bufs: &mut [Vec<u8>]) -> io::Result<usize> {
+        self.dev
+            .get_ref()
+            .send_multiple(gro, bufs, super::pool::TUN_OFFSET)
     }
 
     /// The kernel's interface index.
@@ -80,8 +134,37 @@ impl Tun {
         (n, None)
     }
 
-    /// Writes one packet; never blocks (a full queue is an error the caller counts).
+    /// Writes `buf`, a virtio-net header and a packet, as it is (offloads on); never
+    /// blocks.
+    pub fn write_with_header(&self, buf: &[u8]) -> io::Result<usize> {
+        self.dev.get_ref().send(buf)
+    }
+
+    /// Writes one IP packet; never blocks (a full queue is an error the caller counts).
+    /// On a device with offloads the packet goes behind a zeroed virtio-net header (no
+    /// GSO, checksum complete), which such a device expects in front of every write.
     pub fn write(&self, packet: &[u8]) -> io::Result<usize> {
-        self.dev.get_ref().send(packet)
+        let dev = self.dev.get_ref();
+        if !dev.tcp_gso() {
+            return dev.send(packet);
+        }
+        let header = [0u8; tun_rs::VIRTIO_NET_HDR_LEN];
+        let iov = [
+            libc::iovec {
+                iov_base: header.as_ptr() as *mut libc::c_void,
+                iov_len: header.len(),
+            },
+            libc::iovec {
+                iov_base: packet.as_ptr() as *mut libc::c_void,
+                iov_len: packet.len(),
+            },
+        ];
+        // SAFETY: both iovecs point into live buffers of the given lengths, which the
+        // kernel only reads; the descriptor stays open while `dev` is borrowed.
+        let n = unsafe { libc::writev(dev.as_raw_fd(), iov.as_ptr(), 2) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((n as usize).saturating_sub(header.len()))
     }
 }

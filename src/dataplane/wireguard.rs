@@ -19,21 +19,26 @@
 //! wireguard-go (0.0.20220316) sometimes resolves into a session it cannot receive on.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+use tun_rs::GROTable;
 
-use super::batch::{offset_in, with_batch, Batch, BATCH};
+use super::batch::{offset_in, SLOT};
 use super::pmtu::PathMtu;
+use super::pool::{
+    dec_slot, seg_views, with_buffers, Buffers, RX_MSGS_GRO, RX_MSGS_MAX, SEGS, TUN_OFFSET,
+};
 use super::stats::LineStats;
-use super::tun::Tun;
-use super::{udp, DataplaneError};
+use super::tun::{Tun, TunOffload};
+use super::{gso, udp, DataplaneError};
 use crate::config::{PrivateKey, PublicKey};
-use crate::tunnel::wireguard::{Keys, Stats, WireGuardCore};
+use crate::tunnel::wireguard::{Keys, Stats, WireGuardCore, MIN_OUT};
 use crate::tunnel::{Action, DropReason};
 
 /// How often WireGuard's timers run.
@@ -47,6 +52,28 @@ const COOKIE_REPLY: u8 = 3;
 /// How long after answering a handshake we start none of our own (WireGuard's
 /// REKEY_TIMEOUT, which the kernel applies from the last handshake message sent).
 pub const RESPONSE_HOLDOFF: Duration = Duration::from_secs(5);
+
+/// Whether WireGuard lines use offloads (TUN TSO/USO + GRO, UDP GSO/GRO): yes unless
+/// the environment variable `TWNODE_OFFLOAD` is `0`, `off`, `no` or `false` when the
+/// daemon starts (a switch for debugging and for testing the plain path).
+pub fn offload_wanted() -> bool {
+    static WANTED: OnceLock<bool> = OnceLock::new();
+    *WANTED.get_or_init(|| {
+        let off = std::env::var("TWNODE_OFFLOAD").is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "0" | "off" | "no" | "false"
+            )
+        });
+        if off {
+            info!(
+                "TWNODE_OFFLOAD={}: WireGuard lines run without offloads",
+                "0"
+            );
+        }
+        !off
+    })
+}
 
 /// Everything the data plane needs to run one WireGuard line.
 pub struct WireGuardSpec {
@@ -103,6 +130,12 @@ struct Io {
     shared: Mutex<Shared>,
     stats: Arc<LineStats>,
     dials: bool,
+    /// TUN offloads in force (TSO/USO reads, GRO writes).
+    tun_offload: TunOffload,
+    /// UDP GSO: probed at start, turned off if a send is refused.
+    udp_gso: AtomicBool,
+    /// UDP GRO: on when the kernel took the socket option.
+    udp_gro: bool,
     pmtu: Arc<PathMtu>,
     redial_from: Option<IpAddr>,
 }
@@ -135,9 +168,20 @@ pub struct WireGuardStatus {
 impl WireGuardLine {
     /// Creates the TUN device and the socket and starts the tasks on the current runtime.
     pub fn start(spec: WireGuardSpec) -> Result<WireGuardLine, DataplaneError> {
-        let tun = Tun::create(&spec.name, spec.mtu)?;
+        let want = offload_wanted();
+        let tun = match Tun::create_with(&spec.name, spec.mtu, true, want) {
+            Ok(tun) => tun,
+            Err(e) if want => {
+                warn!(line = %spec.name, error = %e, "TUN offloads refused; creating the device without them");
+                Tun::create(&spec.name, spec.mtu)?
+            }
+            Err(e) => return Err(e),
+        };
         let socket = udp::bind(SocketAddr::new(spec.local_ip, spec.listen_port))?;
         let local = udp::local_addr(socket.get_ref());
+        let tun_offload = tun.offload();
+        let udp_gso = want && gso::probe_gso(socket.get_ref());
+        let udp_gro = want && gso::enable_gro(socket.get_ref());
         let core = WireGuardCore::new(Keys {
             private: &spec.private_key,
             peer_public: &spec.peer_public_key,
@@ -157,10 +201,22 @@ impl WireGuardLine {
             }),
             stats: Arc::new(LineStats::default()),
             dials: spec.endpoint.is_some(),
+            tun_offload,
+            udp_gso: AtomicBool::new(udp_gso),
+            udp_gro,
             pmtu: spec.pmtu,
             redial_from: spec.redial_from,
         });
-        info!(line = %io.name, local = ?local, endpoint = ?spec.endpoint, "wireguard line started");
+        info!(
+            line = %io.name,
+            local = ?local,
+            endpoint = ?spec.endpoint,
+            tso = tun_offload.tso,
+            uso = tun_offload.uso,
+            udp_gso,
+            udp_gro,
+            "wireguard line started"
+        );
         let tasks = vec![
             tokio::spawn(outbound(io.clone())),
             tokio::spawn(inbound(io.clone())),
@@ -216,9 +272,10 @@ impl Drop for WireGuardLine {
     }
 }
 
-/// TUN -> UDP.
+/// TUN -> UDP. A batch is one TUN read (a 64 KB super-packet split into its segments
+/// with offloads; up to [`SEGS`] single packets without), encrypted under one lock and
+/// sent with one `sendmmsg` (runs of equal-size datagrams as GSO sends).
 async fn outbound(io: Arc<Io>) {
-    let mut slots = [0usize; BATCH];
     loop {
         // AsyncFd::readable() takes no coop budget: without this, a socket that
         // never drains (a flood) keeps its worker thread, and with it the I/O driver,
@@ -231,8 +288,8 @@ async fn outbound(io: Arc<Io>) {
                 return;
             }
         };
-        with_batch(|b| {
-            let n = read_tun_batch(&io, b);
+        with_buffers(|w| {
+            let n = read_tun_batch(&io, w);
             if n == 0 {
                 guard.clear_ready();
                 return;
@@ -244,25 +301,26 @@ async fn outbound(io: Arc<Io>) {
                 endpoint = sh.endpoint;
                 let now = Instant::now();
                 let mut bytes = 0u64;
-                for i in 0..n {
-                    let (inp, out) = b.in_out(i);
-                    let base = out.as_ptr();
-                    let len = inp.len();
-                    if io.pmtu.refused(inp, out, &io.tun, &io.stats) {
+                for (i, chunk) in w.enc.chunks_exact_mut(SLOT).take(n).enumerate() {
+                    let inp = w
+                        .segs
+                        .get(i * SLOT..i * SLOT + w.seg_len[i].min(SLOT))
+                        .unwrap_or_default();
+                    // Per segment: a super-packet's segments each fit the line's MTU.
+                    if io.pmtu.refused(inp, chunk, &io.tun, &io.stats) {
                         continue;
                     }
-                    match sh.core.handle_tun_packet(inp, out) {
+                    match sh.core.handle_tun_packet(inp, chunk) {
                         Action::WriteToNetwork(p) => {
                             // An initiation instead of data: the packet waits for it.
                             if p.first() == Some(&HANDSHAKE_INITIATION) {
                                 sh.queued = true;
                             }
                             if sh.may_send(p, now) {
-                                b.out[i] = (offset_in(base, p), p.len());
-                                slots[k] = i;
+                                w.enc_out[k] = (p.as_ptr(), p.len());
                                 k += 1;
                             }
-                            bytes += len as u64;
+                            bytes += inp.len() as u64;
                         }
                         // Queued while a handshake runs.
                         Action::Done => sh.queued = true,
@@ -273,13 +331,7 @@ async fn outbound(io: Arc<Io>) {
                 LineStats::add(&io.stats.tx_bytes, bytes);
             }
             match endpoint {
-                Some(to) => {
-                    let sent = udp::send_batch(io.socket.get_ref(), b, &slots[..k], to);
-                    LineStats::add(&io.stats.tx_packets, sent as u64);
-                    if sent < k {
-                        io.stats.count_drop(DropReason::IoError, (k - sent) as u64);
-                    }
-                }
+                Some(to) => send_encrypted(&io, &w.enc_out[..k], to),
                 None if k > 0 => io.stats.count_drop(DropReason::NoEndpoint, k as u64),
                 None => {}
             }
@@ -287,14 +339,47 @@ async fn outbound(io: Arc<Io>) {
     }
 }
 
-/// Reads up to a batch of packets from the TUN device; 0 when it is drained.
-fn read_tun_batch(io: &Io, b: &mut Batch) -> usize {
+/// Sends encrypted datagrams to `to`, with GSO while the socket takes it.
+fn send_encrypted(io: &Io, packets: &[(*const u8, usize)], to: SocketAddr) {
+    let k = packets.len();
+    let use_gso = io.udp_gso.load(Ordering::Relaxed);
+    let sent = match gso::send_segments(io.socket.get_ref(), packets, to, use_gso) {
+        Ok(sent) => sent,
+        Err((sent, e)) if use_gso && gso::is_gso_refusal(&e) => {
+            warn!(line = %io.name, error = %e, "UDP GSO refused on this path; sending datagrams one by one from now on");
+            io.udp_gso.store(false, Ordering::Relaxed);
+            let rest = &packets[sent..];
+            sent + gso::send_segments(io.socket.get_ref(), rest, to, false)
+                .unwrap_or_else(|(n, _)| n)
+        }
+        Err((sent, e)) => {
+            debug!(line = %io.name, error = %e, "UDP send failed");
+            sent
+        }
+    };
+    LineStats::add(&io.stats.tx_packets, sent as u64);
+    if sent < k {
+        io.stats.count_drop(DropReason::IoError, (k - sent) as u64);
+    }
+}
+
+/// Reads from the TUN device into the thread's segment buffers: one read with
+/// offloads (a super-packet splits into up to [`SEGS`] packets), else single packets
+/// until the device is drained or the batch is full. 0 when nothing was there.
+fn read_tun_batch(io: &Io, w: &mut Buffers) -> usize {
     let mut n = 0;
-    while n < BATCH {
-        match io.tun.fd().get_ref().recv(b.input_slot(n)) {
-            Ok(len) => {
-                b.in_len[n] = len;
-                n += 1;
+    let per_read = if io.tun_offload.tso { SEGS } else { 1 };
+    while n + per_read <= SEGS {
+        let mut views = seg_views(&mut w.segs, n);
+        let got = io
+            .tun
+            .recv_split(&mut w.tun_read, &mut views[..SEGS - n], &mut w.seg_len[n..]);
+        match got {
+            Ok(got) => {
+                n += got;
+                if per_read > 1 {
+                    break;
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -308,17 +393,10 @@ fn read_tun_batch(io: &Io, b: &mut Batch) -> usize {
     n
 }
 
-/// What the inbound batch produced in output slot i.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Out {
-    None,
-    Tun,
-    Net(SocketAddr),
-}
-
-/// UDP -> TUN.
+/// UDP -> TUN. A batch is one `recvmmsg` (with GRO, each message a run of coalesced
+/// datagrams, split here); decrypted under one lock per [`SEGS`] packets and written
+/// to the TUN device with GRO coalescing when offloads are on.
 async fn inbound(io: Arc<Io>) {
-    let mut outs = [Out::None; BATCH];
     loop {
         // AsyncFd::readable() takes no coop budget: without this, a socket that
         // never drains (a flood) keeps its worker thread, and with it the I/O driver,
@@ -331,8 +409,9 @@ async fn inbound(io: Arc<Io>) {
                 return;
             }
         };
-        with_batch(|b| {
-            let n = match udp::recv_batch(io.socket.get_ref(), b) {
+        with_buffers(|w| {
+            let msgs = if io.udp_gro { RX_MSGS_GRO } else { RX_MSGS_MAX };
+            let n = match gso::recv_segments(io.socket.get_ref(), &mut w.rx, msgs, &mut w.rx_msgs) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     guard.clear_ready();
@@ -343,124 +422,168 @@ async fn inbound(io: Arc<Io>) {
                     return;
                 }
             };
-            let mut flush_to: Option<SocketAddr> = None;
-            {
-                let mut sh = io.lock();
-                let now = Instant::now();
-                let mut confirmed = false;
-                for (i, slot) in outs.iter_mut().enumerate().take(n) {
-                    *slot = Out::None;
-                    let Some(from) = b.from[i] else {
+            inbound_batch(&io, w, n);
+        });
+    }
+}
+
+/// Decrypts the `n` received messages and writes what they carry to the TUN device.
+fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) {
+    let mut flush_to: Option<SocketAddr> = None;
+    let mut confirmed = false;
+    // Position: message, byte offset within it.
+    let (mut msg, mut pos) = (0usize, 0usize);
+    while msg < n {
+        let mut t = 0; // packets for the TUN device in this chunk
+        {
+            let mut sh = io.lock();
+            let now = Instant::now();
+            while msg < n && t < SEGS {
+                let m = w.rx_msgs[msg];
+                if pos >= m.len {
+                    if m.len == 0 {
                         io.stats.count_drop(DropReason::Malformed, 1);
-                        continue;
-                    };
-                    let (inp, out) = b.in_out(i);
-                    let base = out.as_ptr();
-                    // A cookie reply we receive proves nothing about where the peer
-                    // is now: it never moves the endpoint nor confirms a session.
-                    let cookie_in = inp.first() == Some(&COOKIE_REPLY);
-                    let authenticated = match sh.core.handle_datagram(from.ip(), inp, out) {
-                        Action::WriteToTun(p) => {
-                            b.out[i] = (offset_in(base, p), p.len());
-                            *slot = Out::Tun;
-                            confirmed = true;
-                            true
+                    }
+                    msg += 1;
+                    pos = 0;
+                    continue;
+                }
+                let end = (pos + m.seg).min(m.len);
+                let datagram = &w.rx[m.start + pos..m.start + end];
+                pos = end;
+                let Some(from) = m.from else {
+                    io.stats.count_drop(DropReason::Malformed, 1);
+                    continue;
+                };
+                let need = TUN_OFFSET + datagram.len().max(MIN_OUT);
+                let Some(buf) = dec_slot(&mut w.dec, t, need) else {
+                    break;
+                };
+                // A cookie reply we receive proves nothing about where the peer is
+                // now: it never moves the endpoint nor confirms a session.
+                let cookie_in = datagram.first() == Some(&COOKIE_REPLY);
+                let out = &mut buf[TUN_OFFSET..];
+                let base = out.as_ptr();
+                let mut to_tun = None;
+                let authenticated = match sh.core.handle_datagram(from.ip(), datagram, out) {
+                    Action::WriteToTun(p) => {
+                        to_tun = Some((offset_in(base, p), p.len()));
+                        confirmed = true;
+                        true
+                    }
+                    Action::WriteToNetwork(p) => {
+                        // A handshake response or a cookie: goes back to the sender
+                        // at once (rare; the lock is held for one send). A cookie
+                        // reply answers an unauthenticated handshake under load: it
+                        // must not move the endpoint, or a flood of forged initiations
+                        // could steal the line.
+                        let authenticated = p.first() != Some(&COOKIE_REPLY);
+                        if !authenticated {
+                            // boringtun answers with a cookie instead of an Err.
+                            io.stats.count_drop(DropReason::UnderLoad, 1);
                         }
-                        Action::WriteToNetwork(p) => {
-                            // A handshake response or a cookie: goes back to the sender.
-                            // A cookie reply (type 3) answers an unauthenticated
-                            // handshake under load: it must not move the endpoint, or a
-                            // flood of forged initiations could steal the line.
-                            let authenticated = p.first() != Some(&COOKIE_REPLY);
-                            if !authenticated {
-                                // boringtun answers with a cookie instead of an Err.
-                                io.stats.count_drop(DropReason::UnderLoad, 1);
-                            }
-                            if p.first() == Some(&HANDSHAKE_RESPONSE) {
-                                sh.responded = Some(now);
-                            }
-                            b.out[i] = (offset_in(base, p), p.len());
-                            *slot = Out::Net(from);
-                            flush_to = Some(from);
-                            authenticated
+                        if p.first() == Some(&HANDSHAKE_RESPONSE) {
+                            sh.responded = Some(now);
                         }
-                        Action::Done if cookie_in => false,
-                        Action::Done => {
-                            confirmed = true;
-                            true
+                        if udp::send_one(io.socket.get_ref(), p, from).is_err() {
+                            io.stats.count_drop(DropReason::IoError, 1);
                         }
-                        Action::Drop(r) => {
-                            io.stats.count_drop(r, 1);
-                            // Unauthenticated, so the endpoint stays; the answer goes to
-                            // the peer's own address only, at most once per
-                            // RESPONSE_HOLDOFF (a forged packet buys one initiation).
-                            if r == DropReason::UnknownSession
-                                && io.redial_from == Some(from.ip())
-                                && !sh.core.is_up()
-                                && sh.redialed.is_none_or(|at| {
-                                    now.saturating_duration_since(at) >= RESPONSE_HOLDOFF
-                                })
-                            {
-                                if let Action::WriteToNetwork(p) = sh.core.poll_handshake_anew(out)
-                                {
-                                    if sh.may_send(p, now) {
-                                        debug!(line = %io.name, to = %from, "data without a session: handshake back");
-                                        sh.redialed = Some(now);
-                                        b.out[i] = (offset_in(base, p), p.len());
-                                        *slot = Out::Net(from);
+                        flush_to = Some(from);
+                        authenticated
+                    }
+                    Action::Done if cookie_in => false,
+                    Action::Done => {
+                        confirmed = true;
+                        true
+                    }
+                    Action::Drop(r) => {
+                        io.stats.count_drop(r, 1);
+                        // Unauthenticated, so the endpoint stays; the answer goes to
+                        // the peer's own address only, at most once per
+                        // RESPONSE_HOLDOFF (a forged packet buys one initiation).
+                        if r == DropReason::UnknownSession
+                            && io.redial_from == Some(from.ip())
+                            && !sh.core.is_up()
+                            && sh.redialed.is_none_or(|at| {
+                                now.saturating_duration_since(at) >= RESPONSE_HOLDOFF
+                            })
+                        {
+                            if let Action::WriteToNetwork(p) = sh.core.poll_handshake_anew(out) {
+                                if sh.may_send(p, now) {
+                                    debug!(line = %io.name, to = %from, "data without a session: handshake back");
+                                    sh.redialed = Some(now);
+                                    if udp::send_one(io.socket.get_ref(), p, from).is_err() {
+                                        io.stats.count_drop(DropReason::IoError, 1);
                                     }
                                 }
                             }
-                            false
                         }
-                    };
-                    if authenticated && sh.endpoint != Some(from) {
-                        info!(line = %io.name, old = ?sh.endpoint, new = %from, "peer endpoint changed");
-                        sh.endpoint = Some(from);
+                        false
                     }
+                };
+                if let Some((off, len)) = to_tun {
+                    if off != 0 {
+                        buf.copy_within(TUN_OFFSET + off..TUN_OFFSET + off + len, TUN_OFFSET);
+                    }
+                    buf.truncate(TUN_OFFSET + len);
+                    t += 1;
                 }
-                // The peer's first packet on a session we answered for: what waited
-                // for it can go.
-                if confirmed && sh.queued && flush_to.is_none() {
-                    flush_to = sh.endpoint;
-                }
-            }
-            let mut rx_packets = 0u64;
-            let mut rx_bytes = 0u64;
-            for (i, out) in outs.iter().enumerate().take(n) {
-                match *out {
-                    Out::Tun => {
-                        let pkt = b.output(i);
-                        match io.tun.write(pkt) {
-                            Ok(_) => {
-                                rx_packets += 1;
-                                rx_bytes += pkt.len() as u64;
-                            }
-                            Err(_) => io.stats.count_drop(DropReason::IoError, 1),
-                        }
-                    }
-                    Out::Net(to) => {
-                        if udp::send_one(io.socket.get_ref(), b.output(i), to).is_err() {
-                            io.stats.count_drop(DropReason::IoError, 1);
-                        }
-                    }
-                    Out::None => {}
+                if authenticated && sh.endpoint != Some(from) {
+                    info!(line = %io.name, old = ?sh.endpoint, new = %from, "peer endpoint changed");
+                    sh.endpoint = Some(from);
                 }
             }
-            LineStats::add(&io.stats.rx_packets, rx_packets);
-            LineStats::add(&io.stats.rx_bytes, rx_bytes);
-            if let Some(to) = flush_to {
-                flush_queued(&io, b, to);
+            // The peer's first packet on a session we answered for: what waited for
+            // it can go.
+            if confirmed && sh.queued && flush_to.is_none() {
+                flush_to = sh.endpoint;
             }
-        });
+        }
+        if t > 0 {
+            let bytes: usize = w.dec[..t].iter().map(|b| b.len() - TUN_OFFSET).sum();
+            let mut failed = 0;
+            if io.tun_offload.tso && t == 1 {
+                // Nothing to coalesce: the packet behind a zeroed virtio-net header,
+                // without touching the GRO tables.
+                let b = &mut w.dec[0];
+                if let Some(hdr) = b.get_mut(..TUN_OFFSET) {
+                    hdr.fill(0);
+                }
+                if io.tun.write_with_header(b).is_err() {
+                    failed = 1;
+                }
+            } else if io.tun_offload.tso {
+                let gro = w.gro.get_or_insert_with(GROTable::new);
+                if let Err(e) = io.tun.send_coalesced(gro, &mut w.dec[..t]) {
+                    debug!(line = %io.name, error = %e, "TUN write failed");
+                    failed = 1;
+                }
+            } else {
+                for b in &w.dec[..t] {
+                    if io
+                        .tun
+                        .write(b.get(TUN_OFFSET..).unwrap_or_default())
+                        .is_err()
+                    {
+                        failed += 1;
+                    }
+                }
+            }
+            io.stats.count_drop(DropReason::IoError, failed);
+            LineStats::add(&io.stats.rx_packets, t as u64 - failed.min(t as u64));
+            LineStats::add(&io.stats.rx_bytes, bytes as u64);
+        }
+    }
+    if let Some(to) = flush_to {
+        flush_queued(io, w, to);
     }
 }
 
 /// After a handshake completes, sends the packets that waited for it. Without a
 /// session yet (we only answered), they stay queued: the core turns each into an
 /// initiation of our own, which [`Shared::may_send`] holds back.
-fn flush_queued(io: &Io, b: &mut Batch, to: SocketAddr) {
-    let out = b.input_slot(0);
+fn flush_queued(io: &Io, w: &mut Buffers, to: SocketAddr) {
+    let out = &mut w.enc[..SLOT];
     let now = Instant::now();
     loop {
         let mut sh = io.lock();
