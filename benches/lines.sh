@@ -11,6 +11,7 @@
 # `twnode daemon` is started and timed until `ip` shows every device, address and route.
 # Printed: time to up, RSS right then and after 3 s idle, peak RSS (VmHWM), the time
 # `line list` takes to answer, and the time SIGTERM takes to remove everything.
+# Needs root, iproute2, python3.
 # Issue 6's targets: 1000 lines up within 10 s and under 300 MiB; one idle line <= 8 MiB.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -85,10 +86,9 @@ for n in "${COUNTS[@]}"; do
     wait "$DAEMON" || true
     s1=$(now)
     DAEMON=
-    printf '%6d  %10.2f  %12.1f  %12.1f  %12.1f  %10.0f  %10.2f\n' "$n" \
-        "$(echo "$t1 - $t0" | bc)" "$(echo "$rss_up / 1024" | bc -l)" \
-        "$(echo "$rss_idle / 1024" | bc -l)" "$(echo "$peak / 1024" | bc -l)" \
-        "$(echo "($l1 - $l0) * 1000" | bc)" "$(echo "$s1 - $s0" | bc)"
+    python3 -c 'import sys; n, t0, t1, up, idle, l0, l1, peak, s0, s1 = map(float, sys.argv[1:])
+print(f"{int(n):6d}  {t1 - t0:10.2f}  {up / 1024:12.1f}  {idle / 1024:12.1f}  {peak / 1024:12.1f}  {(l1 - l0) * 1000:10.0f}  {s1 - s0:10.2f}")' \
+        "$n" "$t0" "$t1" "$rss_up" "$rss_idle" "$l0" "$l1" "$peak" "$s0" "$s1"
     ip netns del "$NS"
     ip netns del "$NS_B"
 done

@@ -457,7 +457,9 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) {
                 };
                 let need = TUN_OFFSET + datagram.len().max(MIN_OUT);
                 let Some(buf) = dec_slot(&mut w.dec, t, need) else {
-                    break;
+                    // Unreachable (t < SEGS); the datagram is consumed either way.
+                    io.stats.count_drop(DropReason::IoError, 1);
+                    continue;
                 };
                 // A cookie reply we receive proves nothing about where the peer is
                 // now: it never moves the endpoint nor confirms a session.
