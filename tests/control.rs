@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::node::{seed_pair, twnode_bin, Node, SERVER_CREATE};
+use common::node::{create_and_paste, seed_pair, twnode_bin, Node, SECURE_CREATE, SERVER_CREATE};
 use common::{dump_state, require_root_and_tools, Netns};
 
 /// The system python, reachable by an unprivileged user (a pyenv shim under /root is not).
@@ -366,25 +366,7 @@ fn deleting_a_parent_line_needs_cascade_which_removes_children_first() {
     let before_b = dump_state(&b);
     let (na, nb) = base_line(&a, &b);
 
-    na.cli_ok(&[
-        "line",
-        "create",
-        "tunnel_base",
-        "10.0.0.2",
-        "172.16.0.2",
-        "172.16.0.1",
-        "tunnel_secure",
-        "--type",
-        "wireguard",
-        "--mode",
-        "server",
-        "--listen-port",
-        "51821",
-    ]);
-    nb.paste(
-        &na.cli_ok(&["line", "show-peer", "tunnel_secure"]),
-        "tunnel_base",
-    );
+    create_and_paste(&na, &nb, SECURE_CREATE, "tunnel_base");
     na.wait_state("tunnel_secure", "up", 10);
     nb.wait_state("tunnel_secure", "up", 10);
     a.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "172.16.0.2"]);

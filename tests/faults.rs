@@ -11,7 +11,7 @@ mod common;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use common::node::{seed_pair, tcp_transfer, Node, SERVER_CREATE};
+use common::node::{create_and_paste, seed_pair, tcp_transfer, Node, SECURE_CREATE, SERVER_CREATE};
 use common::soak::{self, time_until_ping};
 use common::{require_root_and_tools, Netns};
 
@@ -47,25 +47,7 @@ fn gre_line(na: &Node, nb: &Node) {
 
 /// A nested WireGuard line over `tunnel_base` (A server, B client).
 fn nested_line(na: &Node, nb: &Node) {
-    na.cli_ok(&[
-        "line",
-        "create",
-        "tunnel_base",
-        "10.0.0.2",
-        "172.16.0.2",
-        "172.16.0.1",
-        "tunnel_secure",
-        "--type",
-        "wireguard",
-        "--mode",
-        "server",
-        "--listen-port",
-        "51821",
-    ]);
-    nb.paste(
-        &na.cli_ok(&["line", "show-peer", "tunnel_secure"]),
-        "tunnel_base",
-    );
+    create_and_paste(na, nb, SECURE_CREATE, "tunnel_base");
 }
 
 #[test]

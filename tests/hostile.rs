@@ -15,7 +15,7 @@ mod common;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use common::node::{seed_pair, Node, SERVER_CREATE};
+use common::node::{create_and_paste, seed_pair, Node, GRE_CREATE, SERVER_CREATE};
 use common::raw::{add_ipv6_underlay, A6, B6};
 use common::soak::{self, drops, drops_text, line_json};
 use common::{require_root_and_tools, Netns};
@@ -234,20 +234,7 @@ fn flood_while_a_line_carries_traffic(secs: u32) {
     na.wait_state("tunnel_two", "up", 10);
     // IP tunnel lines on A, so the raw packets reach their decapsulation: GRE with a
     // key (also on B, to ping over it), IPIP and SIT toward the same peer.
-    na.cli_ok(&[
-        "line",
-        "create",
-        "eth0",
-        "198.51.100.20",
-        "10.9.0.2",
-        "10.9.0.1",
-        "gre1",
-        "--type",
-        "gre",
-        "--key",
-        "7",
-    ]);
-    nb.paste(&na.cli_ok(&["line", "show-peer", "gre1"]), "eth0");
+    create_and_paste(&na, &nb, GRE_CREATE, "eth0");
     for (name, kind, peer, local) in [
         ("ipip1", "ipip", "10.9.1.2", "10.9.1.1"),
         ("sit1", "sit", "10.9.2.2", "10.9.2.1"),

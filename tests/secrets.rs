@@ -8,7 +8,9 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 
-use common::node::{seed_pair, twnode_bin, Node, SERVER_CREATE};
+use common::node::{
+    create_and_paste, seed_pair, twnode_bin, Node, GRE_CREATE, SECURE_CREATE, SERVER_CREATE,
+};
 use common::soak::{self, spawn_daemon_with_env};
 use common::{dump_state, require_root_and_tools};
 
@@ -246,39 +248,8 @@ fn daemon_keeps_only_network_capabilities_manages_lines_with_them_and_exits_clea
     na.cli_ok(SERVER_CREATE);
     nb.paste(&na.cli_ok(&["line", "show-peer", "tunnel_base"]), "eth0");
     na.wait_state("tunnel_base", "up", 10);
-    na.cli_ok(&[
-        "line",
-        "create",
-        "tunnel_base",
-        "10.0.0.2",
-        "172.16.0.2",
-        "172.16.0.1",
-        "tunnel_secure",
-        "--type",
-        "wireguard",
-        "--mode",
-        "server",
-        "--listen-port",
-        "51821",
-    ]);
-    nb.paste(
-        &na.cli_ok(&["line", "show-peer", "tunnel_secure"]),
-        "tunnel_base",
-    );
-    na.cli_ok(&[
-        "line",
-        "create",
-        "eth0",
-        "198.51.100.20",
-        "10.9.0.2",
-        "10.9.0.1",
-        "gre1",
-        "--type",
-        "gre",
-        "--key",
-        "7",
-    ]);
-    nb.paste(&na.cli_ok(&["line", "show-peer", "gre1"]), "eth0");
+    create_and_paste(&na, &nb, SECURE_CREATE, "tunnel_base");
+    create_and_paste(&na, &nb, GRE_CREATE, "eth0");
     na.wait_state("tunnel_secure", "up", 15);
     for dst in ["10.0.0.2", "172.16.0.2", "10.9.0.2"] {
         a.run_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", dst]);

@@ -30,6 +30,46 @@ pub const SERVER_CREATE: &[&str] = &[
     "51820",
 ];
 
+/// The seed's second layer: `tunnel_secure` on `tunnel_base`, A's side.
+pub const SECURE_CREATE: &[&str] = &[
+    "line",
+    "create",
+    "tunnel_base",
+    "10.0.0.2",
+    "172.16.0.2",
+    "172.16.0.1",
+    "tunnel_secure",
+    "--type",
+    "wireguard",
+    "--mode",
+    "server",
+    "--listen-port",
+    "51821",
+];
+
+/// A GRE line with key 7 from A (seed_pair) to B, A's side.
+pub const GRE_CREATE: &[&str] = &[
+    "line",
+    "create",
+    "eth0",
+    "198.51.100.20",
+    "10.9.0.2",
+    "10.9.0.1",
+    "gre1",
+    "--type",
+    "gre",
+    "--key",
+    "7",
+];
+
+/// Runs `create` (a `line create`) on `a`, and pastes the peer command it prints on `b`
+/// with `b_parent` as the parent.
+pub fn create_and_paste(a: &Node, b: &Node, create: &[&str], b_parent: &str) {
+    let name = create[6];
+    a.cli_ok(create);
+    b.paste(&a.cli_ok(&["line", "show-peer", name]), b_parent);
+}
+
 /// A twnode daemon in a namespace.
 pub struct Node<'a> {
     pub ns: &'a Netns,
