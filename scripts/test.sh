@@ -26,10 +26,10 @@ echo "==> cargo test (unit, property and network-namespace integration tests)"
 cargo test --all-targets --no-fail-fast 2>&1 | tee /tmp/twnode-test.log
 # cargo test exits non-zero on any failure; set -o pipefail carries it through tee.
 
-if [[ ${FUZZ_SECONDS:-20} != 0 ]]; then
+if [[ ${FUZZ_SECONDS:-15} != 0 ]]; then
     if [[ -x scripts/fuzz.sh ]]; then
-        echo "==> fuzzing every target for ${FUZZ_SECONDS:-20} s"
-        FUZZ_SECONDS=${FUZZ_SECONDS:-20} ./scripts/fuzz.sh
+        echo "==> fuzzing every target for ${FUZZ_SECONDS:-15} s"
+        FUZZ_SECONDS=${FUZZ_SECONDS:-15} ./scripts/fuzz.sh
     fi
 elif [[ $CI == true ]]; then
     echo "FUZZ_SECONDS=0 is not allowed under CI=true" >&2
