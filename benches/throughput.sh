@@ -24,6 +24,7 @@
 #   PERF=1        after the rounds, profile both twnode daemons with `perf record` during
 #                 one more single-stream test; top symbols printed, data in $OUT
 #   PERF_CG="--call-graph dwarf"   call graphs for PERF=1 (default -g: frame pointers)
+#   PERF_VARIANT=twnode   which twnode variant PERF=1 profiles (twnode gre ipip wg2 wg3)
 #
 # Topology: namespace A (203.0.113.10/24) and B (198.51.100.20/24) on one veth, each
 # with a default route to the other, as tests/common's seed_pair. Variants (key: what):
@@ -38,6 +39,10 @@
 #   wg2      twnode WireGuard on twnode WireGuard (seed scenario 1: tunnel_secure on
 #            tunnel_base; MTU 1420 then the derived 1360), iperf3 over the inner line
 #   wg3      a third WireGuard layer on top (derived MTU 1300)
+#   rawmax   no tunnel: the kernel's ceiling for any userspace IP tunnel here, raw
+#            protocol-47 sockets moving 1500-byte packets A -> B with sendmmsg and
+#            recvmmsg of 64 and nothing else (examples/raw_ceiling.rs); 1-stream column
+#            only
 # Each round starts the daemons afresh, waits for the tunnel, idles 2 s (idle RSS of A's
 # daemon), then runs iperf3 with one TCP stream (throughput and the sender's
 # retransmits) and with 4 streams (A sends, B receives, TCP congestion control pinned to
@@ -60,7 +65,8 @@ PINGS=${PINGS:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/bench-results}
 TWNODE=$ROOT/target/release/twnode
-ALL_VARIANTS=(veth twnode wggo btun btun1 gotatun gre ipip wg2 wg3)
+RAW_CEILING=$ROOT/target/release/examples/raw_ceiling
+ALL_VARIANTS=(veth twnode wggo btun btun1 gotatun gre ipip rawmax wg2 wg3)
 read -ra VARIANTS <<<"${VARIANTS:-${ALL_VARIANTS[*]}}"
 export PATH=$PATH:${CARGO_HOME:-$HOME/.cargo}/bin
 
@@ -77,7 +83,7 @@ done
 
 if [[ -z ${NO_BUILD:-} ]]; then
     echo "==> cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet)
+    (cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example raw_ceiling)
 fi
 
 TAG=$$
@@ -111,6 +117,9 @@ if want gotatun; then
     if ! install_crate gotatun gotatun-cli; then
         SKIP_WHY[gotatun]="gotatun-cli not installed: $(tail -1 "$WORK/install-gotatun-cli.log" 2>/dev/null || echo BENCH_NO_INSTALL)"
     fi
+fi
+if want rawmax && [[ ! -x $RAW_CEILING ]]; then
+    SKIP_WHY[rawmax]="$RAW_CEILING not built: cargo build --release --example raw_ceiling"
 fi
 
 cleanup() {
@@ -268,6 +277,8 @@ up_wg3() {
         --type wireguard --mode server --listen-port 51822
 }
 up_gre() { tw_daemons && tw_line eth0 198.51.100.20 10.0.5.2 10.0.5.1 gre5 --type gre; }
+up_rawmax() { DAEMONS=""; }
+down_rawmax() { :; }
 up_ipip() { tw_daemons && tw_line eth0 198.51.100.20 10.0.6.2 10.0.6.1 ipip6 --type ipip; }
 
 stop_daemons() {
@@ -356,6 +367,19 @@ measure() { # variant round
     for i in "${!pids[@]}"; do before[i]=$(cpu_ticks "${pids[i]}"); done
 
     local single multi rtt retrans
+    if [[ $variant == rawmax ]]; then
+        local out=$WORK/rawmax.out
+        start_bg "$out" b "$RAW_CEILING" recv 198.51.100.20 "$DURATION"
+        local receiver=$STARTED
+        sleep 0.3
+        a "$RAW_CEILING" send 203.0.113.10 198.51.100.20 "$DURATION" 1500
+        wait "$receiver" || true
+        read -r single _ <"$out" || single=0
+        record "$variant" "$round" tcp1_gbps "$(python3 -c "print(${single:-0}/1e9)")"
+        printf '    %-8s raw sockets %6.2f Gbit/s   load %s\n' "$variant" \
+            "$(python3 -c "print(${single:-0}/1e9)")" "$(cut -d' ' -f1 /proc/loadavg)"
+        return
+    fi
     read -r single retrans <<<"$(iperf 1)"
     read -r multi _ <<<"$(iperf 4)"
     rtt=$(a ping -q -c "$PINGS" -i 0.05 "$TARGET" | awk -F/ '/^rtt|^round-trip/ { print $5 }')
@@ -395,8 +419,13 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 # --- the profile (PERF=1) -------------------------------------------------------
 if [[ -n ${PERF:-} ]]; then
     command -v perf >/dev/null || { echo "PERF=1 needs perf (apt-get install linux-perf)" >&2; exit 1; }
-    echo "==> perf: twnode, one TCP stream for $DURATION s"
-    up_twnode >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; exit 1; }
+    PERF_VARIANT=${PERF_VARIANT:-twnode}
+    case $PERF_VARIANT in
+    twnode | gre | ipip | wg2 | wg3) ;;
+    *) echo "PERF_VARIANT=$PERF_VARIANT: profiles only twnode, gre, ipip, wg2 or wg3" >&2; exit 1 ;;
+    esac
+    echo "==> perf: $PERF_VARIANT, one TCP stream for $DURATION s"
+    "up_$PERF_VARIANT" >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; exit 1; }
     read -r pid_a pid_b <<<"$DAEMONS"
     # shellcheck disable=SC2086 # PERF_CG is a list of perf options
     start_bg "$WORK/perf-a.log" perf record -F 999 ${PERF_CG:--g} -p "$pid_a" -o "$OUT/perf-twnode-A-$STAMP.data"
@@ -409,7 +438,7 @@ if [[ -n ${PERF:-} ]]; then
     echo "    $(python3 -c "print($single/1e9)") Gbit/s under perf"
     kill -INT "$perf_a" "$perf_b"
     wait "$perf_a" "$perf_b" 2>/dev/null || true
-    down_twnode
+    "down_$PERF_VARIANT"
     for side in A B; do
         echo "--- twnode $side ($([[ $side == A ]] && echo sender || echo receiver)): top symbols, self time"
         data=$OUT/perf-twnode-$side-$STAMP.data
@@ -428,11 +457,11 @@ import csv, json, statistics, sys, os, platform
 raw, base, cc, rounds, duration, skipped, load_start, load_end, offload = sys.argv[1:]
 rows = list(csv.DictReader(open(raw)))
 skips = [l.rstrip("\n").split(",", 1) for l in open(skipped) if l.strip()]
-variants = ["veth", "twnode", "wggo", "btun", "btun1", "gotatun", "gre", "ipip", "wg2", "wg3"]
+variants = ["veth", "twnode", "wggo", "btun", "btun1", "gotatun", "gre", "ipip", "rawmax", "wg2", "wg3"]
 names = {
     "veth": "plain veth", "twnode": "twnode WG", "wggo": "wireguard-go",
     "btun": "boringtun-cli", "btun1": "boringtun-cli -t1", "gotatun": "gotatun",
-    "gre": "twnode GRE", "ipip": "twnode IPIP", "wg2": "twnode WG x2", "wg3": "twnode WG x3",
+    "gre": "twnode GRE", "ipip": "twnode IPIP", "rawmax": "raw socket ceiling", "wg2": "twnode WG x2", "wg3": "twnode WG x3",
 }
 metrics = [
     ("tcp1_gbps", "1 stream Gbit/s"),
@@ -516,6 +545,9 @@ if med("tcp1_gbps", "btun1"):
 for v in ("twnode", "gre", "ipip"):
     ratio(f"{names[v]} / plain veth, 1 stream", med("tcp1_gbps", v), med("tcp1_gbps", "veth"),
           0.25 if v != "twnode" else None)
+ratio("raw socket ceiling / plain veth", med("tcp1_gbps", "rawmax"), med("tcp1_gbps", "veth"))
+for v in ("gre", "ipip"):
+    ratio(f"{names[v]} / raw socket ceiling, 1 stream", med("tcp1_gbps", v), med("tcp1_gbps", "rawmax"))
 ratio("twnode WG x2 / twnode WG, 1 stream", med("tcp1_gbps", "wg2"), med("tcp1_gbps", "twnode"), 0.5)
 ratio("twnode WG x3 / twnode WG, 1 stream", med("tcp1_gbps", "wg3"), med("tcp1_gbps", "twnode"))
 ratio("twnode WG ping / boringtun-cli ping", med("rtt_ms", "twnode"), med("rtt_ms", "btun"), 1, True)

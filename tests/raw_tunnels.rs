@@ -167,6 +167,16 @@ fn carries_ping_and_tcp(kind: &str) {
         ("fd00::1", "fd00::2")
     };
     create_pair(&na, &nb, c, "t1", vips, &[]);
+    // The offload path (TSO reads split into segments, GRO-coalesced writes) is the
+    // one under test here; scale_lines.rs covers the path without offloads.
+    for n in [&na, &nb] {
+        let log = n.log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("ip tunnel line started") && l.contains("tso=true")),
+            "{kind}: the line's TUN device should have offloads (IFF_VNET_HDR + TSO):\n{log}"
+        );
+    }
     // Without keepalive the line is up as soon as the data plane runs, and says that
     // liveness is unknown.
     let l = line_json(&na, "t1");

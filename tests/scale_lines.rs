@@ -1,7 +1,8 @@
 //! Many WireGuard lines in one daemon: 1000 server lines from one config file come up
 //! (a TUN device each, with its VIP and its peer's route), the daemon keeps answering
 //! its control socket, and SIGTERM removes every device. Also, with offloads turned off
-//! (`TWNODE_OFFLOAD=0`), a line still carries ping and a checksummed TCP transfer.
+//! (`TWNODE_OFFLOAD=0`), a WireGuard line and a GRE line still carry ping and
+//! checksummed TCP transfers both ways.
 //!
 //! Only correctness is asserted; the time-to-up and RSS figures are printed (run with
 //! `--nocapture`) and measured properly by `benches/lines.sh`. `TWNODE_SCALE_LINES=N`
@@ -13,7 +14,9 @@ use std::fmt::Write as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::node::{seed_pair, tcp_transfer, twnode_bin, Node, SERVER_CREATE};
+use common::node::{
+    create_and_paste, seed_pair, tcp_transfer, twnode_bin, Node, GRE_CREATE, SERVER_CREATE,
+};
 use common::{require_root_and_tools, Netns, Spawned};
 use twnode::config::PrivateKey;
 
@@ -226,4 +229,20 @@ fn line_without_offloads_carries_ping_and_tcp() {
     assert_eq!(sent, got, "10 MB transfer checksum without offloads");
     let (sent, got) = tcp_transfer(&b, &a, "10.0.0.1", 5002, 10 << 20);
     assert_eq!(sent, got, "10 MB transfer checksum without offloads, back");
+
+    // An IP tunnel line: its TUN device without offloads too.
+    create_and_paste(&na, &nb, GRE_CREATE, "eth0");
+    for n in [&na, &nb] {
+        let log = std::fs::read_to_string(n.dir.path().join("daemon.log")).unwrap_or_default();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("ip tunnel line started") && l.contains("tso=false")),
+            "TWNODE_OFFLOAD=0: the GRE line's TUN device has no offloads:\n{log}"
+        );
+    }
+    a.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.9.0.2"]);
+    let (sent, got) = tcp_transfer(&a, &b, "10.9.0.2", 5003, 10 << 20);
+    assert_eq!(sent, got, "10 MB over GRE without offloads");
+    let (sent, got) = tcp_transfer(&b, &a, "10.9.0.1", 5004, 10 << 20);
+    assert_eq!(sent, got, "10 MB over GRE without offloads, back");
 }

@@ -43,10 +43,11 @@ use tracing::{debug, info, warn};
 
 use super::batch::{offset_in, with_batch, Batch, BATCH, SLOT};
 use super::pmtu::PathMtu;
+use super::pool::{dec_slot, with_buffers, TUN_OFFSET};
 use super::seqstore::SeqStore;
 use super::stats::LineStats;
 use super::tun::Tun;
-use super::{udp, DataplaneError};
+use super::{gso, udp, DataplaneError};
 use crate::tunnel::esp::{Cipher, EspCore, SaPair};
 use crate::tunnel::iptunnel::{IpTunnelCore, IpVersion, Settings};
 use crate::tunnel::keepalive::{KeepaliveStatus, Liveness};
@@ -368,7 +369,17 @@ impl RawLine {
             core = core.with_esp(e)?;
             store = Some((esp.store, esp.floor));
         }
-        let tun = Tun::create_for(&spec.name, spec.mtu, settings.kind.carries(IpVersion::V6))?;
+        let ipv6 = settings.kind.carries(IpVersion::V6);
+        let want = super::tun::offload_wanted();
+        let tun = match Tun::create_with(&spec.name, spec.mtu, ipv6, want) {
+            Ok(tun) => tun,
+            Err(e) if want => {
+                warn!(line = %spec.name, error = %e, "TUN offloads refused; creating the device without them");
+                Tun::create_for(&spec.name, spec.mtu, ipv6)?
+            }
+            Err(e) => return Err(e),
+        };
+        let offload = tun.offload();
         let id = sockets.next_line.fetch_add(1, Relaxed);
         let kind = settings.kind;
         let esp_spi = core.esp().map(|e| Key(e.inbound_spi()));
@@ -439,7 +450,7 @@ impl RawLine {
             tasks.push(tokio::spawn(reserve(io.clone(), seq, floor)));
         }
         info!(line = %io.name, kind = %kind, local = %settings.local, peer = %settings.peer,
-              "ip tunnel line started");
+              tso = offload.tso, "ip tunnel line started");
         Ok(RawLine {
             io,
             tasks,
@@ -514,9 +525,10 @@ impl Drop for RawLine {
     }
 }
 
-/// TUN -> underlay.
+/// TUN -> underlay: a batch is one TUN read with offloads (a super-packet, split into
+/// its segments) or up to [`pool::SEGS`](super::pool::SEGS) single packets without,
+/// encapsulated under one lock and sent with one `sendmmsg`.
 async fn outbound(io: Arc<LineIo>) {
-    let mut slots = [0usize; BATCH];
     loop {
         // AsyncFd::readable() takes no coop budget: without this, a socket that
         // never drains (a flood) keeps its worker thread, and with it the I/O driver,
@@ -529,8 +541,8 @@ async fn outbound(io: Arc<LineIo>) {
                 return;
             }
         };
-        with_batch(|b| {
-            let (n, err) = io.tun.read_batch(b);
+        with_buffers(|w| {
+            let (n, err) = io.tun.read_segments(w);
             if let Some(e) = err {
                 debug!(line = %io.name, error = %e, "TUN read failed");
                 io.stats.count_drop(DropReason::IoError, 1);
@@ -544,20 +556,19 @@ async fn outbound(io: Arc<LineIo>) {
             let wants_reservation;
             {
                 let mut core = io.lock();
-                for i in 0..n {
-                    let (inp, out) = b.in_out(i);
-                    let base = out.as_ptr();
-                    let len = inp.len();
+                for (i, out) in w.enc.chunks_exact_mut(SLOT).take(n).enumerate() {
+                    let inp = w
+                        .segs
+                        .get(i * SLOT..i * SLOT + w.seg_len[i].min(SLOT))
+                        .unwrap_or_default();
                     if io.pmtu.refused(inp, out, &io.tun, &io.stats) {
                         continue;
                     }
                     match core.handle_tun_packet(inp, out) {
                         Action::WriteToNetwork(p) => {
-                            let rec = (offset_in(base, p), p.len());
-                            b.out[i] = rec;
-                            slots[k] = i;
+                            w.enc_out[k] = (p.as_ptr(), p.len());
                             k += 1;
-                            bytes += len as u64;
+                            bytes += inp.len() as u64;
                         }
                         Action::Drop(r) => io.stats.count_drop(r, 1),
                         Action::Done | Action::WriteToTun(_) => {}
@@ -570,7 +581,14 @@ async fn outbound(io: Arc<LineIo>) {
                     r.notify_one();
                 }
             }
-            let sent = udp::send_batch(io.tx.socket.get_ref(), b, &slots[..k], io.peer);
+            let socket = io.tx.socket.get_ref();
+            let sent = match gso::send_segments(socket, &w.enc_out[..k], io.peer, false) {
+                Ok(sent) => sent,
+                Err((sent, e)) => {
+                    debug!(line = %io.name, error = %e, "raw socket send failed");
+                    sent
+                }
+            };
             LineStats::add(&io.stats.tx_packets, sent as u64);
             LineStats::add(&io.stats.tx_bytes, bytes);
             if sent < k {
@@ -849,31 +867,57 @@ async fn receive(endpoint: Arc<Endpoint>) {
                     }
                 }
             }
-            for (i, out) in outs.iter().enumerate().take(n) {
-                let (idx, to_tun) = match *out {
-                    Out::None => continue,
-                    Out::Tun(idx) => (idx, true),
-                    Out::Net(idx) => (idx, false),
-                };
-                let line = &routes[idx].io;
-                let (off, len) = b.out[i];
-                let Some(packet) = b.input_slot(i).get(off..off + len) else {
-                    continue;
-                };
-                if to_tun {
-                    match line.tun.write(packet) {
-                        Ok(_) => {
-                            LineStats::add(&line.stats.rx_packets, 1);
-                            LineStats::add(&line.stats.rx_bytes, len as u64);
+            // Runs of one line's packets go to its TUN device together: with offloads,
+            // coalesced into super-packets.
+            with_buffers(|w| {
+                let mut run: Option<usize> = None;
+                let mut t = 0;
+                for (i, out) in outs.iter().enumerate().take(n) {
+                    let (off, len) = b.out[i];
+                    let Some(packet) = b.input_slot(i).get(off..off + len) else {
+                        continue;
+                    };
+                    match *out {
+                        Out::None => {}
+                        Out::Net(idx) => {
+                            let line = &routes[idx].io;
+                            if udp::send_one(socket, packet, line.peer).is_err() {
+                                line.stats.count_drop(DropReason::IoError, 1);
+                            }
                         }
-                        Err(_) => line.stats.count_drop(DropReason::IoError, 1),
+                        Out::Tun(idx) => {
+                            if run != Some(idx) {
+                                if let Some(prev) = run {
+                                    write_run(&routes[prev].io, w, t);
+                                }
+                                run = Some(idx);
+                                t = 0;
+                            }
+                            let Some(buf) = dec_slot(&mut w.dec, t, TUN_OFFSET + len) else {
+                                routes[idx].io.stats.count_drop(DropReason::IoError, 1);
+                                continue;
+                            };
+                            buf.truncate(TUN_OFFSET + len);
+                            buf[TUN_OFFSET..].copy_from_slice(packet);
+                            t += 1;
+                        }
                     }
-                } else if udp::send_one(socket, packet, line.peer).is_err() {
-                    line.stats.count_drop(DropReason::IoError, 1);
                 }
-            }
+                if let Some(idx) = run {
+                    write_run(&routes[idx].io, w, t);
+                }
+            });
         });
     }
+}
+
+/// Writes `w.dec[..t]`, packets for `line`, to its TUN device, and counts them.
+fn write_run(line: &LineIo, w: &mut super::pool::Buffers, t: usize) {
+    let bytes: usize = w.dec[..t].iter().map(|b| b.len() - TUN_OFFSET).sum();
+    let failed = line.tun.write_packets(w, t);
+    line.stats.count_drop(DropReason::IoError, failed);
+    LineStats::add(&line.stats.rx_packets, t as u64 - failed.min(t as u64));
+    LineStats::add(&line.stats.rx_bytes, bytes as u64);
 }
 
 /// Receives up to [`BATCH`] IPv6 payloads with one `recvmmsg`: their lengths into the

@@ -2,19 +2,52 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tun_rs::{DeviceBuilder, GROTable, SyncDevice};
 
 use super::batch::{Batch, BATCH};
+use super::pool::{seg_views, Buffers, SEGS, TUN_OFFSET};
 use super::DataplaneError;
+
+/// Whether lines use offloads (TUN TSO/USO + GRO for every line; UDP GSO/GRO for
+/// WireGuard lines): yes unless
+/// the environment variable `TWNODE_OFFLOAD` is `0`, `off`, `no` or `false` when the
+/// daemon starts (a switch for debugging and for testing the plain path).
+pub fn offload_wanted() -> bool {
+    static WANTED: OnceLock<bool> = OnceLock::new();
+    *WANTED.get_or_init(|| {
+        let off = std::env::var("TWNODE_OFFLOAD").is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "0" | "off" | "no" | "false"
+            )
+        });
+        if off {
+            tracing::info!("TWNODE_OFFLOAD={}: lines run without offloads", "0");
+        }
+        !off
+    })
+}
+
+/// The most segments a 64 KB super-packet splits into on a device whose MTU is at least
+/// [`MIN_MTU_FOR_SEGMENT_BOUND`] (TCP over IPv4 with options: MSS >= MTU - 60, so
+/// 65535 / 1025 < 64).
+const MAX_SEGMENTS_PER_READ: usize = 64;
+const MIN_MTU_FOR_SEGMENT_BOUND: u16 = 1085;
 
 /// A line's TUN device. The kernel removes the device when this is dropped (the last
 /// file descriptor closes), so a crashed daemon leaves no device behind.
 pub struct Tun {
     dev: AsyncFd<SyncDevice>,
     index: u32,
+    /// Whether a super-packet read splits into at most [`MAX_SEGMENTS_PER_READ`]
+    /// packets: true from an MTU of [`MIN_MTU_FOR_SEGMENT_BOUND`] up, until a read
+    /// proves otherwise (someone shrank the device's MTU by hand).
+    bounded: AtomicBool,
 }
 
 /// TUN offloads a WireGuard line asked for and got.
@@ -70,7 +103,11 @@ impl Tun {
         // together with this AsyncFd; as_raw_fd always returns that descriptor.
         let dev = unsafe { AsyncFd::register_with_interest(dev, Interest::READABLE) }
             .map_err(|e| err(e.into_parts().1))?;
-        Ok(Tun { dev, index })
+        Ok(Tun {
+            dev,
+            index,
+            bounded: AtomicBool::new(mtu >= MIN_MTU_FOR_SEGMENT_BOUND),
+        })
     }
 
     /// The offloads in force on this device.
@@ -94,6 +131,80 @@ impl Tun {
         self.dev
             .get_ref()
             .recv_multiple(raw, &mut bufs[..n], &mut sizes[..n], 0)
+    }
+
+    /// Reads into the thread's segment buffers (`w.segs`, lengths in `w.seg_len`): one
+    /// read with offloads (a super-packet splits into up to [`SEGS`] packets), else
+    /// single packets until the device is drained or the batch is full. Returns how
+    /// many packets, and the error that ended the reads early, if any (not
+    /// `WouldBlock`, the normal end). 0 packets and no error: nothing was there.
+    pub fn read_segments(&self, w: &mut Buffers) -> (usize, Option<io::Error>) {
+        let mut n = 0;
+        // Room a read needs: a super-packet that does not fit the buffers left is
+        // lost, so read again only while the largest one fits.
+        let per_read = if !self.dev.get_ref().tcp_gso() {
+            1
+        } else if self.bounded.load(Ordering::Relaxed) {
+            MAX_SEGMENTS_PER_READ
+        } else {
+            SEGS
+        };
+        while n + per_read <= SEGS {
+            let mut views = seg_views(&mut w.segs, n);
+            match self.recv_split(&mut w.tun_read, &mut views[..SEGS - n], &mut w.seg_len[n..]) {
+                Ok(got) => n += got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if n > 0
+                        && e.kind() == io::ErrorKind::InvalidInput
+                        && self.bounded.swap(false, Ordering::Relaxed)
+                    {
+                        tracing::warn!(ifindex = self.index, error = %e,
+                            "a super-packet split into more packets than expected (MTU lowered \
+                             by hand?); one read per batch from now on");
+                    }
+                    return (n, Some(e));
+                }
+            }
+        }
+        (n, None)
+    }
+
+    /// Writes the packets in `w.dec[..t]` (each at [`TUN_OFFSET`] in its buffer): with
+    /// offloads, a flow's packets coalesced into super-packets (one packet alone goes
+    /// behind a zeroed virtio-net header, without touching the GRO tables); without,
+    /// one write each. Returns how many packets failed (with offloads, a failed write
+    /// counts as one: which of the coalesced packets it carried is not known).
+    pub fn write_packets(&self, w: &mut Buffers, t: usize) -> u64 {
+        let t = t.min(w.dec.len());
+        if t == 0 {
+            return 0;
+        }
+        if !self.dev.get_ref().tcp_gso() {
+            let mut failed = 0;
+            for b in &w.dec[..t] {
+                if self.write(b.get(TUN_OFFSET..).unwrap_or_default()).is_err() {
+                    failed += 1;
+                }
+            }
+            return failed;
+        }
+        if t == 1 {
+            let b = &mut w.dec[0];
+            if let Some(hdr) = b.get_mut(..TUN_OFFSET) {
+                hdr.fill(0);
+            }
+            return u64::from(self.write_with_header(b).is_err());
+        }
+        let gro = w.gro.get_or_insert_with(GROTable::new);
+        match self.send_coalesced(gro, &mut w.dec[..t]) {
+            Ok(_) => 0,
+            Err(e) => {
+                tracing::debug!(error = %e, "TUN write failed");
+                1
+            }
+        }
     }
 
     /// Writes the packets (each at [`super::pool::TUN_OFFSET`] in its buffer), coalescing

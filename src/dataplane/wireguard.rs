@@ -20,22 +20,19 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use tun_rs::GROTable;
 
 use super::batch::{offset_in, SLOT};
 use super::pmtu::PathMtu;
-use super::pool::{
-    dec_slot, seg_views, with_buffers, Buffers, RX_MSGS_GRO, RX_MSGS_MAX, SEGS, TUN_OFFSET,
-};
+use super::pool::{dec_slot, with_buffers, Buffers, RX_MSGS_GRO, RX_MSGS_MAX, SEGS, TUN_OFFSET};
 use super::stats::LineStats;
-use super::tun::{Tun, TunOffload};
+use super::tun::Tun;
 use super::{gso, udp, DataplaneError};
 use crate::config::{PrivateKey, PublicKey};
 use crate::tunnel::wireguard::{Keys, Stats, WireGuardCore, MIN_OUT};
@@ -52,28 +49,6 @@ const COOKIE_REPLY: u8 = 3;
 /// How long after answering a handshake we start none of our own (WireGuard's
 /// REKEY_TIMEOUT, which the kernel applies from the last handshake message sent).
 pub const RESPONSE_HOLDOFF: Duration = Duration::from_secs(5);
-
-/// Whether WireGuard lines use offloads (TUN TSO/USO + GRO, UDP GSO/GRO): yes unless
-/// the environment variable `TWNODE_OFFLOAD` is `0`, `off`, `no` or `false` when the
-/// daemon starts (a switch for debugging and for testing the plain path).
-pub fn offload_wanted() -> bool {
-    static WANTED: OnceLock<bool> = OnceLock::new();
-    *WANTED.get_or_init(|| {
-        let off = std::env::var("TWNODE_OFFLOAD").is_ok_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "0" | "off" | "no" | "false"
-            )
-        });
-        if off {
-            info!(
-                "TWNODE_OFFLOAD={}: WireGuard lines run without offloads",
-                "0"
-            );
-        }
-        !off
-    })
-}
 
 /// Everything the data plane needs to run one WireGuard line.
 pub struct WireGuardSpec {
@@ -130,8 +105,6 @@ struct Io {
     shared: Mutex<Shared>,
     stats: Arc<LineStats>,
     dials: bool,
-    /// TUN offloads in force (TSO/USO reads, GRO writes).
-    tun_offload: TunOffload,
     /// UDP GSO: probed at start, turned off if a send is refused.
     udp_gso: AtomicBool,
     /// UDP GRO: on when the kernel took the socket option.
@@ -168,7 +141,7 @@ pub struct WireGuardStatus {
 impl WireGuardLine {
     /// Creates the TUN device and the socket and starts the tasks on the current runtime.
     pub fn start(spec: WireGuardSpec) -> Result<WireGuardLine, DataplaneError> {
-        let want = offload_wanted();
+        let want = super::tun::offload_wanted();
         let tun = match Tun::create_with(&spec.name, spec.mtu, true, want) {
             Ok(tun) => tun,
             Err(e) if want => {
@@ -201,7 +174,6 @@ impl WireGuardLine {
             }),
             stats: Arc::new(LineStats::default()),
             dials: spec.endpoint.is_some(),
-            tun_offload,
             udp_gso: AtomicBool::new(udp_gso),
             udp_gro,
             pmtu: spec.pmtu,
@@ -363,32 +335,13 @@ fn send_encrypted(io: &Io, packets: &[(*const u8, usize)], to: SocketAddr) {
     }
 }
 
-/// Reads from the TUN device into the thread's segment buffers: one read with
-/// offloads (a super-packet splits into up to [`SEGS`] packets), else single packets
-/// until the device is drained or the batch is full. 0 when nothing was there.
+/// Reads from the TUN device into the thread's segment buffers ([`Tun::read_segments`]);
+/// a read error is counted. 0 when nothing was there.
 fn read_tun_batch(io: &Io, w: &mut Buffers) -> usize {
-    let mut n = 0;
-    let per_read = if io.tun_offload.tso { SEGS } else { 1 };
-    while n + per_read <= SEGS {
-        let mut views = seg_views(&mut w.segs, n);
-        let got = io
-            .tun
-            .recv_split(&mut w.tun_read, &mut views[..SEGS - n], &mut w.seg_len[n..]);
-        match got {
-            Ok(got) => {
-                n += got;
-                if per_read > 1 {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                debug!(line = %io.name, error = %e, "TUN read failed");
-                io.stats.count_drop(DropReason::IoError, 1);
-                break;
-            }
-        }
+    let (n, err) = io.tun.read_segments(w);
+    if let Some(e) = err {
+        debug!(line = %io.name, error = %e, "TUN read failed");
+        io.stats.count_drop(DropReason::IoError, 1);
     }
     n
 }
@@ -543,34 +496,7 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) {
         }
         if t > 0 {
             let bytes: usize = w.dec[..t].iter().map(|b| b.len() - TUN_OFFSET).sum();
-            let mut failed = 0;
-            if io.tun_offload.tso && t == 1 {
-                // Nothing to coalesce: the packet behind a zeroed virtio-net header,
-                // without touching the GRO tables.
-                let b = &mut w.dec[0];
-                if let Some(hdr) = b.get_mut(..TUN_OFFSET) {
-                    hdr.fill(0);
-                }
-                if io.tun.write_with_header(b).is_err() {
-                    failed = 1;
-                }
-            } else if io.tun_offload.tso {
-                let gro = w.gro.get_or_insert_with(GROTable::new);
-                if let Err(e) = io.tun.send_coalesced(gro, &mut w.dec[..t]) {
-                    debug!(line = %io.name, error = %e, "TUN write failed");
-                    failed = 1;
-                }
-            } else {
-                for b in &w.dec[..t] {
-                    if io
-                        .tun
-                        .write(b.get(TUN_OFFSET..).unwrap_or_default())
-                        .is_err()
-                    {
-                        failed += 1;
-                    }
-                }
-            }
+            let failed = io.tun.write_packets(w, t);
             io.stats.count_drop(DropReason::IoError, failed);
             LineStats::add(&io.stats.rx_packets, t as u64 - failed.min(t as u64));
             LineStats::add(&io.stats.rx_bytes, bytes as u64);
