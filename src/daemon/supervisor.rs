@@ -111,6 +111,12 @@ pub struct Supervisor {
     raw_sockets: RawSockets,
     /// Where encrypted lines keep their ESP sequence-number marks.
     state_dir: PathBuf,
+    /// During a reconcile pass: the host's addresses (interface index, address), read
+    /// once and kept current with the VIPs the pass adds, so bringing up N lines reads
+    /// them once instead of N times (the dump grows with the lines: 1000 lines took
+    /// 9 s, most of it in address dumps). `None` outside a pass: then each bring-up
+    /// reads them afresh.
+    pass_addrs: Option<Vec<(u32, IpAddr)>>,
 }
 
 impl Supervisor {
@@ -126,6 +132,7 @@ impl Supervisor {
             next_index: rand_index(),
             raw_sockets: RawSockets::new(),
             state_dir: PathBuf::from(crate::daemon::DEFAULT_STATE_DIR),
+            pass_addrs: None,
         }
     }
 
@@ -145,6 +152,9 @@ impl Supervisor {
     pub async fn reconcile(&mut self) {
         self.follow_parent_mtus().await;
         let order: Vec<Line> = self.config.ordered().into_iter().cloned().collect();
+        if order.iter().any(|l| !self.running.contains_key(&l.name)) {
+            self.pass_addrs = self.host.all_addrs().await.ok();
+        }
         for line in order {
             if self.running.contains_key(&line.name) {
                 continue;
@@ -165,19 +175,22 @@ impl Supervisor {
                 }
             }
         }
+        self.pass_addrs = None;
     }
 
-    /// Takes every line down, children first, and removes what they installed.
+    /// Takes every line down, children first, and removes what they installed. The
+    /// lines of one depth stop together: closing a TUN device waits on the kernel, and
+    /// those waits overlap (1000 lines would otherwise take 20 s).
     pub async fn shutdown(&mut self) {
-        let order: Vec<LineName> = self
-            .config
-            .ordered()
-            .into_iter()
-            .rev()
-            .map(|l| l.name.clone())
-            .collect();
-        for name in order {
-            self.take_down(&name).await;
+        let mut by_depth: BTreeMap<usize, Vec<LineName>> = BTreeMap::new();
+        for l in &self.config.lines {
+            by_depth
+                .entry(self.config.depth(l.name.as_str()))
+                .or_default()
+                .push(l.name.clone());
+        }
+        for level in by_depth.into_values().rev() {
+            self.take_down_together(&level).await;
         }
         // Lines that were running but are no longer configured (cannot happen through
         // the supervisor's own paths, but never leave anything behind).
@@ -621,21 +634,42 @@ impl Supervisor {
     /// parent's MTU (which may shrink or grow back) or the parent line's MTU, lowered to
     /// the path MTU the kernel learnt toward the line's peer from an ICMP error (a
     /// narrower link beyond a relay, for instance).
+    ///
+    /// One pass asks the kernel once per physical parent and once per peer address,
+    /// however many lines share them (1000 lines on eth0 cost one link query).
     async fn follow_parent_mtus(&mut self) {
+        let mut links: HashMap<&str, Option<u32>> = HashMap::new();
+        let mut learnt_toward: HashMap<IpAddr, Option<u32>> = HashMap::new();
         for r in self.running.values() {
             let parent = match self.running.get(&r.line.parent) {
                 Some(p) => u32::from(p.mtu),
                 None => {
-                    let Ok(Some(index)) = self.host.link_index(r.line.parent.as_str()).await else {
-                        continue;
+                    let name = r.line.parent.as_str();
+                    let mtu = match links.get(name) {
+                        Some(known) => *known,
+                        None => {
+                            let mtu = match self.host.link_index(name).await {
+                                Ok(Some(index)) => self.host.link_mtu(index).await.ok(),
+                                _ => None,
+                            };
+                            links.insert(name, mtu);
+                            mtu
+                        }
                     };
-                    let Ok(mtu) = self.host.link_mtu(index).await else {
+                    let Some(mtu) = mtu else {
                         continue;
                     };
                     mtu
                 }
             };
-            let learnt = self.host.route_mtu(r.line.peer_ip).await.ok().flatten();
+            let learnt = match learnt_toward.get(&r.line.peer_ip) {
+                Some(known) => *known,
+                None => {
+                    let learnt = self.host.route_mtu(r.line.peer_ip).await.ok().flatten();
+                    learnt_toward.insert(r.line.peer_ip, learnt);
+                    learnt
+                }
+            };
             let mtu = learnt.map_or(parent, |l| l.min(parent));
             let mtu = mtu.min(u32::from(u16::MAX)) as u16;
             let old = r.pmtu.path_mtu();
@@ -680,11 +714,18 @@ impl Supervisor {
                      (`ip link` lists the interfaces; a line's parent is an interface or a line)"
                 ))
             })?;
-        let addrs = self
-            .host
-            .link_addrs(index)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let addrs = match &self.pass_addrs {
+            Some(all) => all
+                .iter()
+                .filter(|(i, _)| *i == index)
+                .map(|(_, a)| *a)
+                .collect(),
+            None => self
+                .host
+                .link_addrs(index)
+                .await
+                .map_err(|e| fail(e.to_string()))?,
+        };
         let local = pick_local_address(&addrs, line.peer_ip).ok_or_else(|| {
             let fam = if line.peer_ip.is_ipv4() {
                 "IPv4"
@@ -724,11 +765,18 @@ impl Supervisor {
                 line.name
             )));
         }
-        let addrs = self
-            .host
-            .all_addrs()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let fresh;
+        let addrs = match &self.pass_addrs {
+            Some(all) => all,
+            None => {
+                fresh = self
+                    .host
+                    .all_addrs()
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                &fresh
+            }
+        };
         for (what, vip) in [("local VIP", line.local_vip), ("peer VIP", line.peer_vip)] {
             if let Some((idx, _)) = addrs.iter().find(|(_, a)| *a == vip) {
                 return Err(fail(format!(
@@ -827,7 +875,12 @@ impl Supervisor {
         };
         if let Err(e) = self.install(&mut running, parent_ifindex).await {
             self.uninstall(&mut running).await;
+            let ifindex = running.dataplane.ifindex();
             running.dataplane.stop().await;
+            // The device and its VIP are gone.
+            if let Some(all) = self.pass_addrs.as_mut() {
+                all.retain(|(i, _)| *i != ifindex);
+            }
             return Err(fail(e.to_string()));
         }
         info!(line = %line.name, local_ip = %local_ip, mtu, "line up (waiting for the peer)");
@@ -884,6 +937,9 @@ impl Supervisor {
         let family = Family::of(line.local_vip);
         let max = family.max_prefix();
         self.host.add_addr(ifindex, line.local_vip, max).await?;
+        if let Some(all) = self.pass_addrs.as_mut() {
+            all.push((ifindex, line.local_vip));
+        }
         let vip_route = Route {
             dst: line.peer_vip,
             prefix: max,
@@ -986,6 +1042,19 @@ impl Supervisor {
             self.uninstall(&mut r).await;
             r.dataplane.stop().await;
         }
+    }
+
+    /// Takes down lines none of which is another's parent: host objects one by one
+    /// (they share the netlink handle and the rule counts), data planes concurrently.
+    async fn take_down_together(&mut self, names: &[LineName]) {
+        let mut stopping = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(mut r) = self.running.remove(name) {
+                self.uninstall(&mut r).await;
+                stopping.push(r.dataplane.stop());
+            }
+        }
+        futures::future::join_all(stopping).await;
     }
 
     /// Current states, to log transitions.

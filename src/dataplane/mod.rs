@@ -28,11 +28,14 @@ use std::time::Duration;
 
 /// Waits (up to 1 s) until `shared` is the last reference and drops it, so a line's TUN
 /// device and sockets are closed when its `stop()` returns even if a task was mid-batch.
-pub(crate) async fn drop_last_ref<T>(mut shared: Arc<T>) {
+/// The drop runs on a blocking thread: closing a TUN device waits for the kernel to
+/// unregister it, which must neither stall the runtime nor keep other lines' closes
+/// from overlapping with it.
+pub(crate) async fn drop_last_ref<T: Send + 'static>(mut shared: Arc<T>) {
     for _ in 0..100 {
         match Arc::try_unwrap(shared) {
             Ok(inner) => {
-                drop(inner);
+                let _ = tokio::task::spawn_blocking(move || drop(inner)).await;
                 return;
             }
             Err(back) => {
