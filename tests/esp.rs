@@ -296,10 +296,15 @@ fn seed_scenario_3_gre_over_esp_on_a_wireguard_line_carries_ping_and_tcp() {
         sent, got,
         "2 MB transfer checksum through GRE, ESP and WireGuard"
     );
-    for (n, name) in [(&na, "A"), (&nb, "B")] {
+    // B received the 2 MB; A, the sender, its ACKs and the ping replies (with GRO on
+    // B's TUN device, B's TCP acknowledges coalesced super-packets: a few dozen ACKs).
+    for (n, name, min_bytes) in [(&na, "A", 1000), (&nb, "B", 2 << 20)] {
         let l = line_json(n, "tunnel_gre");
         assert_eq!(l["drops"], serde_json::json!([]), "{name}: {l}");
-        assert!(l["rx_packets"].as_u64().unwrap_or(0) > 100, "{name}: {l}");
+        assert!(
+            l["rx_bytes"].as_u64().unwrap_or(0) > min_bytes,
+            "{name}: {l}"
+        );
     }
 }
 
