@@ -1,6 +1,8 @@
-//! Batch buffers. Each worker thread owns one set, reused for every batch of every line
-//! it serves, so the memory cost does not grow with the number of lines and nothing is
-//! allocated per packet. A batch is received, processed and sent without an `.await` in
+//! Receive-batch buffers for the shared raw sockets (`recvmmsg` into [`BATCH`] slots,
+//! processed in place; the WireGuard path and every TUN read use [`super::pool`]). Each
+//! worker thread owns one set, reused for every batch of every line it serves, so the
+//! memory cost does not grow with the number of lines and nothing is allocated per
+//! packet. A batch is received, processed and sent without an `.await` in
 //! between, which is what makes per-thread buffers safe.
 
 use std::cell::RefCell;
@@ -10,13 +12,14 @@ pub const BATCH: usize = 32;
 /// One slot holds the largest packet twnode carries: MTU 9000 plus outer headers.
 pub const SLOT: usize = 9216;
 
-/// Input and output slots of one batch.
+/// The slots of one receive batch. Packets are processed in place: what a core makes of
+/// the packet in slot `i` (a decapsulated inner packet, a reflected probe) lies inside
+/// that slot, at `out[i]`.
 pub struct Batch {
     input: Vec<u8>,
-    output: Vec<u8>,
     /// Length of each received packet.
     pub in_len: [usize; BATCH],
-    /// Offset and length of each produced packet in its output slot.
+    /// Offset and length of what was produced from each packet, inside its slot.
     pub out: [(usize, usize); BATCH],
     /// Source address of each received datagram.
     pub from: [Option<std::net::SocketAddr>; BATCH],
@@ -26,7 +29,6 @@ impl Batch {
     fn new() -> Batch {
         Batch {
             input: vec![0; BATCH * SLOT],
-            output: vec![0; BATCH * SLOT],
             in_len: [0; BATCH],
             out: [(0, 0); BATCH],
             from: [None; BATCH],
@@ -36,26 +38,6 @@ impl Batch {
     /// Input slot `i`, whole.
     pub fn input_slot(&mut self, i: usize) -> &mut [u8] {
         &mut self.input[i * SLOT..(i + 1) * SLOT]
-    }
-
-    /// The received packet in input slot `i`.
-    pub fn input(&self, i: usize) -> &[u8] {
-        &self.input[i * SLOT..i * SLOT + self.in_len[i]]
-    }
-
-    /// Input slot `i`'s packet and output slot `i`, borrowed together.
-    pub fn in_out(&mut self, i: usize) -> (&[u8], &mut [u8]) {
-        let len = self.in_len[i];
-        (
-            &self.input[i * SLOT..i * SLOT + len],
-            &mut self.output[i * SLOT..(i + 1) * SLOT],
-        )
-    }
-
-    /// The produced packet in output slot `i`.
-    pub fn output(&self, i: usize) -> &[u8] {
-        let (off, len) = self.out[i];
-        &self.output[i * SLOT + off..i * SLOT + off + len]
     }
 
     /// All input slots as one buffer (for `recvmmsg`).

@@ -9,7 +9,6 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tun_rs::{DeviceBuilder, GROTable, SyncDevice};
 
-use super::batch::{Batch, BATCH};
 use super::pool::{seg_views, Buffers, SEGS, TUN_OFFSET};
 use super::DataplaneError;
 
@@ -50,7 +49,7 @@ pub struct Tun {
     bounded: AtomicBool,
 }
 
-/// TUN offloads a WireGuard line asked for and got.
+/// TUN offloads a line asked for and got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunOffload {
     /// `IFF_VNET_HDR` with TSO: reads may be 64 KB super-packets, writes are coalesced.
@@ -224,25 +223,6 @@ impl Tun {
     /// The readiness handle for the read loop.
     pub fn fd(&self) -> &AsyncFd<SyncDevice> {
         &self.dev
-    }
-
-    /// Reads up to a batch of packets into the batch's input slots, until the device is
-    /// drained. Returns how many were read and the error that ended the batch early, if
-    /// any (not `WouldBlock`, which is the normal end).
-    pub fn read_batch(&self, b: &mut Batch) -> (usize, Option<io::Error>) {
-        let mut n = 0;
-        while n < BATCH {
-            match self.dev.get_ref().recv(b.input_slot(n)) {
-                Ok(len) => {
-                    b.in_len[n] = len;
-                    n += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return (n, Some(e)),
-            }
-        }
-        (n, None)
     }
 
     /// Writes `buf`, a virtio-net header and a packet, as it is (offloads on); never

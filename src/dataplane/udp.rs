@@ -138,67 +138,6 @@ pub(crate) unsafe fn recvmmsg(socket: &Socket, msgs: &mut [libc::mmsghdr]) -> io
     }
 }
 
-/// Sends the given output slots to `to` with one `sendmmsg`, retrying on a partial send.
-/// Returns how many went out; the rest were refused by the kernel (queue full).
-pub fn send_batch(socket: &Socket, batch: &Batch, slots: &[usize], to: SocketAddr) -> usize {
-    let to = SockAddr::from(to);
-    let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; BATCH];
-    // SAFETY: an all-zero mmsghdr is a valid empty header.
-    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    let count = slots.len().min(BATCH);
-    for (k, &i) in slots.iter().take(count).enumerate() {
-        let pkt = batch.output(i);
-        iovs[k].iov_base = pkt.as_ptr() as *mut libc::c_void;
-        iovs[k].iov_len = pkt.len();
-        msgs[k].msg_hdr.msg_iov = &mut iovs[k];
-        msgs[k].msg_hdr.msg_iovlen = 1;
-        msgs[k].msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
-        msgs[k].msg_hdr.msg_namelen = to.len();
-    }
-    let mut sent = 0;
-    while sent < count {
-        // SAFETY: msgs[sent..count] are initialised headers pointing at live buffers
-        // that the kernel only reads.
-        let n = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                msgs.as_mut_ptr().add(sent),
-                (count - sent) as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n <= 0 {
-            let e = io::Error::last_os_error();
-            if n < 0 && e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            if n < 0 && e.kind() == io::ErrorKind::WouldBlock {
-                // Give the queue a moment rather than drop a whole burst.
-                std::thread::yield_now();
-                // SAFETY: as above, a single retry of the same headers.
-                let m = unsafe {
-                    libc::sendmmsg(
-                        socket.as_raw_fd(),
-                        msgs.as_mut_ptr().add(sent),
-                        (count - sent) as libc::c_uint,
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if m > 0 {
-                    sent += m as usize;
-                    continue;
-                }
-            }
-            break;
-        }
-        sent += n as usize;
-    }
-    sent
-}
-
 /// Sends one datagram (handshake messages, cookies, keepalives).
 pub fn send_one(socket: &Socket, packet: &[u8], to: SocketAddr) -> io::Result<usize> {
     socket.send_to(packet, &SockAddr::from(to))
