@@ -109,10 +109,7 @@ fn relay_through_b_carries_only_encrypted_datagrams_of_the_end_to_end_line() {
         &["frame.len"],
     );
     // Counted in bytes: with offloads a captured frame may be many coalesced datagrams.
-    let relayed_bytes: usize = relayed
-        .iter()
-        .filter_map(|len| len.trim().parse::<usize>().ok())
-        .sum();
+    let relayed_bytes = total_len(&relayed);
     assert!(
         relayed_bytes > 1 << 20,
         "B relayed {relayed_bytes} bytes of tunnel_ac in {} frames, less than the 1 MB sent",
@@ -280,10 +277,7 @@ fn four_mixed_layers_compute_mtu_per_layer_and_carry_a_transfer() {
     );
     // Counted in bytes: with offloads a captured frame may be many coalesced datagrams.
     let carried = tshark_fields(&wire, "udp.port == 51820", &["frame.len"]);
-    let carried_bytes: usize = carried
-        .iter()
-        .filter_map(|len| len.trim().parse::<usize>().ok())
-        .sum();
+    let carried_bytes = total_len(&carried);
     assert!(
         carried_bytes > 2 << 20,
         "tunnel_base carried {carried_bytes} bytes in {} frames, less than the 2 MB sent",
@@ -513,4 +507,11 @@ fn path_mtu_discovery_works_through_a_narrower_relay() {
     assert!(!ok && out.contains("1296"), "{out}");
     let (ok, out) = ping_df(&a, "10.2.0.2", 1296 - 28);
     assert!(ok, "{out}");
+}
+
+/// The sum of tshark `frame.len` values.
+fn total_len(lens: &[String]) -> usize {
+    lens.iter()
+        .filter_map(|len| len.trim().parse::<usize>().ok())
+        .sum()
 }
