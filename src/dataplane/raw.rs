@@ -369,16 +369,7 @@ impl RawLine {
             core = core.with_esp(e)?;
             store = Some((esp.store, esp.floor));
         }
-        let ipv6 = settings.kind.carries(IpVersion::V6);
-        let want = super::tun::offload_wanted();
-        let tun = match Tun::create_with(&spec.name, spec.mtu, ipv6, want) {
-            Ok(tun) => tun,
-            Err(e) if want => {
-                warn!(line = %spec.name, error = %e, "TUN offloads refused; creating the device without them");
-                Tun::create_for(&spec.name, spec.mtu, ipv6)?
-            }
-            Err(e) => return Err(e),
-        };
+        let tun = Tun::create_for_line(&spec.name, spec.mtu, settings.kind.carries(IpVersion::V6))?;
         let offload = tun.offload();
         let id = sockets.next_line.fetch_add(1, Relaxed);
         let kind = settings.kind;
@@ -888,7 +879,8 @@ async fn receive(endpoint: Arc<Endpoint>) {
                         Out::Tun(idx) => {
                             if run != Some(idx) {
                                 if let Some(prev) = run {
-                                    write_run(&routes[prev].io, w, t);
+                                    let line = &routes[prev].io;
+                                    line.tun.write_packets(w, t, &line.stats);
                                 }
                                 run = Some(idx);
                                 t = 0;
@@ -904,20 +896,12 @@ async fn receive(endpoint: Arc<Endpoint>) {
                     }
                 }
                 if let Some(idx) = run {
-                    write_run(&routes[idx].io, w, t);
+                    let line = &routes[idx].io;
+                    line.tun.write_packets(w, t, &line.stats);
                 }
             });
         });
     }
-}
-
-/// Writes `w.dec[..t]`, packets for `line`, to its TUN device, and counts them.
-fn write_run(line: &LineIo, w: &mut super::pool::Buffers, t: usize) {
-    let bytes: usize = w.dec[..t].iter().map(|b| b.len() - TUN_OFFSET).sum();
-    let failed = line.tun.write_packets(w, t);
-    line.stats.count_drop(DropReason::IoError, failed);
-    LineStats::add(&line.stats.rx_packets, t as u64 - failed.min(t as u64));
-    LineStats::add(&line.stats.rx_bytes, bytes as u64);
 }
 
 /// Receives up to [`BATCH`] IPv6 payloads with one `recvmmsg`: their lengths into the

@@ -10,7 +10,9 @@ use tokio::io::Interest;
 use tun_rs::{DeviceBuilder, GROTable, SyncDevice};
 
 use super::pool::{seg_views, Buffers, SEGS, TUN_OFFSET};
+use super::stats::LineStats;
 use super::DataplaneError;
+use crate::tunnel::DropReason;
 
 /// Whether lines use offloads (TUN TSO/USO + GRO for every line; UDP GSO/GRO for
 /// WireGuard lines): yes unless
@@ -59,21 +61,25 @@ pub struct TunOffload {
 }
 
 impl Tun {
-    /// Creates device `name` with `mtu`, up, without addresses (the daemon adds those
-    /// through netlink).
-    pub fn create(name: &str, mtu: u16) -> Result<Tun, DataplaneError> {
-        Tun::create_for(name, mtu, true)
+    /// A line's device `name` with `mtu`, up, without addresses (the daemon adds those
+    /// through netlink), with offloads unless `TWNODE_OFFLOAD=0` ([`offload_wanted`]);
+    /// a kernel that refuses them gets a device without, and a warning.
+    pub fn create_for_line(name: &str, mtu: u16, ipv6: bool) -> Result<Tun, DataplaneError> {
+        let want = offload_wanted();
+        match Tun::create_with(name, mtu, ipv6, want) {
+            Err(e) if want => {
+                tracing::warn!(line = %name, error = %e,
+                    "TUN offloads refused; creating the device without them");
+                Tun::create_with(name, mtu, ipv6, false)
+            }
+            created => created,
+        }
     }
 
-    /// Like [`Tun::create`]; without `ipv6`, IPv6 is turned off on the device before it
-    /// comes up, so the kernel sends no IPv6 (router solicitations, MLD reports) into a
-    /// line that cannot carry it.
-    pub fn create_for(name: &str, mtu: u16, ipv6: bool) -> Result<Tun, DataplaneError> {
-        Tun::create_with(name, mtu, ipv6, false)
-    }
-
-    /// Like [`Tun::create_for`], with `IFF_VNET_HDR` and TSO/USO when `offload` (a
-    /// kernel that refuses them fails the creation: the caller retries without).
+    /// Creates device `name` with `mtu`, up; without `ipv6`, IPv6 is turned off on the
+    /// device before it comes up, so the kernel sends no IPv6 (router solicitations, MLD
+    /// reports) into a line that cannot carry it. With `offload`, `IFF_VNET_HDR` and
+    /// TSO/USO (a kernel that refuses them fails the creation).
     pub fn create_with(
         name: &str,
         mtu: u16,
@@ -170,13 +176,23 @@ impl Tun {
         (n, None)
     }
 
-    /// Writes the packets in `w.dec[..t]` (each at [`TUN_OFFSET`] in its buffer): with
-    /// offloads, a flow's packets coalesced into super-packets (one packet alone goes
-    /// behind a zeroed virtio-net header, without touching the GRO tables); without,
-    /// one write each. Returns how many packets failed (with offloads, a failed write
-    /// counts as one: which of the coalesced packets it carried is not known).
-    pub fn write_packets(&self, w: &mut Buffers, t: usize) -> u64 {
+    /// Writes the packets in `w.dec[..t]` (each at [`TUN_OFFSET`] in its buffer) and
+    /// counts them in `stats`: received packets and bytes, and failed writes as I/O
+    /// drops (with offloads, a failed write counts as one: which of the coalesced
+    /// packets it carried is not known).
+    pub fn write_packets(&self, w: &mut Buffers, t: usize, stats: &LineStats) {
         let t = t.min(w.dec.len());
+        let bytes: usize = w.dec[..t].iter().map(|b| b.len() - TUN_OFFSET).sum();
+        let failed = self.write_some(w, t);
+        stats.count_drop(DropReason::IoError, failed);
+        LineStats::add(&stats.rx_packets, t as u64 - failed.min(t as u64));
+        LineStats::add(&stats.rx_bytes, bytes as u64);
+    }
+
+    /// [`Tun::write_packets`]' writes: with offloads, a flow's packets coalesced into
+    /// super-packets (one packet alone goes behind a zeroed virtio-net header, without
+    /// touching the GRO tables); without, one write each. Returns how many failed.
+    fn write_some(&self, w: &mut Buffers, t: usize) -> u64 {
         if t == 0 {
             return 0;
         }

@@ -142,14 +142,7 @@ impl WireGuardLine {
     /// Creates the TUN device and the socket and starts the tasks on the current runtime.
     pub fn start(spec: WireGuardSpec) -> Result<WireGuardLine, DataplaneError> {
         let want = super::tun::offload_wanted();
-        let tun = match Tun::create_with(&spec.name, spec.mtu, true, want) {
-            Ok(tun) => tun,
-            Err(e) if want => {
-                warn!(line = %spec.name, error = %e, "TUN offloads refused; creating the device without them");
-                Tun::create(&spec.name, spec.mtu)?
-            }
-            Err(e) => return Err(e),
-        };
+        let tun = Tun::create_for_line(&spec.name, spec.mtu, true)?;
         let socket = udp::bind(SocketAddr::new(spec.local_ip, spec.listen_port))?;
         let local = udp::local_addr(socket.get_ref());
         let tun_offload = tun.offload();
@@ -495,11 +488,7 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) {
             }
         }
         if t > 0 {
-            let bytes: usize = w.dec[..t].iter().map(|b| b.len() - TUN_OFFSET).sum();
-            let failed = io.tun.write_packets(w, t);
-            io.stats.count_drop(DropReason::IoError, failed);
-            LineStats::add(&io.stats.rx_packets, t as u64 - failed.min(t as u64));
-            LineStats::add(&io.stats.rx_bytes, bytes as u64);
+            io.tun.write_packets(w, t, &io.stats);
         }
     }
     if let Some(to) = flush_to {
