@@ -15,7 +15,10 @@
 # Environment:
 #   ROUNDS=3      rounds; every round measures every variant (order rotates per round)
 #   DURATION=5    seconds per iperf3 test
-#   PINGS=20      pings per RTT measurement (at -i 0.05)
+#   PINGS=20      pings per RTT measurement
+#   PING_INTERVAL=0.05  seconds between pings
+#   PING_ONLY=1   measure ping only (no iperf3): for latency work, e.g.
+#                 sudo PING_ONLY=1 ROUNDS=5 PINGS=100 VARIANTS="twnode btun1" benches/throughput.sh
 #   QUICK=1       ROUNDS=1 DURATION=3 PINGS=10
 #   VARIANTS=...  which variants, by key (default: all, see below)
 #   OUT=bench-results   where the CSV and JSON go (gitignored)
@@ -62,6 +65,7 @@ fi
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 PINGS=${PINGS:-20}
+PING_INTERVAL=${PING_INTERVAL:-0.05}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/bench-results}
 TWNODE=$ROOT/target/release/twnode
@@ -211,7 +215,7 @@ wait_for 50 b bash -c 'ss -ltn | grep -q ":5201 "'
 
 echo "==> $(nproc) CPUs, kernel $(uname -r), congestion control pinned: $CC"
 echo "==> load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the host skews results)"
-echo "==> $ROUNDS rounds, iperf3 -t $DURATION -C $CC, $PINGS pings at -i 0.05; variants: ${VARIANTS[*]}"
+echo "==> $ROUNDS rounds, iperf3 -t $DURATION -C $CC${PING_ONLY:+ (skipped: PING_ONLY)}, $PINGS pings at -i $PING_INTERVAL; variants: ${VARIANTS[*]}"
 echo "==> twnode offloads: ${TWNODE_OFFLOAD:-on (TWNODE_OFFLOAD unset)}"
 echo "variant,round,metric,value" >"$RAW"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -380,12 +384,18 @@ measure() { # variant round
             "$(python3 -c "print(${single:-0}/1e9)")" "$(cut -d' ' -f1 /proc/loadavg)"
         return
     fi
-    read -r single retrans <<<"$(iperf 1)"
-    read -r multi _ <<<"$(iperf 4)"
-    rtt=$(a ping -q -c "$PINGS" -i 0.05 "$TARGET" | awk -F/ '/^rtt|^round-trip/ { print $5 }')
-    record "$variant" "$round" tcp1_gbps "$(python3 -c "print($single/1e9)")"
-    record "$variant" "$round" tcp1_retrans "$retrans"
-    record "$variant" "$round" tcp4_gbps "$(python3 -c "print($multi/1e9)")"
+    if [[ -n ${PING_ONLY:-} ]]; then
+        single=0 retrans=0 multi=0
+    else
+        read -r single retrans <<<"$(iperf 1)"
+        read -r multi _ <<<"$(iperf 4)"
+    fi
+    rtt=$(a ping -q -c "$PINGS" -i "$PING_INTERVAL" "$TARGET" | awk -F/ '/^rtt|^round-trip/ { print $5 }')
+    if [[ -z ${PING_ONLY:-} ]]; then
+        record "$variant" "$round" tcp1_gbps "$(python3 -c "print($single/1e9)")"
+        record "$variant" "$round" tcp1_retrans "$retrans"
+        record "$variant" "$round" tcp4_gbps "$(python3 -c "print($multi/1e9)")"
+    fi
     record "$variant" "$round" rtt_ms "${rtt:-nan}"
 
     for i in "${!pids[@]}"; do
@@ -394,9 +404,13 @@ measure() { # variant round
         record "$variant" "$round" "peak_rss_kib_${sides[i]}" "$(status_kib "${pids[i]}" VmHWM)"
     done
     "down_$variant"
-    printf '    %-8s 1 stream %6.2f Gbit/s   4 streams %6.2f Gbit/s   rtt %s ms   load %s\n' \
-        "$variant" "$(python3 -c "print($single/1e9)")" "$(python3 -c "print($multi/1e9)")" "$rtt" \
-        "$(cut -d' ' -f1 /proc/loadavg)"
+    if [[ -n ${PING_ONLY:-} ]]; then
+        printf '    %-8s rtt %s ms   load %s\n' "$variant" "$rtt" "$(cut -d' ' -f1 /proc/loadavg)"
+    else
+        printf '    %-8s 1 stream %6.2f Gbit/s   4 streams %6.2f Gbit/s   rtt %s ms   load %s\n' \
+            "$variant" "$(python3 -c "print($single/1e9)")" "$(python3 -c "print($multi/1e9)")" \
+            "$rtt" "$(cut -d' ' -f1 /proc/loadavg)"
+    fi
 }
 
 for v in "${!SKIP_WHY[@]}"; do
