@@ -1,17 +1,17 @@
 """Per-hop latency of pings through a WireGuard tunnel, from four captures.
 
-Called by benches/ping_hops.sh with the capture directory and the tunnel device names
-on A and B. Echo requests and replies are found by ICMP sequence number on the tunnel
-devices; the datagram that carried each is the first data message (UDP length 124: an
-84-byte ping in WireGuard's 32 bytes) on the veth after the packet left the tunnel
-device."""
+Called by benches/ping_hops.sh with the capture directory, the tunnel device names on
+A and B and a display filter for the outer packets. Echo requests and replies are found
+by ICMP sequence number on the tunnel devices; the outer packet that carried each is the
+first one matching the filter (WireGuard: UDP length 124, an 84-byte ping in 32 bytes of
+WireGuard; GRE: `gre`) on the veth after the packet left the tunnel device."""
 
 import bisect
 import statistics
 import subprocess
 import sys
 
-work, if_a, if_b = sys.argv[1:4]
+work, if_a, if_b, outer = sys.argv[1:5]
 
 
 def fields(pcap, flt, *names):
@@ -27,7 +27,7 @@ def icmp(pcap, typ):
 
 
 def datagrams(pcap, src):
-    return sorted(float(t) for (t,) in fields(pcap, f"udp.length==124 && ip.src=={src}", "frame.time_epoch"))
+    return sorted(float(t) for (t,) in fields(pcap, f"{outer} && ip.src=={src}", "frame.time_epoch"))
 
 
 def first_after(times, t):

@@ -19,7 +19,8 @@
 #
 # Needs root, iproute2, ping, tcpdump, tshark, python3, wg (wireguard-tools); boringtun-cli
 # for the btun variants (benches/throughput.sh installs it). NO_BUILD=1 skips the build.
-# Variants: twnode, btun1 (boringtun-cli --threads 1), btun (its default 4 threads).
+# Variants: twnode (a WireGuard line), gre (a twnode GRE line), btun1 (boringtun-cli
+# --threads 1), btun (its default 4 threads).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TWNODE=$ROOT/target/release/twnode
@@ -85,14 +86,13 @@ up_twnode() {
     b "$TWNODE" daemon --config "$WORK/b/twnode.toml" --control "$WORK/b/control.sock" \
         >"$WORK/b.log" 2>&1 &
     for _ in $(seq 50); do tw a line list >/dev/null 2>&1 && tw b line list >/dev/null 2>&1 && break; sleep 0.1; done
-    tw a line create eth0 198.51.100.20 10.0.0.2 10.0.0.1 hop0 --type wireguard \
-        --mode server --listen-port 51820 --mtu 1420 >/dev/null
+    tw a line create eth0 198.51.100.20 10.0.0.2 10.0.0.1 hop0 "$@" >/dev/null
     local peer
     peer=$(tw a line show-peer hop0 2>/dev/null)
     peer=${peer/<parent>/eth0}
     peer=${peer#twnode }
     eval "tw b $peer" >/dev/null
-    IF_A=hop0 IF_B=hop0
+    IF_A=hop0 IF_B=hop0 OUTER=${OUTER_FILTER:-udp.length==124}
 }
 
 up_btun() { # extra boringtun-cli args...
@@ -115,17 +115,18 @@ up_btun() { # extra boringtun-cli args...
     b ip addr add 10.0.0.2/32 peer 10.0.0.1 dev hopb
     a ip link set hopa mtu 1420 up
     b ip link set hopb mtu 1420 up
-    IF_A=hopa IF_B=hopb
+    IF_A=hopa IF_B=hopb OUTER=udp.length==124
 }
 
 for v in "${VARIANTS[@]}"; do
     pair
     case $v in
-    twnode) up_twnode ;;
+    twnode) up_twnode --type wireguard --mode server --listen-port 51820 --mtu 1420 ;;
+    gre) OUTER_FILTER=gre up_twnode --type gre ;;
     btun1) up_btun --threads 1 ;;
     btun) up_btun ;;
     *)
-        echo "benches/ping_hops.sh: unknown variant $v (twnode btun1 btun)" >&2
+        echo "benches/ping_hops.sh: unknown variant $v (twnode gre btun1 btun)" >&2
         exit 1
         ;;
     esac
@@ -145,7 +146,7 @@ for v in "${VARIANTS[@]}"; do
     sleep 0.5
     kill "${caps[@]}" 2>/dev/null || true
     wait "${caps[@]}" 2>/dev/null || true
-    python3 "$ROOT/benches/ping_hops.py" "$WORK" "$IF_A" "$IF_B"
+    python3 "$ROOT/benches/ping_hops.py" "$WORK" "$IF_A" "$IF_B" "$OUTER"
     cleanup
     WORK=$(mktemp -d /tmp/twnode-hops.XXXXXX)
 done

@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 
 use super::batch::{offset_in, with_batch, Batch, BATCH, SLOT};
 use super::pmtu::PathMtu;
-use super::pool::{dec_slot, with_buffers, TUN_OFFSET};
+use super::pool::{dec_slot, with_buffers, Buffers, TUN_OFFSET};
 use super::seqstore::SeqStore;
 use super::stats::LineStats;
 use super::tun::Tun;
@@ -280,6 +280,8 @@ struct LineIo {
     pmtu: Arc<PathMtu>,
     /// ESP lines: wakes the task that writes sequence-number reservations.
     reserve: Option<tokio::sync::Notify>,
+    /// Held while a thread reads the TUN device and sends what it read.
+    outbound_turn: Mutex<()>,
 }
 
 impl LineIo {
@@ -394,6 +396,7 @@ impl RawLine {
                 tx,
                 pmtu: spec.pmtu.clone(),
                 reserve: store.is_some().then(tokio::sync::Notify::new),
+                outbound_turn: Mutex::new(()),
             });
             let protocols = if esp_spi.is_some() {
                 &[IpProtocol::Esp][..]
@@ -533,59 +536,80 @@ async fn outbound(io: Arc<LineIo>) {
             }
         };
         with_buffers(|w| {
-            let (n, err) = io.tun.read_segments(w);
-            if let Some(e) = err {
-                debug!(line = %io.name, error = %e, "TUN read failed");
-                io.stats.count_drop(DropReason::IoError, 1);
-            }
-            if n == 0 {
+            // One batch at a time per line (the receive path may take a turn too, see
+            // `deliver`): two threads reading one TUN device would reorder a flow.
+            let _turn = lock(&io.outbound_turn);
+            if !outbound_once(&io, w) {
                 guard.clear_ready();
-                return;
-            }
-            let mut k = 0;
-            let mut bytes = 0u64;
-            let wants_reservation;
-            {
-                let mut core = io.lock();
-                for (i, out) in w.enc.chunks_exact_mut(SLOT).take(n).enumerate() {
-                    let inp = w
-                        .segs
-                        .get(i * SLOT..i * SLOT + w.seg_len[i].min(SLOT))
-                        .unwrap_or_default();
-                    if io.pmtu.refused(inp, out, &io.tun, &io.stats) {
-                        continue;
-                    }
-                    match core.handle_tun_packet(inp, out) {
-                        Action::WriteToNetwork(p) => {
-                            w.enc_out[k] = (p.as_ptr(), p.len());
-                            k += 1;
-                            bytes += inp.len() as u64;
-                        }
-                        Action::Drop(r) => io.stats.count_drop(r, 1),
-                        Action::Done | Action::WriteToTun(_) => {}
-                    }
-                }
-                wants_reservation = core.esp().and_then(EspCore::poll_reservation).is_some();
-            }
-            if wants_reservation {
-                if let Some(r) = &io.reserve {
-                    r.notify_one();
-                }
-            }
-            let socket = io.tx.socket.get_ref();
-            let sent = match gso::send_segments(socket, &w.enc_out[..k], io.peer, false) {
-                Ok(sent) => sent,
-                Err((sent, e)) => {
-                    debug!(line = %io.name, error = %e, "raw socket send failed");
-                    sent
-                }
-            };
-            LineStats::add(&io.stats.tx_packets, sent as u64);
-            LineStats::add(&io.stats.tx_bytes, bytes);
-            if sent < k {
-                io.stats.count_drop(DropReason::IoError, (k - sent) as u64);
             }
         });
+    }
+}
+
+/// One outbound batch; false when the TUN device had nothing.
+fn outbound_once(io: &LineIo, w: &mut Buffers) -> bool {
+    let (n, err) = io.tun.read_segments(w);
+    if let Some(e) = err {
+        debug!(line = %io.name, error = %e, "TUN read failed");
+        io.stats.count_drop(DropReason::IoError, 1);
+    }
+    if n == 0 {
+        return false;
+    }
+    let mut k = 0;
+    let mut bytes = 0u64;
+    let wants_reservation;
+    {
+        let mut core = io.lock();
+        for (i, out) in w.enc.chunks_exact_mut(SLOT).take(n).enumerate() {
+            let inp = w
+                .segs
+                .get(i * SLOT..i * SLOT + w.seg_len[i].min(SLOT))
+                .unwrap_or_default();
+            if io.pmtu.refused(inp, out, &io.tun, &io.stats) {
+                continue;
+            }
+            match core.handle_tun_packet(inp, out) {
+                Action::WriteToNetwork(p) => {
+                    w.enc_out[k] = (p.as_ptr(), p.len());
+                    k += 1;
+                    bytes += inp.len() as u64;
+                }
+                Action::Drop(r) => io.stats.count_drop(r, 1),
+                Action::Done | Action::WriteToTun(_) => {}
+            }
+        }
+        wants_reservation = core.esp().and_then(EspCore::poll_reservation).is_some();
+    }
+    if wants_reservation {
+        if let Some(r) = &io.reserve {
+            r.notify_one();
+        }
+    }
+    let socket = io.tx.socket.get_ref();
+    let sent = match gso::send_segments(socket, &w.enc_out[..k], io.peer, false) {
+        Ok(sent) => sent,
+        Err((sent, e)) => {
+            debug!(line = %io.name, error = %e, "raw socket send failed");
+            sent
+        }
+    };
+    LineStats::add(&io.stats.tx_packets, sent as u64);
+    LineStats::add(&io.stats.tx_bytes, bytes);
+    if sent < k {
+        io.stats.count_drop(DropReason::IoError, (k - sent) as u64);
+    }
+    true
+}
+
+/// Writes a run of one line's packets (`w.dec[..t]`) to its TUN device. What the kernel
+/// answered inside that write (a ping reply, ACKs) goes out at once on this thread
+/// when the line's outbound path is idle: one batch, under its `outbound_turn`. That
+/// saves the runtime's wake-up and poll of the outbound task on the way back.
+fn deliver(line: &LineIo, w: &mut Buffers, t: usize) {
+    line.tun.write_packets(w, t, &line.stats);
+    if let Ok(_turn) = line.outbound_turn.try_lock() {
+        outbound_once(line, w);
     }
 }
 
@@ -879,8 +903,7 @@ async fn receive(endpoint: Arc<Endpoint>) {
                         Out::Tun(idx) => {
                             if run != Some(idx) {
                                 if let Some(prev) = run {
-                                    let line = &routes[prev].io;
-                                    line.tun.write_packets(w, t, &line.stats);
+                                    deliver(&routes[prev].io, w, t);
                                 }
                                 run = Some(idx);
                                 t = 0;
@@ -896,8 +919,7 @@ async fn receive(endpoint: Arc<Endpoint>) {
                     }
                 }
                 if let Some(idx) = run {
-                    let line = &routes[idx].io;
-                    line.tun.write_packets(w, t, &line.stats);
+                    deliver(&routes[idx].io, w, t);
                 }
             });
         });
