@@ -280,8 +280,6 @@ struct LineIo {
     pmtu: Arc<PathMtu>,
     /// ESP lines: wakes the task that writes sequence-number reservations.
     reserve: Option<tokio::sync::Notify>,
-    /// Held while a thread reads the TUN device and sends what it read.
-    outbound_turn: Mutex<()>,
 }
 
 impl LineIo {
@@ -396,7 +394,6 @@ impl RawLine {
                 tx,
                 pmtu: spec.pmtu.clone(),
                 reserve: store.is_some().then(tokio::sync::Notify::new),
-                outbound_turn: Mutex::new(()),
             });
             let protocols = if esp_spi.is_some() {
                 &[IpProtocol::Esp][..]
@@ -538,7 +535,7 @@ async fn outbound(io: Arc<LineIo>) {
         with_buffers(|w| {
             // One batch at a time per line (the receive path may take a turn too, see
             // `deliver`): two threads reading one TUN device would reorder a flow.
-            let _turn = lock(&io.outbound_turn);
+            let _turn = io.tun.read_turn();
             if !outbound_once(&io, w) {
                 guard.clear_ready();
             }
@@ -604,11 +601,11 @@ fn outbound_once(io: &LineIo, w: &mut Buffers) -> bool {
 
 /// Writes a run of one line's packets (`w.dec[..t]`) to its TUN device. What the kernel
 /// answered inside that write (a ping reply, ACKs) goes out at once on this thread
-/// when the line's outbound path is idle: one batch, under its `outbound_turn`. That
+/// when the line's outbound path is idle: one batch, under the device's read turn. That
 /// saves the runtime's wake-up and poll of the outbound task on the way back.
 fn deliver(line: &LineIo, w: &mut Buffers, t: usize) {
     line.tun.write_packets(w, t, &line.stats);
-    if let Ok(_turn) = line.outbound_turn.try_lock() {
+    if let Some(_turn) = line.tun.try_read_turn() {
         outbound_once(line, w);
     }
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -49,6 +49,10 @@ pub struct Tun {
     /// packets: true from an MTU of [`MIN_MTU_FOR_SEGMENT_BOUND`] up, until a read
     /// proves otherwise (someone shrank the device's MTU by hand).
     bounded: AtomicBool,
+    /// Held by whoever reads the device and sends what it read (the line's outbound
+    /// task, or its receive path answering what the kernel produced inside a TUN
+    /// write): two threads reading one device at once would reorder a flow.
+    read_turn: Mutex<()>,
 }
 
 /// TUN offloads a line asked for and got.
@@ -112,6 +116,7 @@ impl Tun {
             dev,
             index,
             bounded: AtomicBool::new(mtu >= MIN_MTU_FOR_SEGMENT_BOUND),
+            read_turn: Mutex::new(()),
         })
     }
 
@@ -136,6 +141,18 @@ impl Tun {
         self.dev
             .get_ref()
             .recv_multiple(raw, &mut bufs[..n], &mut sizes[..n], 0)
+    }
+
+    /// The turn to read the device and send what was read, waiting for it (the
+    /// outbound task: the other holder keeps it for one batch).
+    pub fn read_turn(&self) -> MutexGuard<'_, ()> {
+        self.read_turn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The turn to read the device, if nobody has it (a receive path that would send
+    /// the kernel's answers itself, and leaves them to the outbound task otherwise).
+    pub fn try_read_turn(&self) -> Option<MutexGuard<'_, ()>> {
+        self.read_turn.try_lock().ok()
     }
 
     /// Reads into the thread's segment buffers (`w.segs`, lengths in `w.seg_len`): one

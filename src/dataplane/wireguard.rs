@@ -6,8 +6,8 @@
 //! - `inbound`: UDP -> decrypt -> TUN, one `recvmmsg` per batch; authenticated datagrams
 //!   from a new address move the endpoint (roaming). What the kernel answered inside
 //!   the TUN write (a ping reply, ACKs) it sends itself when `outbound` is idle, one
-//!   outbound batch under the line's `outbound_turn`, so a flow is never read by two
-//!   threads at once;
+//!   outbound batch under the device's read turn ([`Tun::try_read_turn`]), so a flow
+//!   is never read by two threads at once;
 //! - `timers`: every [`TICK`], WireGuard's timers (retransmit, rekey, keepalive), and for
 //!   a client a new handshake whenever there is no session, so a line comes back by
 //!   itself after its peer or the underlay returns.
@@ -106,8 +106,6 @@ struct Io {
     tun: Tun,
     socket: AsyncFd<Socket>,
     shared: Mutex<Shared>,
-    /// Held while a thread reads the TUN device and sends what it read.
-    outbound_turn: Mutex<()>,
     stats: Arc<LineStats>,
     dials: bool,
     /// UDP GSO: probed at start, turned off if a send is refused.
@@ -170,7 +168,6 @@ impl WireGuardLine {
                 queued: false,
                 redialed: None,
             }),
-            outbound_turn: Mutex::new(()),
             stats: Arc::new(LineStats::default()),
             dials: spec.endpoint.is_some(),
             udp_gso: AtomicBool::new(udp_gso),
@@ -263,7 +260,7 @@ async fn outbound(io: Arc<Io>) {
             // One batch at a time per line (the inbound path may take a turn too,
             // see `inbound_once`): two threads reading one TUN device would reorder
             // a flow's packets.
-            let _turn = io.outbound_turn.lock().unwrap_or_else(|e| e.into_inner());
+            let _turn = io.tun.read_turn();
             if !outbound_once(&io, w) {
                 guard.clear_ready();
             }
@@ -395,7 +392,7 @@ fn inbound_once(io: &Io, w: &mut Buffers) -> std::io::Result<bool> {
     match gso::recv_segments(io.socket.get_ref(), &mut w.rx, msgs, &mut w.rx_msgs) {
         Ok(n) => {
             if inbound_batch(io, w, n) > 0 {
-                if let Ok(_turn) = io.outbound_turn.try_lock() {
+                if let Some(_turn) = io.tun.try_read_turn() {
                     outbound_once(io, w);
                 }
             }
