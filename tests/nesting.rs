@@ -121,12 +121,13 @@ fn relay_through_b_carries_only_encrypted_datagrams_of_the_end_to_end_line() {
     let other = tshark_fields(
         &wire,
         "ip && !(udp.port == 51820 || udp.port == 51821)",
-        &["frame.number"],
+        &["frame.number", "ip.src", "ip.dst", "_ws.col.Info"],
     );
     assert!(
         other.is_empty(),
-        "{} other packets on the wire",
-        other.len()
+        "{} other packets on the wire (frame, source, destination, info):\n{}",
+        other.len(),
+        other.join("\n")
     );
 
     // The check above catches a leak: a protection rule that sends tunnel_ac's peer to
