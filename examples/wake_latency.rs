@@ -5,7 +5,8 @@
 //!   cargo run --release --example wake_latency -- server block &   # recv_from/send_to loop
 //!   cargo run --release --example wake_latency -- client
 //!
-//! Server forms: `block` (a thread blocked in recv_from), `tokio` (a task spawned on the
+//! Server forms: `block` (a thread blocked in recv_from), `epoll` (a thread in
+//! epoll_wait, draining a non-blocking socket after each event), `tokio` (a task spawned on the
 //! multi-thread runtime, as twnode's data plane runs; a 250 ms interval task beside it,
 //! like a line's timers), `current` (the same on a current-thread runtime). The client
 //! prints the median and 10th/90th percentile round trip in microseconds over 2000
@@ -20,7 +21,7 @@ const SERVER: &str = "127.0.0.1:40000";
 const ROUNDS: usize = 2000;
 
 fn usage() -> ! {
-    eprintln!("usage: wake_latency server block|tokio|current | wake_latency client");
+    eprintln!("usage: wake_latency server block|epoll|tokio|current | wake_latency client");
     std::process::exit(2)
 }
 
@@ -43,6 +44,7 @@ fn serve(form: &str) -> std::io::Result<()> {
                 socket.send_to(&buf[..n], from)?;
             }
         }
+        "epoll" => return epoll_echo(),
         "tokio" => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?,
@@ -64,6 +66,44 @@ fn serve(form: &str) -> std::io::Result<()> {
             .await
             .map_err(std::io::Error::other)?
     })
+}
+
+/// A thread waiting in epoll_wait on a non-blocking socket (edge-triggered), draining it
+/// to EAGAIN after each event: the loop boringtun-cli runs, without a runtime.
+fn epoll_echo() -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = UdpSocket::bind(SERVER)?;
+    socket.set_nonblocking(true)?;
+    // SAFETY: plain syscalls on descriptors this function owns; `events` outlives them.
+    unsafe {
+        let epoll = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        if epoll < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: 0,
+        };
+        if libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, socket.as_raw_fd(), &mut event) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        let mut buf = [0u8; 2048];
+        loop {
+            if libc::epoll_wait(epoll, events.as_mut_ptr(), 8, -1) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            loop {
+                match socket.recv_from(&mut buf) {
+                    Ok((n, from)) => {
+                        socket.send_to(&buf[..n], from)?;
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+    }
 }
 
 fn client() -> std::io::Result<()> {

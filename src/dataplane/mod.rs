@@ -11,6 +11,7 @@
 pub mod batch;
 pub mod gso;
 pub mod pmtu;
+pub mod poller;
 pub mod pool;
 pub mod raw;
 pub mod seqstore;

@@ -9,7 +9,7 @@
 //! the packet paths themselves never write a file. A clean stop writes the exact floor.
 //!
 //! Sockets: one raw socket per (protocol, local address), opened when the first line
-//! needs it and closed with the last ([`RawSockets`]). A socket's receive task reads a
+//! needs it and closed with the last ([`RawSockets`]). A socket's receive path reads a
 //! batch with `recvmmsg` and hands each packet to the line whose peer sent it (and, for
 //! GRE, whose input key it carries), so any number of lines of one protocol coexist,
 //! including two GRE lines to the same peer with different keys. A bound raw socket also
@@ -21,10 +21,11 @@
 //! 4.5 and later) to send, but receive only the payload: the source comes from the
 //! socket address and the traffic class (for ECN) from an `IPV6_RECVTCLASS` message.
 //!
-//! Tasks: per socket, `receive` (underlay -> TUN, in place, a line's core locked once per
-//! run of its packets); per line, `outbound` (TUN -> underlay, one `sendmmsg` per batch)
-//! and, with a keepalive, `keepalive` (probes on a tick). No lock is held across an
-//! `.await`.
+//! Paths: per socket, `receive_once` (underlay -> TUN, in place, a line's core locked
+//! once per run of its packets); per line, `outbound_ready` (TUN -> underlay, one
+//! `sendmmsg` per batch). Both run on the data-plane threads ([`super::poller`]).
+//! Tokio tasks: per line, with a keepalive, `keepalive` (probes on a tick), and for ESP
+//! `reserve`. No lock is held across an `.await`.
 
 use std::collections::HashMap;
 use std::io;
@@ -36,13 +37,12 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::batch::{offset_in, with_batch, Batch, BATCH, SLOT};
 use super::pmtu::PathMtu;
+use super::poller::{self, Registration};
 use super::pool::{dec_slot, with_buffers, Buffers, TUN_OFFSET};
 use super::seqstore::SeqStore;
 use super::stats::LineStats;
@@ -84,7 +84,10 @@ struct Route {
 /// One shared raw socket.
 struct Endpoint {
     key: SocketKey,
-    socket: AsyncFd<Socket>,
+    socket: Socket,
+    /// The data-plane thread of its receive path, and of the outbound paths of the
+    /// lines that send on it (see [`poller`] for why they share one).
+    thread: poller::Thread,
     /// Replaced as a whole when a line comes or goes; a batch works on one snapshot.
     routes: RwLock<Arc<Vec<Route>>>,
     /// Packets from addresses that are no line's peer (the raw socket sees every packet
@@ -103,7 +106,8 @@ impl Endpoint {
 
 struct Shared {
     endpoint: Arc<Endpoint>,
-    receive: JoinHandle<()>,
+    /// The receive path on a data-plane thread; dropping it stops the path.
+    _receive: Registration,
 }
 
 /// The raw sockets of a daemon, shared by its IP tunnel lines. Cloning shares them.
@@ -124,7 +128,7 @@ impl RawSockets {
         RawSockets::default()
     }
 
-    /// The socket for `key`, opened (and its receive task started) if no line uses it.
+    /// The socket for `key`, opened (and its receive path registered) if no line uses it.
     fn open(&self, key: SocketKey) -> Result<Arc<Endpoint>, DataplaneError> {
         let mut sockets = lock(&self.sockets);
         if let Some(s) = sockets.get(&key) {
@@ -133,16 +137,31 @@ impl RawSockets {
         let endpoint = Arc::new(Endpoint {
             key,
             socket: open_socket(key)?,
+            thread: poller::next_thread().map_err(|source| DataplaneError::Setup {
+                what: "cannot start the data-plane threads",
+                source,
+            })?,
             routes: RwLock::new(Arc::new(Vec::new())),
             strangers: AtomicU64::new(0),
         });
-        let receive = tokio::spawn(receive(endpoint.clone()));
+        let receive = {
+            let endpoint = endpoint.clone();
+            let thread = endpoint.thread.clone();
+            thread
+                .register(endpoint.socket.as_raw_fd(), "raw receive", move || {
+                    receive_once(&endpoint)
+                })
+                .map_err(|source| DataplaneError::Setup {
+                    what: "cannot register the raw socket with a data-plane thread",
+                    source,
+                })?
+        };
         info!(protocol = key.protocol.number(), local = %key.local, "raw socket opened");
         sockets.insert(
             key,
             Shared {
                 endpoint: endpoint.clone(),
-                receive,
+                _receive: receive,
             },
         );
         Ok(endpoint)
@@ -189,7 +208,6 @@ impl RawSockets {
             }
             let keep = !routes.is_empty();
             if !keep {
-                s.receive.abort();
                 info!(protocol = key.protocol.number(), local = %key.local,
                       strangers = s.endpoint.strangers.load(Relaxed), "raw socket closed");
             }
@@ -200,7 +218,7 @@ impl RawSockets {
 
 /// Opens a non-blocking raw socket for `key`, header included on send, bound to the
 /// local address. `IP_FREEBIND` lets a line on a line bind its parent's VIP early.
-fn open_socket(key: SocketKey) -> Result<AsyncFd<Socket>, DataplaneError> {
+fn open_socket(key: SocketKey) -> Result<Socket, DataplaneError> {
     let setup = |what| move |source| DataplaneError::Setup { what, source };
     let domain = match key.local {
         IpAddr::V4(_) => Domain::IPV4,
@@ -240,11 +258,7 @@ fn open_socket(key: SocketKey) -> Result<AsyncFd<Socket>, DataplaneError> {
     socket
         .bind(&SockAddr::from(addr))
         .map_err(|source| DataplaneError::Bind { addr, source })?;
-    // SAFETY: the socket owns its descriptor and is dropped only with this AsyncFd;
-    // as_raw_fd always returns that descriptor.
-    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .map_err(setup("cannot register the raw socket with the runtime"))
+    Ok(socket)
 }
 
 /// `setsockopt(IPPROTO_IPV6, opt, value)` for an int option.
@@ -328,6 +342,8 @@ pub struct RawStatus {
 /// [`RawLine::stop`] also waits until the TUN device is gone.
 pub struct RawLine {
     io: Arc<LineIo>,
+    /// The outbound path on a data-plane thread; dropping it stops the path.
+    outbound: Option<Registration>,
     tasks: Vec<JoinHandle<()>>,
     sockets: RawSockets,
     id: u64,
@@ -352,7 +368,7 @@ impl RawLine {
                 .map_err(|e| DataplaneError::State {
                     path: esp.store.path().to_path_buf(),
                     what: format!(
-                        "cannot be written ({e}); the daemon's state directory                          (--state-dir) must be writable"
+                        "cannot be written ({e}); the daemon's state directory (--state-dir) must be writable"
                     ),
                 })?;
             let e = EspCore::new(esp.cipher, &esp.sas, start, limit)
@@ -432,7 +448,24 @@ impl RawLine {
                 return Err(e);
             }
         };
-        let mut tasks = vec![tokio::spawn(outbound(io.clone()))];
+        let outbound = {
+            let io = io.clone();
+            let thread = io.tx.thread.clone();
+            thread.register(io.tun.raw_fd(), "ip tunnel outbound", move || {
+                outbound_ready(&io)
+            })
+        };
+        let outbound = match outbound {
+            Ok(r) => r,
+            Err(source) => {
+                sockets.remove_line(id);
+                return Err(DataplaneError::Setup {
+                    what: "cannot register the TUN device with a data-plane thread",
+                    source,
+                });
+            }
+        };
+        let mut tasks = Vec::new();
         if settings.keepalive.is_some() {
             tasks.push(tokio::spawn(keepalive(io.clone())));
         }
@@ -444,6 +477,7 @@ impl RawLine {
               tso = offload.tso, "ip tunnel line started");
         Ok(RawLine {
             io,
+            outbound: Some(outbound),
             tasks,
             sockets: sockets.clone(),
             id,
@@ -481,6 +515,7 @@ impl RawLine {
 
     /// Stops the tasks, releases the sockets, and waits until the TUN device is closed.
     pub async fn stop(mut self) {
+        self.outbound = None;
         for t in &self.tasks {
             t.abort();
         }
@@ -509,6 +544,7 @@ impl RawLine {
 
 impl Drop for RawLine {
     fn drop(&mut self) {
+        self.outbound = None;
         for t in &self.tasks {
             t.abort();
         }
@@ -519,28 +555,16 @@ impl Drop for RawLine {
 /// TUN -> underlay: a batch is one TUN read with offloads (a super-packet, split into
 /// its segments) or up to [`pool::SEGS`](super::pool::SEGS) single packets without,
 /// encapsulated under one lock and sent with one `sendmmsg`.
-async fn outbound(io: Arc<LineIo>) {
-    loop {
-        // AsyncFd::readable() takes no coop budget: without this, a socket that
-        // never drains (a flood) keeps its worker thread, and with it the I/O driver,
-        // other lines and the control socket, to itself.
-        tokio::task::consume_budget().await;
-        let mut guard = match io.tun.fd().readable().await {
-            Ok(g) => g,
-            Err(e) => {
-                warn!(line = %io.name, error = %e, "TUN device failed; outbound path stops");
-                return;
-            }
-        };
-        with_buffers(|w| {
-            // One batch at a time per line (the receive path may take a turn too, see
-            // `deliver`): two threads reading one TUN device would reorder a flow.
-            let _turn = io.tun.read_turn();
-            if !outbound_once(&io, w) {
-                guard.clear_ready();
-            }
-        });
-    }
+///
+/// Runs on a data-plane thread when the TUN device is readable; true when a batch went
+/// (more may be waiting), false when the device had nothing.
+fn outbound_ready(io: &LineIo) -> bool {
+    with_buffers(|w| {
+        // One batch at a time per line (the receive path may take a turn too, see
+        // `deliver`): two threads reading one TUN device would reorder a flow.
+        let _turn = io.tun.read_turn();
+        outbound_once(io, w)
+    })
 }
 
 /// One outbound batch; false when the TUN device had nothing.
@@ -583,7 +607,7 @@ fn outbound_once(io: &LineIo, w: &mut Buffers) -> bool {
             r.notify_one();
         }
     }
-    let socket = io.tx.socket.get_ref();
+    let socket = &io.tx.socket;
     let sent = match gso::send_segments(socket, &w.enc_out[..k], io.peer, false) {
         Ok(sent) => sent,
         Err((sent, e)) => {
@@ -686,7 +710,7 @@ async fn keepalive(io: Arc<LineIo>) {
             (probe, core.liveness())
         };
         if let Some(len) = probe {
-            if udp::send_one(io.tx.socket.get_ref(), &buf[..len], io.peer).is_err() {
+            if udp::send_one(&io.tx.socket, &buf[..len], io.peer).is_err() {
                 io.stats.count_drop(DropReason::IoError, 1);
             }
         }
@@ -751,27 +775,21 @@ enum Out {
 }
 
 /// Underlay -> TUN, for every line on one socket.
-async fn receive(endpoint: Arc<Endpoint>) {
+///
+/// One batch (one `recvmmsg`), run on a data-plane thread when the socket is readable.
+/// False when the socket is drained: a batch shorter than [`BATCH`] found the queue
+/// empty (edge-triggered, a later packet raises a new event), so no second call is
+/// made just to see `EAGAIN`.
+fn receive_once(endpoint: &Endpoint) -> bool {
     let v6 = endpoint.key.local.is_ipv6();
     let gre = endpoint.key.protocol == IpProtocol::Gre;
     let esp = endpoint.key.protocol == IpProtocol::Esp;
     let mut outs = [Out::None; BATCH];
     let mut src6 = [Ipv6Addr::UNSPECIFIED; BATCH];
     let mut tclass = [0u8; BATCH];
-    loop {
-        // AsyncFd::readable() takes no coop budget: without this, a socket that
-        // never drains (a flood) keeps its worker thread, and with it the I/O driver,
-        // other lines and the control socket, to itself.
-        tokio::task::consume_budget().await;
-        let mut guard = match endpoint.socket.readable().await {
-            Ok(g) => g,
-            Err(e) => {
-                warn!(error = %e, "raw socket failed; its lines receive nothing more");
-                return;
-            }
-        };
+    {
         with_batch(|b| {
-            let socket = endpoint.socket.get_ref();
+            let socket = &endpoint.socket;
             let received = if v6 {
                 recv_batch_v6(socket, b, &mut src6, &mut tclass)
             } else {
@@ -779,13 +797,11 @@ async fn receive(endpoint: Arc<Endpoint>) {
             };
             let n = match received {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    guard.clear_ready();
-                    return;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) => {
+                    // A pending socket error is reported once; data may follow.
                     debug!(error = %e, "raw socket receive failed");
-                    return;
+                    return true;
                 }
             };
             let routes = endpoint.routes();
@@ -919,7 +935,8 @@ async fn receive(endpoint: Arc<Endpoint>) {
                     deliver(&routes[idx].io, w, t);
                 }
             });
-        });
+            n >= BATCH
+        })
     }
 }
 

@@ -5,8 +5,6 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tun_rs::{DeviceBuilder, GROTable, SyncDevice};
 
 use super::pool::{seg_views, Buffers, SEGS, TUN_OFFSET};
@@ -43,7 +41,7 @@ const MIN_MTU_FOR_SEGMENT_BOUND: u16 = 1085;
 /// A line's TUN device. The kernel removes the device when this is dropped (the last
 /// file descriptor closes), so a crashed daemon leaves no device behind.
 pub struct Tun {
-    dev: AsyncFd<SyncDevice>,
+    dev: SyncDevice,
     index: u32,
     /// Whether a super-packet read splits into at most [`MAX_SEGMENTS_PER_READ`]
     /// packets: true from an MTU of [`MIN_MTU_FOR_SEGMENT_BOUND`] up, until a read
@@ -108,10 +106,6 @@ impl Tun {
         }
         dev.set_nonblocking(true).map_err(err)?;
         let index = dev.if_index().map_err(err)?;
-        // SAFETY: the device owns its descriptor until it is dropped, which happens only
-        // together with this AsyncFd; as_raw_fd always returns that descriptor.
-        let dev = unsafe { AsyncFd::register_with_interest(dev, Interest::READABLE) }
-            .map_err(|e| err(e.into_parts().1))?;
         Ok(Tun {
             dev,
             index,
@@ -122,7 +116,7 @@ impl Tun {
 
     /// The offloads in force on this device.
     pub fn offload(&self) -> TunOffload {
-        let dev = self.dev.get_ref();
+        let dev = &self.dev;
         TunOffload {
             tso: dev.tcp_gso(),
             uso: dev.udp_gso(),
@@ -139,7 +133,6 @@ impl Tun {
     ) -> io::Result<usize> {
         let n = bufs.len().min(sizes.len());
         self.dev
-            .get_ref()
             .recv_multiple(raw, &mut bufs[..n], &mut sizes[..n], 0)
     }
 
@@ -164,7 +157,7 @@ impl Tun {
         let mut n = 0;
         // Room a read needs: a super-packet that does not fit the buffers left is
         // lost, so read again only while the largest one fits.
-        let per_read = if !self.dev.get_ref().tcp_gso() {
+        let per_read = if !self.dev.tcp_gso() {
             1
         } else if self.bounded.load(Ordering::Relaxed) {
             MAX_SEGMENTS_PER_READ
@@ -213,7 +206,7 @@ impl Tun {
         if t == 0 {
             return 0;
         }
-        if !self.dev.get_ref().tcp_gso() {
+        if !self.dev.tcp_gso() {
             let mut failed = 0;
             for b in &w.dec[..t] {
                 if self.write(b.get(TUN_OFFSET..).unwrap_or_default()).is_err() {
@@ -243,9 +236,7 @@ impl Tun {
     /// a flow's packets into super-packets when offloads are on. Returns the bytes
     /// written, or the last write error (the other packets were still written).
     pub fn send_coalesced(&self, gro: &mut GROTable, bufs: &mut [Vec<u8>]) -> io::Result<usize> {
-        self.dev
-            .get_ref()
-            .send_multiple(gro, bufs, super::pool::TUN_OFFSET)
+        self.dev.send_multiple(gro, bufs, super::pool::TUN_OFFSET)
     }
 
     /// The kernel's interface index.
@@ -253,22 +244,23 @@ impl Tun {
         self.index
     }
 
-    /// The readiness handle for the read loop.
-    pub fn fd(&self) -> &AsyncFd<SyncDevice> {
-        &self.dev
+    /// The device's descriptor, for the data-plane thread that waits on it.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.dev.as_raw_fd()
     }
 
     /// Writes `buf`, a virtio-net header and a packet, as it is (offloads on); never
     /// blocks.
     pub fn write_with_header(&self, buf: &[u8]) -> io::Result<usize> {
-        self.dev.get_ref().send(buf)
+        self.dev.send(buf)
     }
 
     /// Writes one IP packet; never blocks (a full queue is an error the caller counts).
     /// On a device with offloads the packet goes behind a zeroed virtio-net header (no
     /// GSO, checksum complete), which such a device expects in front of every write.
     pub fn write(&self, packet: &[u8]) -> io::Result<usize> {
-        let dev = self.dev.get_ref();
+        let dev = &self.dev;
         if !dev.tcp_gso() {
             return dev.send(packet);
         }

@@ -6,8 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 
 use super::batch::{Batch, BATCH, SLOT};
 use super::DataplaneError;
@@ -19,7 +17,7 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Opens a non-blocking UDP socket bound to `addr`. `IP_FREEBIND` lets a nested line
 /// bind to its parent's VIP before that address exists.
-pub fn bind(addr: SocketAddr) -> Result<AsyncFd<Socket>, DataplaneError> {
+pub fn bind(addr: SocketAddr) -> Result<Socket, DataplaneError> {
     let setup = |what| move |source| DataplaneError::Setup { what, source };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(setup("cannot open UDP socket"))?;
@@ -35,11 +33,7 @@ pub fn bind(addr: SocketAddr) -> Result<AsyncFd<Socket>, DataplaneError> {
     socket
         .bind(&SockAddr::from(addr))
         .map_err(|source| DataplaneError::Bind { addr, source })?;
-    // SAFETY: the socket owns its descriptor and is dropped only with this AsyncFd;
-    // as_raw_fd always returns that descriptor.
-    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .map_err(setup("cannot register the UDP socket with the runtime"))
+    Ok(socket)
 }
 
 /// Raises the socket buffers past `rmem_max` where we may (CAP_NET_ADMIN), else as far

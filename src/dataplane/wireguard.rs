@@ -1,14 +1,15 @@
 //! The WireGuard line's I/O loop: a TUN device, a UDP socket and a
-//! [`WireGuardCore`], driven by three tasks.
+//! [`WireGuardCore`], driven by two paths on the data-plane threads
+//! ([`super::poller`]) and one tokio task.
 //!
-//! - `outbound`: TUN -> encrypt -> UDP, a batch of up to [`BATCH`] packets per wake-up,
-//!   one `sendmmsg` per batch;
-//! - `inbound`: UDP -> decrypt -> TUN, one `recvmmsg` per batch; authenticated datagrams
+//! - `outbound_ready`: TUN -> encrypt -> UDP, one TUN read per batch (a super-packet or
+//!   up to [`SEGS`] packets), one `sendmmsg` per batch;
+//! - `inbound_once`: UDP -> decrypt -> TUN, one `recvmmsg` per batch; authenticated datagrams
 //!   from a new address move the endpoint (roaming). What the kernel answered inside
 //!   the TUN write (a ping reply, ACKs) it sends itself when `outbound` is idle, one
 //!   outbound batch under the device's read turn ([`Tun::try_read_turn`]), so a flow
 //!   is never read by two threads at once;
-//! - `timers`: every [`TICK`], WireGuard's timers (retransmit, rekey, keepalive), and for
+//! - `timers` (tokio): every [`TICK`], WireGuard's timers (retransmit, rekey, keepalive), and for
 //!   a client a new handshake whenever there is no session, so a line comes back by
 //!   itself after its peer or the underlay returns.
 //!
@@ -22,17 +23,18 @@
 //! wireguard-go (0.0.20220316) sometimes resolves into a session it cannot receive on.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
-use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::batch::{offset_in, SLOT};
 use super::pmtu::PathMtu;
+use super::poller::{self, Registration};
 use super::pool::{dec_slot, with_buffers, Buffers, RX_MSGS_GRO, RX_MSGS_MAX, SEGS, TUN_OFFSET};
 use super::stats::LineStats;
 use super::tun::Tun;
@@ -104,7 +106,7 @@ impl Shared {
 struct Io {
     name: String,
     tun: Tun,
-    socket: AsyncFd<Socket>,
+    socket: Socket,
     shared: Mutex<Shared>,
     stats: Arc<LineStats>,
     dials: bool,
@@ -128,6 +130,9 @@ impl Io {
 /// waits until the TUN device is gone.
 pub struct WireGuardLine {
     io: Arc<Io>,
+    /// The outbound and inbound paths on the data-plane threads; dropping them stops
+    /// the paths.
+    paths: Vec<Registration>,
     tasks: Vec<JoinHandle<()>>,
     local: Option<SocketAddr>,
 }
@@ -147,10 +152,10 @@ impl WireGuardLine {
         let want = super::tun::offload_wanted();
         let tun = Tun::create_for_line(&spec.name, spec.mtu, true)?;
         let socket = udp::bind(SocketAddr::new(spec.local_ip, spec.listen_port))?;
-        let local = udp::local_addr(socket.get_ref());
+        let local = udp::local_addr(&socket);
         let tun_offload = tun.offload();
-        let udp_gso = want && gso::probe_gso(socket.get_ref());
-        let udp_gro = want && gso::enable_gro(socket.get_ref());
+        let udp_gso = want && gso::probe_gso(&socket);
+        let udp_gro = want && gso::enable_gro(&socket);
         let core = WireGuardCore::new(Keys {
             private: &spec.private_key,
             peer_public: &spec.peer_public_key,
@@ -185,12 +190,27 @@ impl WireGuardLine {
             udp_gro,
             "wireguard line started"
         );
-        let tasks = vec![
-            tokio::spawn(outbound(io.clone())),
-            tokio::spawn(inbound(io.clone())),
-            tokio::spawn(timers(io.clone())),
+        let setup = |source| DataplaneError::Setup {
+            what: "cannot register the line with a data-plane thread",
+            source,
+        };
+        // Both paths on one thread: see `poller` for why.
+        let thread = poller::next_thread().map_err(setup)?;
+        let register = |fd, what, run: fn(&Io) -> bool| {
+            let io = io.clone();
+            thread.register(fd, what, move || run(&io)).map_err(setup)
+        };
+        let paths = vec![
+            register(io.tun.raw_fd(), "wireguard outbound", outbound_ready)?,
+            register(io.socket.as_raw_fd(), "wireguard inbound", inbound_ready)?,
         ];
-        Ok(WireGuardLine { io, tasks, local })
+        let tasks = vec![tokio::spawn(timers(io.clone()))];
+        Ok(WireGuardLine {
+            io,
+            paths,
+            tasks,
+            local,
+        })
     }
 
     /// The TUN device's interface index.
@@ -217,6 +237,7 @@ impl WireGuardLine {
     /// Stops the tasks and waits for them, so the TUN device and socket are closed
     /// when this returns.
     pub async fn stop(mut self) {
+        self.paths.clear();
         for t in &self.tasks {
             t.abort();
         }
@@ -234,6 +255,7 @@ impl WireGuardLine {
 
 impl Drop for WireGuardLine {
     fn drop(&mut self) {
+        self.paths.clear();
         for t in &self.tasks {
             t.abort();
         }
@@ -243,29 +265,16 @@ impl Drop for WireGuardLine {
 /// TUN -> UDP. A batch is one TUN read (a 64 KB super-packet split into its segments
 /// with offloads; up to [`SEGS`] single packets without), encrypted under one lock and
 /// sent with one `sendmmsg` (runs of equal-size datagrams as GSO sends).
-async fn outbound(io: Arc<Io>) {
-    loop {
-        // AsyncFd::readable() takes no coop budget: without this, a socket that
-        // never drains (a flood) keeps its worker thread, and with it the I/O driver,
-        // other lines and the control socket, to itself.
-        tokio::task::consume_budget().await;
-        let mut guard = match io.tun.fd().readable().await {
-            Ok(g) => g,
-            Err(e) => {
-                warn!(line = %io.name, error = %e, "TUN device failed; outbound path stops");
-                return;
-            }
-        };
-        with_buffers(|w| {
-            // One batch at a time per line (the inbound path may take a turn too,
-            // see `inbound_once`): two threads reading one TUN device would reorder
-            // a flow's packets.
-            let _turn = io.tun.read_turn();
-            if !outbound_once(&io, w) {
-                guard.clear_ready();
-            }
-        });
-    }
+///
+/// Runs on a data-plane thread when the TUN device is readable; true when a batch went
+/// (more may be waiting), false when the device had nothing.
+fn outbound_ready(io: &Io) -> bool {
+    with_buffers(|w| {
+        // One batch at a time per line (the inbound path may take a turn too, see
+        // `inbound_once`): two threads reading one TUN device would reorder a flow.
+        let _turn = io.tun.read_turn();
+        outbound_once(io, w)
+    })
 }
 
 /// One outbound batch; false when the TUN device had nothing.
@@ -322,14 +331,13 @@ fn outbound_once(io: &Io, w: &mut Buffers) -> bool {
 fn send_encrypted(io: &Io, packets: &[(*const u8, usize)], to: SocketAddr) {
     let k = packets.len();
     let use_gso = io.udp_gso.load(Ordering::Relaxed);
-    let sent = match gso::send_segments(io.socket.get_ref(), packets, to, use_gso) {
+    let sent = match gso::send_segments(&io.socket, packets, to, use_gso) {
         Ok(sent) => sent,
         Err((sent, e)) if use_gso && gso::is_gso_refusal(&e) => {
             warn!(line = %io.name, error = %e, "UDP GSO refused on this path; sending datagrams one by one from now on");
             io.udp_gso.store(false, Ordering::Relaxed);
             let rest = &packets[sent..];
-            sent + gso::send_segments(io.socket.get_ref(), rest, to, false)
-                .unwrap_or_else(|(n, _)| n)
+            sent + gso::send_segments(&io.socket, rest, to, false).unwrap_or_else(|(n, _)| n)
         }
         Err((sent, e)) => {
             debug!(line = %io.name, error = %e, "UDP send failed");
@@ -356,27 +364,18 @@ fn read_tun_batch(io: &Io, w: &mut Buffers) -> usize {
 /// UDP -> TUN. A batch is one `recvmmsg` (with GRO, each message a run of coalesced
 /// datagrams, split here); decrypted under one lock per [`SEGS`] packets and written
 /// to the TUN device with GRO coalescing when offloads are on.
-async fn inbound(io: Arc<Io>) {
-    loop {
-        // AsyncFd::readable() takes no coop budget: without this, a socket that
-        // never drains (a flood) keeps its worker thread, and with it the I/O driver,
-        // other lines and the control socket, to itself.
-        tokio::task::consume_budget().await;
-        let mut guard = match io.socket.readable().await {
-            Ok(g) => g,
-            Err(e) => {
-                warn!(line = %io.name, error = %e, "UDP socket failed; inbound path stops");
-                return;
-            }
-        };
-        with_buffers(|w| match inbound_once(&io, w) {
-            Ok(true) => {}
-            // Edge-triggered: a datagram that arrives after the receive raises a new
-            // event, and clear_ready keeps readiness that the driver set meanwhile.
-            Ok(false) => guard.clear_ready(),
-            Err(e) => debug!(line = %io.name, error = %e, "UDP receive failed"),
-        });
-    }
+///
+/// Runs on a data-plane thread when the socket is readable; true when more may be
+/// waiting.
+fn inbound_ready(io: &Io) -> bool {
+    with_buffers(|w| match inbound_once(io, w) {
+        Ok(more) => more,
+        Err(e) => {
+            // A pending socket error is reported once; data may follow it.
+            debug!(line = %io.name, error = %e, "UDP receive failed");
+            true
+        }
+    })
 }
 
 /// One inbound batch; false when the socket is drained (a `recvmmsg` that returned
@@ -389,7 +388,7 @@ async fn inbound(io: Arc<Io>) {
 /// runtime's wake-up and poll on the way back (about 10 us per hop on a VM).
 fn inbound_once(io: &Io, w: &mut Buffers) -> std::io::Result<bool> {
     let msgs = if io.udp_gro { RX_MSGS_GRO } else { RX_MSGS_MAX };
-    match gso::recv_segments(io.socket.get_ref(), &mut w.rx, msgs, &mut w.rx_msgs) {
+    match gso::recv_segments(&io.socket, &mut w.rx, msgs, &mut w.rx_msgs) {
         Ok(n) => {
             if inbound_batch(io, w, n) > 0 {
                 if let Some(_turn) = io.tun.try_read_turn() {
@@ -465,7 +464,7 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) -> usize {
                         if p.first() == Some(&HANDSHAKE_RESPONSE) {
                             sh.responded = Some(now);
                         }
-                        if udp::send_one(io.socket.get_ref(), p, from).is_err() {
+                        if udp::send_one(&io.socket, p, from).is_err() {
                             io.stats.count_drop(DropReason::IoError, 1);
                         }
                         flush_to = Some(from);
@@ -492,7 +491,7 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) -> usize {
                                 if sh.may_send(p, now) {
                                     debug!(line = %io.name, to = %from, "data without a session: handshake back");
                                     sh.redialed = Some(now);
-                                    if udp::send_one(io.socket.get_ref(), p, from).is_err() {
+                                    if udp::send_one(&io.socket, p, from).is_err() {
                                         io.stats.count_drop(DropReason::IoError, 1);
                                     }
                                 }
@@ -541,7 +540,7 @@ fn flush_queued(io: &Io, w: &mut Buffers, to: SocketAddr) {
         match sh.core.poll_queued(out) {
             Action::WriteToNetwork(p) if sh.may_send(p, now) => {
                 let p: &[u8] = p;
-                if udp::send_one(io.socket.get_ref(), p, to).is_err() {
+                if udp::send_one(&io.socket, p, to).is_err() {
                     io.stats.count_drop(DropReason::IoError, 1);
                 } else {
                     LineStats::add(&io.stats.tx_packets, 1);
@@ -600,7 +599,7 @@ async fn timers(io: Arc<Io>) {
             for (k, len) in sends.iter().enumerate() {
                 if let Some(len) = len {
                     let p = &buf[k * TIMER_SLOT..k * TIMER_SLOT + len];
-                    if udp::send_one(io.socket.get_ref(), p, to).is_err() {
+                    if udp::send_one(&io.socket, p, to).is_err() {
                         io.stats.count_drop(DropReason::IoError, 1);
                     }
                 }
