@@ -1,9 +1,9 @@
 //! Receive-batch buffers for the shared raw sockets (`recvmmsg` into [`BATCH`] slots,
 //! processed in place; the WireGuard path and every TUN read use [`super::pool`]). Each
-//! worker thread owns one set, reused for every batch of every line it serves, so the
+//! data-plane thread owns one set, reused for every batch of every line it serves, so the
 //! memory cost does not grow with the number of lines and nothing is allocated per
-//! packet. A batch is received, processed and sent without an `.await` in
-//! between, which is what makes per-thread buffers safe.
+//! packet. A batch is received, processed and sent in one handler call, which is what
+//! makes per-thread buffers safe.
 
 use std::cell::RefCell;
 

@@ -2,8 +2,11 @@
 //! batches between a line's TUN device and its underlay socket, through the line's
 //! tunnel core.
 //!
-//! Rules: no allocation per packet (batch buffers are per worker thread and reused, see
-//! [`batch`]); no lock held across `.await` (a line's core is locked once per batch);
+//! Packets move on the data plane's own threads ([`poller`]: epoll, one per CPU); a line's
+//! timers and keepalives run as tokio tasks beside the control plane.
+//!
+//! Rules: no allocation per packet (batch buffers are per data-plane thread and reused,
+//! see [`batch`]); no lock held across `.await` (a line's core is locked once per batch);
 //! a bad packet is counted and dropped, never a crash; timers run on a tick, not per
 //! packet.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -28,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Waits (up to 1 s) until `shared` is the last reference and drops it, so a line's TUN
-/// device and sockets are closed when its `stop()` returns even if a task was mid-batch.
+/// device and sockets are closed when its `stop()` returns even if a path was mid-batch.
 /// The drop runs on a blocking thread: closing a TUN device waits for the kernel to
 /// unregister it, which must neither stall the runtime nor keep other lines' closes
 /// from overlapping with it.
@@ -109,7 +112,7 @@ pub enum DataplaneError {
     /// Another running line already receives the packets this line would receive.
     #[error("{0}")]
     Claimed(String),
-    /// A socket option or registration with the runtime failed.
+    /// A socket option or registration with a data-plane thread failed.
     #[error("{what}: {source}")]
     Setup {
         /// What was being set up.

@@ -1,6 +1,6 @@
-//! The WireGuard path's buffers with offloads: one set per worker thread, reused for every
-//! batch of every line the thread serves (a batch is read, processed and written without
-//! an `.await` in between), so 1000 lines cost no more than one and nothing is allocated
+//! The WireGuard path's buffers with offloads: one set per data-plane thread, reused for
+//! every batch of every line the thread serves (a batch is read, processed and written
+//! in one handler call, see [`super::poller`]), so 1000 lines cost no more than one and nothing is allocated
 //! per packet. Memory is reserved up front but the kernel backs only the pages a batch
 //! touched, so an idle daemon stays small.
 

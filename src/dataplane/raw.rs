@@ -281,7 +281,7 @@ fn set_ipv6_int(socket: &Socket, opt: libc::c_int, value: libc::c_int) -> io::Re
     }
 }
 
-/// One line's state, shared by its tasks and by the routes of its sockets.
+/// One line's state, shared by its paths, its tasks and by the routes of its sockets.
 struct LineIo {
     name: String,
     tun: Tun,
@@ -338,7 +338,7 @@ pub struct RawStatus {
     pub esp: Option<(u32, u32, u64, u64, u64)>,
 }
 
-/// A running IP tunnel line. Dropping it stops its tasks and releases its sockets;
+/// A running IP tunnel line. Dropping it stops its paths and tasks and releases its sockets;
 /// [`RawLine::stop`] also waits until the TUN device is gone.
 pub struct RawLine {
     io: Arc<LineIo>,
@@ -353,7 +353,7 @@ pub struct RawLine {
 
 impl RawLine {
     /// Creates the TUN device, attaches the line to its raw sockets (opening them if
-    /// needed) and starts its tasks on the current runtime.
+    /// needed), registers its outbound path and starts its tasks on the current runtime.
     pub fn start(spec: RawSpec, sockets: &RawSockets) -> Result<RawLine, DataplaneError> {
         let settings = spec.settings;
         let mut core = IpTunnelCore::new(settings)?;

@@ -48,7 +48,7 @@ pub struct Tun {
     /// proves otherwise (someone shrank the device's MTU by hand).
     bounded: AtomicBool,
     /// Held by whoever reads the device and sends what it read (the line's outbound
-    /// task, or its receive path answering what the kernel produced inside a TUN
+    /// path, or a receive path answering what the kernel produced inside a TUN
     /// write): two threads reading one device at once would reorder a flow.
     read_turn: Mutex<()>,
 }
@@ -137,13 +137,13 @@ impl Tun {
     }
 
     /// The turn to read the device and send what was read, waiting for it (the
-    /// outbound task: the other holder keeps it for one batch).
+    /// outbound path: the other holder keeps it for one batch).
     pub fn read_turn(&self) -> MutexGuard<'_, ()> {
         self.read_turn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The turn to read the device, if nobody has it (a receive path that would send
-    /// the kernel's answers itself, and leaves them to the outbound task otherwise).
+    /// the kernel's answers itself, and leaves them to the outbound path otherwise).
     pub fn try_read_turn(&self) -> Option<MutexGuard<'_, ()>> {
         self.read_turn.try_lock().ok()
     }
