@@ -1,18 +1,19 @@
-//! What waking a tokio task costs on this machine, next to a plain blocking thread: a UDP
-//! echo server on loopback in one of three forms, and a client that sends one datagram
-//! every 2 ms and times the answer.
+//! What waking a tokio task costs on this machine, next to a blocking thread and an
+//! epoll thread: a UDP echo server on loopback in one of four forms, and a client that
+//! sends one datagram every 2 ms and times the answer.
 //!
 //!   cargo run --release --example wake_latency -- server block &   # recv_from/send_to loop
 //!   cargo run --release --example wake_latency -- client
 //!
 //! Server forms: `block` (a thread blocked in recv_from), `epoll` (a thread in
-//! epoll_wait, draining a non-blocking socket after each event), `tokio` (a task spawned on the
-//! multi-thread runtime, as twnode's data plane runs; a 250 ms interval task beside it,
-//! like a line's timers), `current` (the same on a current-thread runtime). The client
-//! prints the median and 10th/90th percentile round trip in microseconds over 2000
-//! datagrams: the difference between forms is the server's cost to wake up and answer.
-//! Each echo wakes a sleeping server, as every ping through an idle tunnel wakes each
-//! daemon it crosses.
+//! epoll_wait, draining a non-blocking socket after each event: how twnode's data-plane
+//! threads and boringtun wait), `tokio` (a task spawned on the multi-thread runtime, as
+//! twnode's data plane ran before it had threads of its own; a 250 ms interval task
+//! beside it, like a line's timers), `current` (the same on a current-thread runtime).
+//! The client prints the median and 10th/90th percentile round trip in microseconds over
+//! 2000 datagrams: the difference between forms is the server's cost to wake up and
+//! answer. Each echo wakes a sleeping server, as every ping through an idle tunnel wakes
+//! each daemon it crosses.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};

@@ -44,7 +44,8 @@ struct Entry {
     live: AtomicBool,
     /// In its worker's ready list (touched by that thread only).
     pending: AtomicBool,
-    what: &'static str,
+    /// Names the path in logs ("line tunnel_a outbound").
+    what: String,
 }
 
 /// One data-plane thread's epoll instance and the handlers registered with it.
@@ -108,8 +109,8 @@ impl Worker {
                         Ok(more) => more,
                         Err(_) => {
                             error!(
-                                path = entry.what,
-                                "data-plane handler panicked; its path stops"
+                                path = %entry.what,
+                                "data-plane handler panicked; this path stops (restart the line)"
                             );
                             entry.live.store(false, Ordering::Release);
                             false
@@ -208,7 +209,7 @@ impl Thread {
     pub fn register(
         &self,
         fd: RawFd,
-        what: &'static str,
+        what: String,
         handler: impl Fn() -> bool + Send + Sync + 'static,
     ) -> io::Result<Registration> {
         register_on(self.0.clone(), fd, what, Box::new(handler))
@@ -218,7 +219,7 @@ impl Thread {
 fn register_on(
     worker: Arc<Worker>,
     fd: RawFd,
-    what: &'static str,
+    what: String,
     handler: Handler,
 ) -> io::Result<Registration> {
     let token = poller()?.next_token.fetch_add(1, Ordering::Relaxed);
@@ -292,7 +293,7 @@ mod tests {
         let sock = rx.try_clone().unwrap();
         let reg = next_thread()
             .unwrap()
-            .register(rx.as_raw_fd(), "test", move || {
+            .register(rx.as_raw_fd(), "test".into(), move || {
                 let mut buf = [0u8; 16];
                 // One datagram per call: returns true while there may be more.
                 match sock.recv(&mut buf) {
@@ -329,7 +330,7 @@ mod tests {
             rx.set_nonblocking(true).unwrap();
             let sock = rx.try_clone().unwrap();
             let got_tx = got_tx.clone();
-            let reg = thread.register(rx.as_raw_fd(), "test", move || {
+            let reg = thread.register(rx.as_raw_fd(), "test".into(), move || {
                 let mut buf = [0u8; 16];
                 let n = sock.recv(&mut buf).unwrap_or(0);
                 assert!(!panics, "a handler that panics");

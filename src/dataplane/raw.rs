@@ -148,9 +148,15 @@ impl RawSockets {
             let endpoint = endpoint.clone();
             let thread = endpoint.thread.clone();
             thread
-                .register(endpoint.socket.as_raw_fd(), "raw receive", move || {
-                    receive_once(&endpoint)
-                })
+                .register(
+                    endpoint.socket.as_raw_fd(),
+                    format!(
+                        "raw socket receive (protocol {}, {})",
+                        key.protocol.number(),
+                        key.local
+                    ),
+                    move || receive_once(&endpoint),
+                )
                 .map_err(|source| DataplaneError::Setup {
                     what: "cannot register the raw socket with a data-plane thread",
                     source,
@@ -451,9 +457,8 @@ impl RawLine {
         let outbound = {
             let io = io.clone();
             let thread = io.tx.thread.clone();
-            thread.register(io.tun.raw_fd(), "ip tunnel outbound", move || {
-                outbound_ready(&io)
-            })
+            let what = format!("line {} outbound", io.name);
+            thread.register(io.tun.raw_fd(), what, move || outbound_ready(&io))
         };
         let outbound = match outbound {
             Ok(r) => r,

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use tun_rs::{DeviceBuilder, GROTable, SyncDevice};
@@ -51,6 +51,51 @@ pub struct Tun {
     /// path, or a receive path answering what the kernel produced inside a TUN
     /// write): two threads reading one device at once would reorder a flow.
     read_turn: Mutex<()>,
+    /// How the last reads went (a [`Pace`]); changed only under the read turn.
+    pace: AtomicU8,
+}
+
+/// How a device's reads go, which decides whether a batch reads again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Pace {
+    /// Traffic that fills batches: keep reading until the device is drained.
+    Dense = 0,
+    /// Traffic of lone packets (a ping, interactive use): the read that would find
+    /// the device empty before the send is skipped, so the packet goes one system call
+    /// sooner. The outbound path's next turn makes that read after the send.
+    Sparse = 1,
+    /// Sparse, and the last call found a packet: one more makes it dense.
+    SparseGot = 2,
+}
+
+impl Pace {
+    fn from_u8(v: u8) -> Pace {
+        match v {
+            1 => Pace::Sparse,
+            2 => Pace::SparseGot,
+            _ => Pace::Dense,
+        }
+    }
+
+    /// After a read that found packets: the new pace, and whether to read again.
+    fn after_packets(self) -> (Pace, bool) {
+        match self {
+            Pace::Dense => (Pace::Dense, true),
+            Pace::Sparse => (Pace::SparseGot, false),
+            Pace::SparseGot => (Pace::Dense, false),
+        }
+    }
+
+    /// After a read that found the device empty, `reads` reads into the call.
+    fn after_empty(self, reads: usize) -> Pace {
+        match self {
+            // One read's worth, then nothing: lone packets.
+            Pace::Dense if reads == 1 => Pace::Sparse,
+            Pace::Dense => Pace::Dense,
+            Pace::Sparse | Pace::SparseGot => Pace::Sparse,
+        }
+    }
 }
 
 /// TUN offloads a line asked for and got.
@@ -111,6 +156,7 @@ impl Tun {
             index,
             bounded: AtomicBool::new(mtu >= MIN_MTU_FOR_SEGMENT_BOUND),
             read_turn: Mutex::new(()),
+            pace: AtomicU8::new(Pace::Dense as u8),
         })
     }
 
@@ -148,12 +194,19 @@ impl Tun {
         self.read_turn.try_lock().ok()
     }
 
-    /// Reads into the thread's segment buffers (`w.segs`, lengths in `w.seg_len`): one
-    /// read with offloads (a super-packet splits into up to [`SEGS`] packets), else
-    /// single packets until the device is drained or the batch is full. Returns how
-    /// many packets, and the error that ended the reads early, if any (not
+    /// Reads into the thread's segment buffers (`w.segs`, lengths in `w.seg_len`): reads
+    /// (a super-packet with offloads, splitting into up to [`MAX_SEGMENTS_PER_READ`]
+    /// packets; else single packets) until the device is drained or the batch is full.
+    /// Returns how many packets, and the error that ended the reads early, if any (not
     /// `WouldBlock`, the normal end). 0 packets and no error: nothing was there.
+    ///
+    /// Adaptive: when batches hold one read's worth (the read after it finds nothing),
+    /// the device is read once per call ([`Pace::Sparse`]): a lone packet is sent without
+    /// first paying a read that finds the device empty. Two calls in a row that find
+    /// packets switch back to batching. Only under the read turn.
     pub fn read_segments(&self, w: &mut Buffers) -> (usize, Option<io::Error>) {
+        let mut pace = Pace::from_u8(self.pace.load(Ordering::Relaxed));
+        let mut reads = 0;
         let mut n = 0;
         // Room a read needs: a super-packet that does not fit the buffers left is
         // lost, so read again only while the largest one fits.
@@ -167,8 +220,19 @@ impl Tun {
         while n + per_read <= SEGS {
             let mut views = seg_views(&mut w.segs, n);
             match self.recv_split(&mut w.tun_read, &mut views[..SEGS - n], &mut w.seg_len[n..]) {
-                Ok(got) => n += got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(got) => {
+                    n += got;
+                    reads += 1;
+                    let again;
+                    (pace, again) = pace.after_packets();
+                    if !again {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    pace = pace.after_empty(reads);
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     if n > 0
@@ -179,10 +243,12 @@ impl Tun {
                             "a super-packet split into more packets than expected (MTU lowered \
                              by hand?); one read per batch from now on");
                     }
+                    self.pace.store(pace as u8, Ordering::Relaxed);
                     return (n, Some(e));
                 }
             }
         }
+        self.pace.store(pace as u8, Ordering::Relaxed);
         (n, None)
     }
 
@@ -282,5 +348,57 @@ impl Tun {
             return Err(io::Error::last_os_error());
         }
         Ok((n as usize).saturating_sub(header.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pace;
+
+    /// One call of `read_segments` on a device holding `queued` reads' worth: how many
+    /// reads it makes and the pace after it.
+    fn call(pace: Pace, queued: &mut usize) -> (usize, Pace) {
+        let (mut pace, mut reads) = (pace, 0);
+        loop {
+            if *queued == 0 {
+                return (reads + 1, pace.after_empty(reads));
+            }
+            *queued -= 1;
+            reads += 1;
+            let again;
+            (pace, again) = pace.after_packets();
+            if !again {
+                return (reads, pace);
+            }
+        }
+    }
+
+    #[test]
+    fn lone_packets_go_after_one_read_and_bursts_batch_again() {
+        // A ping on a fresh device: read, read (empty): lone packets from now on.
+        let mut queued = 1;
+        assert_eq!(call(Pace::Dense, &mut queued), (2, Pace::Sparse));
+        // The next ping: one read, sent at once; the path's next turn reads it empty.
+        queued = 1;
+        let (reads, pace) = call(Pace::Sparse, &mut queued);
+        assert_eq!((reads, pace), (1, Pace::SparseGot));
+        assert_eq!(call(pace, &mut queued), (1, Pace::Sparse));
+        // A burst: the second call in a row finds packets, the third batches them all.
+        queued = 5;
+        let (_, pace) = call(Pace::Sparse, &mut queued);
+        let (_, pace) = call(pace, &mut queued);
+        assert_eq!(pace, Pace::Dense);
+        assert_eq!(call(pace, &mut queued), (4, Pace::Dense));
+        assert_eq!(queued, 0);
+        // Batches of several reads stay dense.
+        queued = 2;
+        assert_eq!(call(Pace::Dense, &mut queued), (3, Pace::Dense));
+    }
+
+    #[test]
+    fn the_pace_survives_its_round_trip_through_the_atomic() {
+        for p in [Pace::Dense, Pace::Sparse, Pace::SparseGot] {
+            assert_eq!(Pace::from_u8(p as u8), p);
+        }
     }
 }

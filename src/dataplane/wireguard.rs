@@ -198,12 +198,13 @@ impl WireGuardLine {
         // Both paths on one thread: see `poller` for why.
         let thread = poller::next_thread().map_err(setup)?;
         let register = |fd, what, run: fn(&Io) -> bool| {
-            let io = io.clone();
-            thread.register(fd, what, move || run(&io)).map_err(setup)
+            let io2 = io.clone();
+            let what = format!("line {} {what}", io.name);
+            thread.register(fd, what, move || run(&io2)).map_err(setup)
         };
         let paths = vec![
-            register(io.tun.raw_fd(), "wireguard outbound", outbound_ready)?,
-            register(io.socket.as_raw_fd(), "wireguard inbound", inbound_ready)?,
+            register(io.tun.raw_fd(), "outbound", outbound_ready)?,
+            register(io.socket.as_raw_fd(), "inbound", inbound_ready)?,
         ];
         let tasks = vec![tokio::spawn(timers(io.clone()))];
         Ok(WireGuardLine {
