@@ -1,6 +1,7 @@
 //! Faults: a lossy underlay (nftables `numgen random`, as this kernel has no netem), the
 //! underlay link going down and back, the peer's daemon and our own killed with SIGKILL
-//! and restarted, and line changes while traffic runs over an unchanged line.
+//! and restarted, line changes while traffic runs over an unchanged line, and a packet
+//! path that panics (injected) and the supervisor restarting its line.
 //!
 //! Each test prints its figures (recovery times, loss) on stderr; run with
 //! `cargo test --test faults -- --nocapture` to see them. The 20 s link outage is
@@ -161,6 +162,47 @@ fn lines_recover_by_themselves_after_the_underlay_is_down_5_s() {
 #[ignore = "20 s outage: cargo test --test faults -- --ignored --nocapture"]
 fn lines_recover_by_themselves_after_the_underlay_is_down_20_s() {
     underlay_down_and_back(Duration::from_secs(20));
+}
+
+/// A packet path that panics (a bug, injected here with `TWNODE_FAULT_INJECT`) stops
+/// alone while its line would look alive: the supervisor notices, takes the line down
+/// and brings it up again, and the log says what happened.
+#[test]
+fn a_line_whose_packet_path_panicked_is_restarted_and_carries_traffic_again() {
+    if !require_root_and_tools(&["ip", "ping"]) {
+        return;
+    }
+    let (a, b) = seed_pair("panic");
+    let mut na = Node::new(&a);
+    na.start_daemon_env(&["TWNODE_FAULT_INJECT=panic-outbound:tunnel_base"]);
+    let nb = Node::start(&b);
+    wireguard_line(&na, &nb);
+    // The first packet A's kernel puts into the line kills its outbound path.
+    let _ = a.exec(&["ping", "-c", "1", "-W", "1", "10.0.0.2"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !na.log().contains("restarting the line") {
+        assert!(
+            Instant::now() < deadline,
+            "no restart within 15 s of the injected panic:\n{}",
+            na.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = na.log();
+    assert!(
+        log.contains("fault injected by TWNODE_FAULT_INJECT"),
+        "{log}"
+    );
+    assert!(log.contains("data-plane handler panicked"), "{log}");
+    let back = time_until_ping(&a, "10.0.0.2", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no traffic after the line's restart:\n{}", na.log()));
+    na.wait_state("tunnel_base", "up", 10);
+    let (sent, got) = tcp_transfer(&a, &b, "10.0.0.2", 5201, 1 << 20);
+    assert_eq!(sent, got, "1 MB after the restart");
+    report(&format!(
+        "packet path panicked: traffic again {:.2} s after the restart was logged",
+        back.as_secs_f64()
+    ));
 }
 
 #[test]

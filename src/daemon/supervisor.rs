@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::esp::EspKey;
 use crate::config::model::{self as cfg, IpTunnel};
@@ -150,6 +150,7 @@ impl Supervisor {
     /// Tries to bring up every configured line that is not running, parents first.
     /// Logs a line's failure once per distinct reason.
     pub async fn reconcile(&mut self) {
+        self.restart_stopped_paths().await;
         self.follow_parent_mtus().await;
         let order: Vec<Line> = self.config.ordered().into_iter().cloned().collect();
         if order.iter().any(|l| !self.running.contains_key(&l.name)) {
@@ -176,6 +177,35 @@ impl Supervisor {
             }
         }
         self.pass_addrs = None;
+    }
+
+    /// A packet path that panicked (a bug) stops alone and the line would look alive
+    /// while it carries nothing: such a line is taken down here and the pass brings it
+    /// up again; a shared raw socket's receive path is registered anew.
+    async fn restart_stopped_paths(&mut self) {
+        for what in self.raw_sockets.revive_receives() {
+            error!(path = %what, "packet path had stopped after an internal error; restarted");
+        }
+        let stopped: Vec<(LineName, String)> = self
+            .running
+            .iter()
+            .filter_map(|(name, r)| Some((name.clone(), r.dataplane.stopped_path()?)))
+            .collect();
+        for (name, what) in stopped {
+            error!(line = %name, path = %what,
+                   "packet path stopped after an internal error (see the panic above); restarting the line");
+            self.take_down(&name).await;
+            self.failed.insert(
+                name,
+                Failed {
+                    reason: format!(
+                        "{what} stopped after an internal error (a bug; the daemon's log has \
+                         it); restarting"
+                    ),
+                    parent_down: false,
+                },
+            );
+        }
     }
 
     /// Takes every line down, children first, and removes what they installed. The

@@ -76,6 +76,15 @@ impl LineDataplane {
         }
     }
 
+    /// A packet path of the line that stopped after a panic (a bug), if any: the line
+    /// must be restarted.
+    pub fn stopped_path(&self) -> Option<String> {
+        match self {
+            LineDataplane::WireGuard(l) => l.stopped_path(),
+            LineDataplane::Raw(l) => l.stopped_path(),
+        }
+    }
+
     /// Stops the line and waits until its TUN device is gone.
     pub async fn stop(self) {
         match self {

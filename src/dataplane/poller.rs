@@ -110,7 +110,7 @@ impl Worker {
                         Err(_) => {
                             error!(
                                 path = %entry.what,
-                                "data-plane handler panicked; this path stops (restart the line)"
+                                "data-plane handler panicked; this path stops until its line is restarted"
                             );
                             entry.live.store(false, Ordering::Release);
                             false
@@ -258,6 +258,19 @@ fn register_on(
     })
 }
 
+impl Registration {
+    /// Whether the handler stopped by itself (it panicked): the path is dead while the
+    /// line still looks alive, so the owner has to restart it.
+    pub fn stopped(&self) -> bool {
+        !self.entry.live.load(Ordering::Acquire)
+    }
+
+    /// The path's name, as given at registration.
+    pub fn what(&self) -> &str {
+        &self.entry.what
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.entry.live.store(false, Ordering::Release);
@@ -348,6 +361,6 @@ mod tests {
         tx.send_to(&[1, 2, 3], good.local_addr().unwrap()).unwrap();
         assert_eq!(got.recv_timeout(Duration::from_secs(5)).unwrap(), 3);
         assert!(got.recv_timeout(Duration::from_millis(200)).is_err());
-        assert!(!regs[0].entry.live.load(Ordering::Acquire));
+        assert!(regs[0].stopped() && !regs[1].stopped());
     }
 }

@@ -107,7 +107,7 @@ impl Endpoint {
 struct Shared {
     endpoint: Arc<Endpoint>,
     /// The receive path on a data-plane thread; dropping it stops the path.
-    _receive: Registration,
+    receive: Registration,
 }
 
 /// The raw sockets of a daemon, shared by its IP tunnel lines. Cloning shares them.
@@ -144,33 +144,32 @@ impl RawSockets {
             routes: RwLock::new(Arc::new(Vec::new())),
             strangers: AtomicU64::new(0),
         });
-        let receive = {
-            let endpoint = endpoint.clone();
-            let thread = endpoint.thread.clone();
-            thread
-                .register(
-                    endpoint.socket.as_raw_fd(),
-                    format!(
-                        "raw socket receive (protocol {}, {})",
-                        key.protocol.number(),
-                        key.local
-                    ),
-                    move || receive_once(&endpoint),
-                )
-                .map_err(|source| DataplaneError::Setup {
-                    what: "cannot register the raw socket with a data-plane thread",
-                    source,
-                })?
-        };
+        let receive = register_receive(&endpoint)?;
         info!(protocol = key.protocol.number(), local = %key.local, "raw socket opened");
         sockets.insert(
             key,
             Shared {
                 endpoint: endpoint.clone(),
-                _receive: receive,
+                receive,
             },
         );
         Ok(endpoint)
+    }
+
+    /// Registers a receive path again where one stopped after a panic (its lines would
+    /// otherwise receive nothing while they look up); returns what was revived.
+    pub fn revive_receives(&self) -> Vec<String> {
+        let mut sockets = lock(&self.sockets);
+        let mut revived = Vec::new();
+        for s in sockets.values_mut() {
+            if s.receive.stopped() {
+                if let Ok(r) = register_receive(&s.endpoint) {
+                    revived.push(s.receive.what().to_string());
+                    s.receive = r;
+                }
+            }
+        }
+        revived
     }
 
     /// Adds a route to an open socket; refuses one that would take another line's packets.
@@ -220,6 +219,26 @@ impl RawSockets {
             keep
         });
     }
+}
+
+/// Runs `endpoint`'s receive path on its data-plane thread.
+fn register_receive(endpoint: &Arc<Endpoint>) -> Result<Registration, DataplaneError> {
+    let key = endpoint.key;
+    let what = format!(
+        "raw socket receive (protocol {}, {})",
+        key.protocol.number(),
+        key.local
+    );
+    let path = endpoint.clone();
+    endpoint
+        .thread
+        .register(endpoint.socket.as_raw_fd(), what, move || {
+            receive_once(&path)
+        })
+        .map_err(|source| DataplaneError::Setup {
+            what: "cannot register the raw socket with a data-plane thread",
+            source,
+        })
 }
 
 /// Opens a non-blocking raw socket for `key`, header included on send, bound to the
@@ -498,6 +517,14 @@ impl RawLine {
     /// The line's counters.
     pub fn stats(&self) -> &LineStats {
         &self.io.stats
+    }
+
+    /// The outbound path, if it stopped after a panic (see [`Registration::stopped`]).
+    pub fn stopped_path(&self) -> Option<String> {
+        self.outbound
+            .as_ref()
+            .filter(|o| o.stopped())
+            .map(|o| o.what().to_string())
     }
 
     /// A snapshot of the protocol state.

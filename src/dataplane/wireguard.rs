@@ -116,6 +116,22 @@ struct Io {
     udp_gro: bool,
     pmtu: Arc<PathMtu>,
     redial_from: Option<IpAddr>,
+    /// Fault injection for the tests ([`FAULT_ENV`]): the outbound path panics once.
+    fault: bool,
+}
+
+/// `TWNODE_FAULT_INJECT=panic-outbound:<line>` in the daemon's environment makes that
+/// line's outbound path panic on its first packet, once per process: how the tests check
+/// that a packet path that dies is noticed and its line restarted. Read once per line
+/// start; costs one branch per batch otherwise.
+pub const FAULT_ENV: &str = "TWNODE_FAULT_INJECT";
+
+/// Whether [`FAULT_ENV`] names `line`.
+fn fault_armed(line: &str) -> bool {
+    std::env::var(FAULT_ENV)
+        .ok()
+        .and_then(|v| v.strip_prefix("panic-outbound:").map(|l| l == line))
+        .unwrap_or(false)
 }
 
 impl Io {
@@ -163,6 +179,7 @@ impl WireGuardLine {
             keepalive: spec.keepalive,
             index: spec.index,
         });
+        let fault = fault_armed(&spec.name);
         let io = Arc::new(Io {
             name: spec.name,
             tun,
@@ -180,6 +197,7 @@ impl WireGuardLine {
             udp_gro,
             pmtu: spec.pmtu,
             redial_from: spec.redial_from,
+            fault,
         });
         info!(
             line = %io.name,
@@ -223,6 +241,15 @@ impl WireGuardLine {
     /// The line's counters.
     pub fn stats(&self) -> &LineStats {
         &self.io.stats
+    }
+
+    /// The first packet path that stopped after a panic, if any (see
+    /// [`Registration::stopped`]).
+    pub fn stopped_path(&self) -> Option<String> {
+        self.paths
+            .iter()
+            .find(|p| p.stopped())
+            .map(|p| p.what().to_string())
     }
 
     /// A snapshot of the protocol state.
@@ -271,6 +298,13 @@ impl Drop for WireGuardLine {
 /// Runs on a data-plane thread when the TUN device is readable; true when a batch went
 /// (more may be waiting), false when the device had nothing.
 fn outbound_ready(io: &Io) -> bool {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    if io.fault && !FIRED.swap(true, Ordering::Relaxed) {
+        #[allow(clippy::panic)]
+        {
+            panic!("fault injected by {FAULT_ENV} into line {}", io.name);
+        }
+    }
     with_buffers(|w| {
         // One batch at a time per line (the inbound path may take a turn too, see
         // `inbound_once`): two threads reading one TUN device would reorder a flow.

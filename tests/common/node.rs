@@ -111,11 +111,18 @@ impl<'a> Node<'a> {
 
     /// Starts the daemon and waits until it answers on its control socket.
     pub fn start_daemon(&mut self) {
+        self.start_daemon_env(&[]);
+    }
+
+    /// [`Node::start_daemon`] with `env` (`NAME=value` each) added to its environment.
+    pub fn start_daemon_env(&mut self, env: &[&str]) {
         assert!(self.daemon.is_none(), "daemon already running");
         let config = self.config();
         let socket = self.socket();
         let state = self.state_dir();
-        let spawned = self.ns.spawn(&[
+        let mut args = vec!["env"];
+        args.extend_from_slice(env);
+        args.extend_from_slice(&[
             twnode_bin(),
             "daemon",
             "--config",
@@ -125,6 +132,7 @@ impl<'a> Node<'a> {
             "--state-dir",
             state.to_str().unwrap(),
         ]);
+        let spawned = self.ns.spawn(&args);
         self.daemon = Some(spawned);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
