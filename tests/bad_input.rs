@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::node::{seed_pair, twnode_bin, Node, SERVER_CREATE};
-use common::{dump_state, require_root_and_tools, Netns};
+use common::{dump_state, require_root_and_tools, wait_for_log, Netns};
 
 /// A 31-byte key: valid base64, one byte short.
 const SHORT_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==";
@@ -422,15 +422,13 @@ fn listen_port_in_use_by_a_line_or_another_process_is_refused() {
          print('bound',flush=True)\n\
          time.sleep(60)\n",
     ]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !holder.log().contains("bound") {
-        assert!(
-            Instant::now() < deadline,
-            "python never bound:\n{}",
-            holder.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_log(
+        || holder.log(),
+        "bound",
+        10,
+        Duration::from_millis(20),
+        "python never bound",
+    );
     assert_refused(
         &create("51830"),
         &["203.0.113.10:51830", "in use", "choose another"],

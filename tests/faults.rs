@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::node::{create_and_paste, seed_pair, tcp_transfer, Node, SECURE_CREATE, SERVER_CREATE};
 use common::soak::{self, time_until_ping};
-use common::{require_root_and_tools, Netns};
+use common::{require_root_and_tools, wait_for_log, Netns};
 
 fn report(text: &str) {
     // Straight to fd 2: libtest swallows eprintln! of passing tests.
@@ -179,15 +179,13 @@ fn a_line_whose_packet_path_panicked_is_restarted_and_carries_traffic_again() {
     wireguard_line(&na, &nb);
     // The first packet A's kernel puts into the line kills its outbound path.
     let _ = a.exec(&["ping", "-c", "1", "-W", "1", "10.0.0.2"]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !na.log().contains("restarting the line") {
-        assert!(
-            Instant::now() < deadline,
-            "no restart within 15 s of the injected panic:\n{}",
-            na.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_log(
+        || na.log(),
+        "restarting the line",
+        15,
+        Duration::from_millis(200),
+        "no restart after the injected panic",
+    );
     let log = na.log();
     assert!(
         log.contains("fault injected by TWNODE_FAULT_INJECT"),

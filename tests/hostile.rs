@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::node::{create_and_paste, seed_pair, Node, GRE_CREATE, SERVER_CREATE};
 use common::raw::{add_ipv6_underlay, A6, B6};
 use common::soak::{self, drops, drops_text, line_json};
-use common::{require_root_and_tools, Netns};
+use common::{require_root_and_tools, wait_for_log, Netns};
 
 /// The attacker: sends for `secs` seconds from pools of prepared packets, cycling
 /// through four kinds of UDP payloads at the WireGuard port and raw packets of
@@ -287,15 +287,13 @@ fn flood_while_a_line_carries_traffic(secs: u32) {
         &secs.to_string(),
     ]);
     // Let the attacker build its pools, then measure the line under the flood.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !flood.log().contains("flooding") {
-        assert!(
-            Instant::now() < deadline,
-            "the flood never started:\n{}",
-            flood.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_log(
+        || flood.log(),
+        "flooding",
+        20,
+        Duration::from_millis(50),
+        "the flood never started",
+    );
     let started = Instant::now();
     // During the flood: the control socket answers and the raw sockets are read (a
     // socket that never drains must not keep the runtime to itself).

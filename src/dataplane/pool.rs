@@ -1,8 +1,8 @@
 //! The WireGuard path's buffers with offloads: one set per data-plane thread, reused for
 //! every batch of every line the thread serves (a batch is read, processed and written
-//! in one handler call, see [`super::poller`]), so 1000 lines cost no more than one and nothing is allocated
-//! per packet. Memory is reserved up front but the kernel backs only the pages a batch
-//! touched, so an idle daemon stays small.
+//! in one handler call, see [`super::poller`]), so 1000 lines cost no more than one and
+//! nothing is allocated per packet. Memory is reserved up front but the kernel backs
+//! only the pages a batch touched, so an idle daemon stays small.
 
 use std::cell::RefCell;
 

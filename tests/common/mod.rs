@@ -308,6 +308,26 @@ pub fn veth_pair(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_a
     wait_ipv6_settled(b, b_if);
 }
 
+/// Polls `log()` every `every` until it contains `needle`; after `secs` seconds panics
+/// with "`what`" and the log.
+pub fn wait_for_log(
+    log: impl Fn() -> String,
+    needle: &str,
+    secs: u64,
+    every: std::time::Duration,
+    what: &str,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !log().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} (no \"{needle}\" within {secs} s):\n{}",
+            log()
+        );
+        std::thread::sleep(every);
+    }
+}
+
 /// Waits (up to 5 s) until `ifname` in `ns` has no tentative IPv6 address, so the
 /// link-local address and its route exist before a test takes a "before" snapshot.
 pub fn wait_ipv6_settled(ns: &Netns, ifname: &str) {

@@ -66,15 +66,13 @@ impl Capture {
             "-w",
             file.to_str().expect("utf-8 path"),
         ]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !process.log().contains("Capturing on") {
-            assert!(
-                Instant::now() < deadline,
-                "tshark did not start:\n{}",
-                process.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_for_log(
+            || process.log(),
+            "Capturing on",
+            10,
+            Duration::from_millis(50),
+            "tshark did not start",
+        );
         // "Capturing on" is printed just before the capture loop starts.
         std::thread::sleep(Duration::from_millis(300));
         Capture { process, file }
