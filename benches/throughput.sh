@@ -384,18 +384,18 @@ measure() { # variant round
             "$(python3 -c "print(${single:-0}/1e9)")" "$(cut -d' ' -f1 /proc/loadavg)"
         return
     fi
-    if [[ -n ${PING_ONLY:-} ]]; then
-        single=0 retrans=0 multi=0
-    else
+    local throughput=""
+    if [[ -z ${PING_ONLY:-} ]]; then
         read -r single retrans <<<"$(iperf 1)"
         read -r multi _ <<<"$(iperf 4)"
+        single=$(python3 -c "print($single/1e9)")
+        multi=$(python3 -c "print($multi/1e9)")
+        record "$variant" "$round" tcp1_gbps "$single"
+        record "$variant" "$round" tcp1_retrans "$retrans"
+        record "$variant" "$round" tcp4_gbps "$multi"
+        throughput=$(printf '1 stream %6.2f Gbit/s   4 streams %6.2f Gbit/s   ' "$single" "$multi")
     fi
     rtt=$(a ping -q -c "$PINGS" -i "$PING_INTERVAL" "$TARGET" | awk -F/ '/^rtt|^round-trip/ { print $5 }')
-    if [[ -z ${PING_ONLY:-} ]]; then
-        record "$variant" "$round" tcp1_gbps "$(python3 -c "print($single/1e9)")"
-        record "$variant" "$round" tcp1_retrans "$retrans"
-        record "$variant" "$round" tcp4_gbps "$(python3 -c "print($multi/1e9)")"
-    fi
     record "$variant" "$round" rtt_ms "${rtt:-nan}"
 
     for i in "${!pids[@]}"; do
@@ -404,13 +404,8 @@ measure() { # variant round
         record "$variant" "$round" "peak_rss_kib_${sides[i]}" "$(status_kib "${pids[i]}" VmHWM)"
     done
     "down_$variant"
-    if [[ -n ${PING_ONLY:-} ]]; then
-        printf '    %-8s rtt %s ms   load %s\n' "$variant" "$rtt" "$(cut -d' ' -f1 /proc/loadavg)"
-    else
-        printf '    %-8s 1 stream %6.2f Gbit/s   4 streams %6.2f Gbit/s   rtt %s ms   load %s\n' \
-            "$variant" "$(python3 -c "print($single/1e9)")" "$(python3 -c "print($multi/1e9)")" \
-            "$rtt" "$(cut -d' ' -f1 /proc/loadavg)"
-    fi
+    printf '    %-8s %srtt %s ms   load %s\n' "$variant" "$throughput" "$rtt" \
+        "$(cut -d' ' -f1 /proc/loadavg)"
 }
 
 for v in "${!SKIP_WHY[@]}"; do

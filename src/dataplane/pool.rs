@@ -80,6 +80,14 @@ pub fn dec_slot(dec: &mut [Vec<u8>], i: usize, len: usize) -> Option<&mut Vec<u8
     Some(buf)
 }
 
+/// Segment `i` of a TUN read ([`Buffers::segs`], lengths in [`Buffers::seg_len`]); empty
+/// for an index past the buffers. Takes the fields, not the [`Buffers`], so the caller
+/// can write into its other buffers meanwhile.
+pub fn segment<'a>(segs: &'a [u8], seg_len: &[usize; SEGS], i: usize) -> &'a [u8] {
+    let len = seg_len.get(i).map_or(0, |&l| l.min(SLOT));
+    segs.get(i * SLOT..i * SLOT + len).unwrap_or_default()
+}
+
 /// The segment buffers (`segs`) as the slices `recv_multiple` fills, from segment `from`
 /// on (the ones past the end are empty).
 pub fn seg_views(segs: &mut [u8], from: usize) -> [&mut [u8]; SEGS] {

@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 use super::batch::{offset_in, with_batch, Batch, BATCH, SLOT};
 use super::pmtu::PathMtu;
 use super::poller::{self, Registration};
-use super::pool::{dec_slot, with_buffers, Buffers, TUN_OFFSET};
+use super::pool::{dec_slot, segment, with_buffers, Buffers, TUN_OFFSET};
 use super::seqstore::SeqStore;
 use super::stats::LineStats;
 use super::tun::Tun;
@@ -363,7 +363,8 @@ pub struct RawStatus {
     pub esp: Option<(u32, u32, u64, u64, u64)>,
 }
 
-/// A running IP tunnel line. Dropping it stops its paths and tasks and releases its sockets;
+/// A running IP tunnel line. Dropping it stops its paths and tasks and releases its
+/// sockets;
 /// [`RawLine::stop`] also waits until the TUN device is gone.
 pub struct RawLine {
     io: Arc<LineIo>,
@@ -601,11 +602,7 @@ fn outbound_ready(io: &LineIo) -> bool {
 
 /// One outbound batch; false when the TUN device had nothing.
 fn outbound_once(io: &LineIo, w: &mut Buffers) -> bool {
-    let (n, err) = io.tun.read_segments(w);
-    if let Some(e) = err {
-        debug!(line = %io.name, error = %e, "TUN read failed");
-        io.stats.count_drop(DropReason::IoError, 1);
-    }
+    let n = io.tun.read_packets(w, &io.stats, &io.name);
     if n == 0 {
         return false;
     }
@@ -615,10 +612,7 @@ fn outbound_once(io: &LineIo, w: &mut Buffers) -> bool {
     {
         let mut core = io.lock();
         for (i, out) in w.enc.chunks_exact_mut(SLOT).take(n).enumerate() {
-            let inp = w
-                .segs
-                .get(i * SLOT..i * SLOT + w.seg_len[i].min(SLOT))
-                .unwrap_or_default();
+            let inp = segment(&w.segs, &w.seg_len, i);
             if io.pmtu.refused(inp, out, &io.tun, &io.stats) {
                 continue;
             }
@@ -658,7 +652,7 @@ fn outbound_once(io: &LineIo, w: &mut Buffers) -> bool {
 /// Writes a run of one line's packets (`w.dec[..t]`) to its TUN device. What the kernel
 /// answered inside that write (a ping reply, ACKs) goes out at once on this thread
 /// when the line's outbound path is idle: one batch, under the device's read turn. That
-/// saves the runtime's wake-up and poll of the outbound task on the way back.
+/// saves waiting for the outbound path's own turn on the way back.
 fn deliver(line: &LineIo, w: &mut Buffers, t: usize) {
     line.tun.write_packets(w, t, &line.stats);
     if let Some(_turn) = line.tun.try_read_turn() {
@@ -819,157 +813,155 @@ fn receive_once(endpoint: &Endpoint) -> bool {
     let mut outs = [Out::None; BATCH];
     let mut src6 = [Ipv6Addr::UNSPECIFIED; BATCH];
     let mut tclass = [0u8; BATCH];
-    {
-        with_batch(|b| {
-            let socket = &endpoint.socket;
-            let received = if v6 {
-                recv_batch_v6(socket, b, &mut src6, &mut tclass)
-            } else {
-                udp::recv_batch(socket, b)
-            };
-            let n = match received {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) => {
-                    // A pending socket error is reported once; data may follow.
-                    debug!(error = %e, "raw socket receive failed");
-                    return true;
-                }
-            };
-            let routes = endpoint.routes();
-            let now = Instant::now();
-            {
-                // A line's core stays locked over a run of its packets.
-                let mut held: Option<(usize, MutexGuard<'_, IpTunnelCore>)> = None;
-                for (i, out) in outs.iter_mut().enumerate().take(n) {
-                    *out = Out::None;
-                    let len = b.in_len[i].min(SLOT);
-                    let slot = b.input_slot(i);
-                    let base = slot.as_ptr();
-                    let packet = &mut slot[..len];
-                    let (peer, header) = if v6 {
-                        (Some(IpAddr::V6(src6[i])), 0)
-                    } else {
-                        let header = packet.first().map_or(0, |b| usize::from(b & 0x0f) * 4);
-                        (wire::ip_src(packet), header)
-                    };
-                    let Some(peer) = peer else {
+    with_batch(|b| {
+        let socket = &endpoint.socket;
+        let received = if v6 {
+            recv_batch_v6(socket, b, &mut src6, &mut tclass)
+        } else {
+            udp::recv_batch(socket, b)
+        };
+        let n = match received {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) => {
+                // A pending socket error is reported once; data may follow.
+                debug!(error = %e, "raw socket receive failed");
+                return true;
+            }
+        };
+        let routes = endpoint.routes();
+        let now = Instant::now();
+        {
+            // A line's core stays locked over a run of its packets.
+            let mut held: Option<(usize, MutexGuard<'_, IpTunnelCore>)> = None;
+            for (i, out) in outs.iter_mut().enumerate().take(n) {
+                *out = Out::None;
+                let len = b.in_len[i].min(SLOT);
+                let slot = b.input_slot(i);
+                let base = slot.as_ptr();
+                let packet = &mut slot[..len];
+                let (peer, header) = if v6 {
+                    (Some(IpAddr::V6(src6[i])), 0)
+                } else {
+                    let header = packet.first().map_or(0, |b| usize::from(b & 0x0f) * 4);
+                    (wire::ip_src(packet), header)
+                };
+                let Some(peer) = peer else {
+                    endpoint.strangers.fetch_add(1, Relaxed);
+                    continue;
+                };
+                let key = if esp {
+                    // The SPI; a packet too short for one is the core's to judge.
+                    packet
+                        .get(header..header + 4)
+                        .map(|s| Some(Key(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))))
+                } else {
+                    gre.then(|| {
+                        packet
+                            .get(header..)
+                            .and_then(|p| wire::gre::Packet::new_checked(p).ok())
+                            .map(|p| p.key())
+                    })
+                    .flatten()
+                };
+                let candidates = routes.iter().map(|r| (r.peer, r.ikey, r.own));
+                let idx = match lookup(candidates, peer, key) {
+                    Lookup::Line(idx) => idx,
+                    Lookup::WrongKey(idx) => {
+                        let reason = if esp {
+                            DropReason::UnknownSpi
+                        } else {
+                            DropReason::WrongKey
+                        };
+                        routes[idx].io.stats.count_drop(reason, 1);
+                        continue;
+                    }
+                    Lookup::Stranger => {
                         endpoint.strangers.fetch_add(1, Relaxed);
                         continue;
-                    };
-                    let key = if esp {
-                        // The SPI; a packet too short for one is the core's to judge.
-                        packet
-                            .get(header..header + 4)
-                            .map(|s| Some(Key(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))))
-                    } else {
-                        gre.then(|| {
-                            packet
-                                .get(header..)
-                                .and_then(|p| wire::gre::Packet::new_checked(p).ok())
-                                .map(|p| p.key())
-                        })
-                        .flatten()
-                    };
-                    let candidates = routes.iter().map(|r| (r.peer, r.ikey, r.own));
-                    let idx = match lookup(candidates, peer, key) {
-                        Lookup::Line(idx) => idx,
-                        Lookup::WrongKey(idx) => {
-                            let reason = if esp {
-                                DropReason::UnknownSpi
-                            } else {
-                                DropReason::WrongKey
-                            };
-                            routes[idx].io.stats.count_drop(reason, 1);
-                            continue;
-                        }
-                        Lookup::Stranger => {
-                            endpoint.strangers.fetch_add(1, Relaxed);
-                            continue;
-                        }
-                    };
-                    if held.as_ref().map(|(j, _)| *j) != Some(idx) {
-                        // Unlock the previous line before locking the next.
-                        drop(held.take());
-                        held = Some((idx, routes[idx].io.lock()));
                     }
-                    let Some((_, core)) = held.as_mut() else {
-                        continue;
-                    };
-                    if esp && core.esp().and_then(EspCore::poll_replay_floor).is_some() {
-                        if let Some(r) = &routes[idx].io.reserve {
-                            r.notify_one();
+                };
+                if held.as_ref().map(|(j, _)| *j) != Some(idx) {
+                    // Unlock the previous line before locking the next.
+                    drop(held.take());
+                    held = Some((idx, routes[idx].io.lock()));
+                }
+                let Some((_, core)) = held.as_mut() else {
+                    continue;
+                };
+                if esp && core.esp().and_then(EspCore::poll_replay_floor).is_some() {
+                    if let Some(r) = &routes[idx].io.reserve {
+                        r.notify_one();
+                    }
+                }
+                let action = match (v6, peer) {
+                    (true, IpAddr::V6(src)) => core.handle_ipv6_payload(
+                        src,
+                        TrafficClass(tclass[i]),
+                        endpoint.key.protocol,
+                        packet,
+                        now,
+                    ),
+                    _ => core.handle_ipv4_datagram(packet, now),
+                };
+                match action {
+                    Action::WriteToTun(p) => {
+                        let rec = (offset_in(base, p), p.len());
+                        b.out[i] = rec;
+                        *out = Out::Tun(idx);
+                    }
+                    Action::WriteToNetwork(p) => {
+                        let rec = (offset_in(base, p), p.len());
+                        b.out[i] = rec;
+                        *out = Out::Net(idx);
+                    }
+                    Action::Drop(r) => routes[idx].io.stats.count_drop(r, 1),
+                    Action::Done => {}
+                }
+            }
+        }
+        // Runs of one line's packets go to its TUN device together: with offloads,
+        // coalesced into super-packets.
+        with_buffers(|w| {
+            let mut run: Option<usize> = None;
+            let mut t = 0;
+            for (i, out) in outs.iter().enumerate().take(n) {
+                let (off, len) = b.out[i];
+                let Some(packet) = b.input_slot(i).get(off..off + len) else {
+                    continue;
+                };
+                match *out {
+                    Out::None => {}
+                    Out::Net(idx) => {
+                        let line = &routes[idx].io;
+                        if udp::send_one(socket, packet, line.peer).is_err() {
+                            line.stats.count_drop(DropReason::IoError, 1);
                         }
                     }
-                    let action = match (v6, peer) {
-                        (true, IpAddr::V6(src)) => core.handle_ipv6_payload(
-                            src,
-                            TrafficClass(tclass[i]),
-                            endpoint.key.protocol,
-                            packet,
-                            now,
-                        ),
-                        _ => core.handle_ipv4_datagram(packet, now),
-                    };
-                    match action {
-                        Action::WriteToTun(p) => {
-                            let rec = (offset_in(base, p), p.len());
-                            b.out[i] = rec;
-                            *out = Out::Tun(idx);
+                    Out::Tun(idx) => {
+                        if run != Some(idx) {
+                            if let Some(prev) = run {
+                                deliver(&routes[prev].io, w, t);
+                            }
+                            run = Some(idx);
+                            t = 0;
                         }
-                        Action::WriteToNetwork(p) => {
-                            let rec = (offset_in(base, p), p.len());
-                            b.out[i] = rec;
-                            *out = Out::Net(idx);
-                        }
-                        Action::Drop(r) => routes[idx].io.stats.count_drop(r, 1),
-                        Action::Done => {}
+                        let Some(buf) = dec_slot(&mut w.dec, t, TUN_OFFSET + len) else {
+                            routes[idx].io.stats.count_drop(DropReason::IoError, 1);
+                            continue;
+                        };
+                        buf.truncate(TUN_OFFSET + len);
+                        buf[TUN_OFFSET..].copy_from_slice(packet);
+                        t += 1;
                     }
                 }
             }
-            // Runs of one line's packets go to its TUN device together: with offloads,
-            // coalesced into super-packets.
-            with_buffers(|w| {
-                let mut run: Option<usize> = None;
-                let mut t = 0;
-                for (i, out) in outs.iter().enumerate().take(n) {
-                    let (off, len) = b.out[i];
-                    let Some(packet) = b.input_slot(i).get(off..off + len) else {
-                        continue;
-                    };
-                    match *out {
-                        Out::None => {}
-                        Out::Net(idx) => {
-                            let line = &routes[idx].io;
-                            if udp::send_one(socket, packet, line.peer).is_err() {
-                                line.stats.count_drop(DropReason::IoError, 1);
-                            }
-                        }
-                        Out::Tun(idx) => {
-                            if run != Some(idx) {
-                                if let Some(prev) = run {
-                                    deliver(&routes[prev].io, w, t);
-                                }
-                                run = Some(idx);
-                                t = 0;
-                            }
-                            let Some(buf) = dec_slot(&mut w.dec, t, TUN_OFFSET + len) else {
-                                routes[idx].io.stats.count_drop(DropReason::IoError, 1);
-                                continue;
-                            };
-                            buf.truncate(TUN_OFFSET + len);
-                            buf[TUN_OFFSET..].copy_from_slice(packet);
-                            t += 1;
-                        }
-                    }
-                }
-                if let Some(idx) = run {
-                    deliver(&routes[idx].io, w, t);
-                }
-            });
-            n >= BATCH
-        })
-    }
+            if let Some(idx) = run {
+                deliver(&routes[idx].io, w, t);
+            }
+        });
+        n >= BATCH
+    })
 }
 
 /// Receives up to [`BATCH`] IPv6 payloads with one `recvmmsg`: their lengths into the

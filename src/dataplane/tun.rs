@@ -252,6 +252,17 @@ impl Tun {
         (n, None)
     }
 
+    /// [`Tun::read_segments`], with a read error counted in `stats` (an I/O drop) and
+    /// logged at debug level for `line`. 0 when nothing was there.
+    pub fn read_packets(&self, w: &mut Buffers, stats: &LineStats, line: &str) -> usize {
+        let (n, err) = self.read_segments(w);
+        if let Some(e) = err {
+            tracing::debug!(line, error = %e, "TUN read failed");
+            stats.count_drop(DropReason::IoError, 1);
+        }
+        n
+    }
+
     /// Writes the packets in `w.dec[..t]` (each at [`TUN_OFFSET`] in its buffer) and
     /// counts them in `stats`: received packets and bytes, and failed writes as I/O
     /// drops (with offloads, a failed write counts as one: which of the coalesced

@@ -2,16 +2,16 @@
 //! [`WireGuardCore`], driven by two paths on the data-plane threads
 //! ([`super::poller`]) and one tokio task.
 //!
-//! - `outbound_ready`: TUN -> encrypt -> UDP, one TUN read per batch (a super-packet or
-//!   up to [`SEGS`] packets), one `sendmmsg` per batch;
-//! - `inbound_once`: UDP -> decrypt -> TUN, one `recvmmsg` per batch; authenticated datagrams
-//!   from a new address move the endpoint (roaming). What the kernel answered inside
-//!   the TUN write (a ping reply, ACKs) it sends itself when `outbound` is idle, one
-//!   outbound batch under the device's read turn ([`Tun::try_read_turn`]), so a flow
-//!   is never read by two threads at once;
-//! - `timers` (tokio): every [`TICK`], WireGuard's timers (retransmit, rekey, keepalive), and for
-//!   a client a new handshake whenever there is no session, so a line comes back by
-//!   itself after its peer or the underlay returns.
+//! - `outbound_ready`: TUN -> encrypt -> UDP, a batch of up to [`SEGS`] packets (TUN
+//!   reads, see [`Tun::read_packets`]), one `sendmmsg` per batch;
+//! - `inbound_once`: UDP -> decrypt -> TUN, one `recvmmsg` per batch; authenticated
+//!   datagrams from a new address move the endpoint (roaming). What the kernel answered
+//!   inside the TUN write (a ping reply, ACKs) it sends itself when the outbound path
+//!   is idle, one outbound batch under the device's read turn ([`Tun::try_read_turn`]),
+//!   so a flow is never read by two threads at once;
+//! - `timers` (tokio): every [`TICK`], WireGuard's timers (retransmit, rekey,
+//!   keepalive), and for a client a new handshake whenever there is no session, so a
+//!   line comes back by itself after its peer or the underlay returns.
 //!
 //! The core and the endpoint sit behind one mutex, taken once per batch and never across
 //! an `.await`.
@@ -35,7 +35,9 @@ use tracing::{debug, info, warn};
 use super::batch::{offset_in, SLOT};
 use super::pmtu::PathMtu;
 use super::poller::{self, Registration};
-use super::pool::{dec_slot, with_buffers, Buffers, RX_MSGS_GRO, RX_MSGS_MAX, SEGS, TUN_OFFSET};
+use super::pool::{
+    dec_slot, segment, with_buffers, Buffers, RX_MSGS_GRO, RX_MSGS_MAX, SEGS, TUN_OFFSET,
+};
 use super::stats::LineStats;
 use super::tun::Tun;
 use super::{gso, udp, DataplaneError};
@@ -142,7 +144,8 @@ impl Io {
     }
 }
 
-/// A running WireGuard line. Dropping it stops its paths and its timer task; [`WireGuardLine::stop`] also
+/// A running WireGuard line. Dropping it stops its paths and its timer task;
+/// [`WireGuardLine::stop`] also
 /// waits until the TUN device is gone.
 pub struct WireGuardLine {
     io: Arc<Io>,
@@ -163,8 +166,8 @@ pub struct WireGuardStatus {
 }
 
 impl WireGuardLine {
-    /// Creates the TUN device and the socket, registers the paths with a data-plane thread and starts the timer task on the
-    /// current runtime.
+    /// Creates the TUN device and the socket, registers the paths with a data-plane
+    /// thread and starts the timer task on the current runtime.
     pub fn start(spec: WireGuardSpec) -> Result<WireGuardLine, DataplaneError> {
         let want = super::tun::offload_wanted();
         let tun = Tun::create_for_line(&spec.name, spec.mtu, true)?;
@@ -315,7 +318,7 @@ fn outbound_ready(io: &Io) -> bool {
 
 /// One outbound batch; false when the TUN device had nothing.
 fn outbound_once(io: &Io, w: &mut Buffers) -> bool {
-    let n = read_tun_batch(io, w);
+    let n = io.tun.read_packets(w, &io.stats, &io.name);
     if n == 0 {
         return false;
     }
@@ -327,10 +330,7 @@ fn outbound_once(io: &Io, w: &mut Buffers) -> bool {
         let now = Instant::now();
         let mut bytes = 0u64;
         for (i, chunk) in w.enc.chunks_exact_mut(SLOT).take(n).enumerate() {
-            let inp = w
-                .segs
-                .get(i * SLOT..i * SLOT + w.seg_len[i].min(SLOT))
-                .unwrap_or_default();
+            let inp = segment(&w.segs, &w.seg_len, i);
             // Per segment: a super-packet's segments each fit the line's MTU.
             if io.pmtu.refused(inp, chunk, &io.tun, &io.stats) {
                 continue;
@@ -384,17 +384,6 @@ fn send_encrypted(io: &Io, packets: &[(*const u8, usize)], to: SocketAddr) {
     if sent < k {
         io.stats.count_drop(DropReason::IoError, (k - sent) as u64);
     }
-}
-
-/// Reads from the TUN device into the thread's segment buffers ([`Tun::read_segments`]);
-/// a read error is counted. 0 when nothing was there.
-fn read_tun_batch(io: &Io, w: &mut Buffers) -> usize {
-    let (n, err) = io.tun.read_segments(w);
-    if let Some(e) = err {
-        debug!(line = %io.name, error = %e, "TUN read failed");
-        io.stats.count_drop(DropReason::IoError, 1);
-    }
-    n
 }
 
 /// UDP -> TUN. A batch is one `recvmmsg` (with GRO, each message a run of coalesced
