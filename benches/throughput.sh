@@ -27,7 +27,7 @@
 #   PERF=1        after the rounds, profile both twnode daemons with `perf record` during
 #                 one more single-stream test; top symbols printed, data in $OUT
 #   PERF_CG="--call-graph dwarf"   call graphs for PERF=1 (default -g: frame pointers)
-#   PERF_VARIANT=twnode   which twnode variant PERF=1 profiles (twnode gre ipip wg2 wg3)
+#   PERF_VARIANT=twnode   which twnode variant PERF=1 profiles (twnode gre ipip grex ipipx wg2 wg3)
 #
 # Topology: namespace A (203.0.113.10/24) and B (198.51.100.20/24) on one veth, each
 # with a default route to the other, as tests/common's seed_pair. Variants (key: what):
@@ -39,6 +39,9 @@
 #   gotatun  gotatun-cli at its defaults, MTU 1420
 #   gre      a twnode GRE line (default MTU 1476)
 #   ipip     a twnode IPIP line (default MTU 1480)
+#   grex     a twnode GRE line with --af-xdp on both ends (AF_XDP transmit; iperf3
+#            starts once both `line show`s say so)
+#   ipipx    a twnode IPIP line with --af-xdp on both ends
 #   wg2      twnode WireGuard on twnode WireGuard (seed scenario 1: tunnel_secure on
 #            tunnel_base; MTU 1420 then the derived 1360), iperf3 over the inner line
 #   wg3      a third WireGuard layer on top (derived MTU 1300)
@@ -46,6 +49,8 @@
 #            protocol-47 sockets moving 1500-byte packets A -> B with sendmmsg and
 #            recvmmsg of 64 and nothing else (examples/raw_ceiling.rs); 1-stream column
 #            only
+#   xdptx    as rawmax, but A sends the frames through an AF_XDP socket on its eth0
+#            (examples/xdp_ceiling.rs): the ceiling for --af-xdp lines
 # Each round starts the daemons afresh, waits for the tunnel, idles 2 s (idle RSS of A's
 # daemon), then runs iperf3 with one TCP stream (throughput and the sender's
 # retransmits) and with 4 streams (A sends, B receives, TCP congestion control pinned to
@@ -70,7 +75,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/bench-results}
 TWNODE=$ROOT/target/release/twnode
 RAW_CEILING=$ROOT/target/release/examples/raw_ceiling
-ALL_VARIANTS=(veth twnode wggo btun btun1 gotatun gre ipip rawmax wg2 wg3)
+XDP_CEILING=$ROOT/target/release/examples/xdp_ceiling
+ALL_VARIANTS=(veth twnode wggo btun btun1 gotatun gre ipip grex ipipx rawmax xdptx wg2 wg3)
 read -ra VARIANTS <<<"${VARIANTS:-${ALL_VARIANTS[*]}}"
 export PATH=$PATH:${CARGO_HOME:-$HOME/.cargo}/bin
 
@@ -87,7 +93,8 @@ done
 
 if [[ -z ${NO_BUILD:-} ]]; then
     echo "==> cargo build --release"
-    (cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example raw_ceiling)
+    (cd "$ROOT" && cargo build --release --quiet &&
+        cargo build --release --quiet --example raw_ceiling --example xdp_ceiling)
 fi
 
 TAG=$$
@@ -124,6 +131,9 @@ if want gotatun; then
 fi
 if want rawmax && [[ ! -x $RAW_CEILING ]]; then
     SKIP_WHY[rawmax]="$RAW_CEILING not built: cargo build --release --example raw_ceiling"
+fi
+if want xdptx && [[ ! -x $XDP_CEILING || ! -x $RAW_CEILING ]]; then
+    SKIP_WHY[xdptx]="$XDP_CEILING or raw_ceiling not built: cargo build --release --example xdp_ceiling --example raw_ceiling"
 fi
 
 cleanup() {
@@ -262,7 +272,8 @@ tw_line() { # parent peer_ip peer_vip local_vip name create-args...
     peer=${peer/<parent>/$parent}
     peer=${peer#twnode }
     # The peer command quotes its keys for a shell; eval reads them as one would.
-    eval "tw b twb $peer" >/dev/null
+    # PEER_EXTRA: options of B's own choice that the peer command does not carry.
+    eval "tw b twb $peer ${PEER_EXTRA:-}" >/dev/null
     wait_for 150 a ping -c1 -W1 "$peer_vip" ||
         { echo "twnode line $name did not come up"; cat "$WORK"/tw?/daemon.log; return 1; }
     TARGET=$peer_vip
@@ -284,6 +295,21 @@ up_gre() { tw_daemons && tw_line eth0 198.51.100.20 10.0.5.2 10.0.5.1 gre5 --typ
 up_rawmax() { DAEMONS=""; }
 down_rawmax() { :; }
 up_ipip() { tw_daemons && tw_line eth0 198.51.100.20 10.0.6.2 10.0.6.1 ipip6 --type ipip; }
+# AF_XDP transmit on both ends; iperf3 starts once both lines send through it.
+xdp_ready() { # name
+    wait_for 100 eval "tw a twa line show $1 | grep -q 'transmit: *AF_XDP' && tw b twb line show $1 | grep -q 'transmit: *AF_XDP'" ||
+        { echo "line $1 does not send through AF_XDP:"; tw a twa line show "$1"; tw b twb line show "$1"; return 1; }
+}
+up_grex() {
+    tw_daemons && PEER_EXTRA=--af-xdp tw_line eth0 198.51.100.20 10.0.7.2 10.0.7.1 grex7 --type gre --af-xdp &&
+        xdp_ready grex7
+}
+up_ipipx() {
+    tw_daemons && PEER_EXTRA=--af-xdp tw_line eth0 198.51.100.20 10.0.8.2 10.0.8.1 ipipx8 --type ipip --af-xdp &&
+        xdp_ready ipipx8
+}
+up_xdptx() { DAEMONS=""; }
+down_xdptx() { :; }
 
 stop_daemons() {
     local pid
@@ -294,6 +320,8 @@ down_wg2() { stop_daemons; }
 down_wg3() { stop_daemons; }
 down_gre() { stop_daemons; }
 down_ipip() { stop_daemons; }
+down_grex() { stop_daemons; }
+down_ipipx() { stop_daemons; }
 
 # A userspace WireGuard implementation driven through its UAPI socket with `wg`, like
 # wireguard-go: interface <prefix><n>a on A, <n>b on B, VIPs 10.0.<n>.1 / .2.
@@ -371,16 +399,21 @@ measure() { # variant round
     for i in "${!pids[@]}"; do before[i]=$(cpu_ticks "${pids[i]}"); done
 
     local single multi rtt retrans
-    if [[ $variant == rawmax ]]; then
-        local out=$WORK/rawmax.out
+    if [[ $variant == rawmax || $variant == xdptx ]]; then
+        local out=$WORK/$variant.out
         start_bg "$out" b "$RAW_CEILING" recv 198.51.100.20 "$DURATION"
         local receiver=$STARTED
         sleep 0.3
-        a "$RAW_CEILING" send 203.0.113.10 198.51.100.20 "$DURATION" 1500
+        if [[ $variant == rawmax ]]; then
+            a "$RAW_CEILING" send 203.0.113.10 198.51.100.20 "$DURATION" 1500
+        else
+            a "$XDP_CEILING" send eth0 203.0.113.10 198.51.100.20 \
+                "$(b cat /sys/class/net/eth0/address)" "$DURATION" 1500
+        fi
         wait "$receiver" || true
         read -r single _ <"$out" || single=0
         record "$variant" "$round" tcp1_gbps "$(python3 -c "print(${single:-0}/1e9)")"
-        printf '    %-8s raw sockets %6.2f Gbit/s   load %s\n' "$variant" \
+        printf '    %-8s ceiling %6.2f Gbit/s   load %s\n' "$variant" \
             "$(python3 -c "print(${single:-0}/1e9)")" "$(cut -d' ' -f1 /proc/loadavg)"
         return
     fi
@@ -430,8 +463,8 @@ if [[ -n ${PERF:-} ]]; then
     command -v perf >/dev/null || { echo "PERF=1 needs perf (apt-get install linux-perf)" >&2; exit 1; }
     PERF_VARIANT=${PERF_VARIANT:-twnode}
     case $PERF_VARIANT in
-    twnode | gre | ipip | wg2 | wg3) ;;
-    *) echo "PERF_VARIANT=$PERF_VARIANT: profiles only twnode, gre, ipip, wg2 or wg3" >&2; exit 1 ;;
+    twnode | gre | ipip | grex | ipipx | wg2 | wg3) ;;
+    *) echo "PERF_VARIANT=$PERF_VARIANT: profiles only twnode, gre, ipip, grex, ipipx, wg2 or wg3" >&2; exit 1 ;;
     esac
     echo "==> perf: $PERF_VARIANT, one TCP stream for $DURATION s"
     "up_$PERF_VARIANT" >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; exit 1; }
@@ -466,11 +499,12 @@ import csv, json, statistics, sys, os, platform
 raw, base, cc, rounds, duration, skipped, load_start, load_end, offload = sys.argv[1:]
 rows = list(csv.DictReader(open(raw)))
 skips = [l.rstrip("\n").split(",", 1) for l in open(skipped) if l.strip()]
-variants = ["veth", "twnode", "wggo", "btun", "btun1", "gotatun", "gre", "ipip", "rawmax", "wg2", "wg3"]
+variants = ["veth", "twnode", "wggo", "btun", "btun1", "gotatun", "gre", "ipip", "grex", "ipipx", "rawmax", "xdptx", "wg2", "wg3"]
 names = {
     "veth": "plain veth", "twnode": "twnode WG", "wggo": "wireguard-go",
     "btun": "boringtun-cli", "btun1": "boringtun-cli -t1", "gotatun": "gotatun",
-    "gre": "twnode GRE", "ipip": "twnode IPIP", "rawmax": "raw socket ceiling", "wg2": "twnode WG x2", "wg3": "twnode WG x3",
+    "gre": "twnode GRE", "ipip": "twnode IPIP", "grex": "twnode GRE AF_XDP", "ipipx": "twnode IPIP AF_XDP",
+    "rawmax": "raw socket ceiling", "xdptx": "AF_XDP tx ceiling", "wg2": "twnode WG x2", "wg3": "twnode WG x3",
 }
 metrics = [
     ("tcp1_gbps", "1 stream Gbit/s"),
@@ -551,12 +585,16 @@ if fastest[0]:
 if med("tcp1_gbps", "btun1"):
     ratio("twnode WG / boringtun-cli -t1, 4 streams", med("tcp4_gbps", "twnode"), med("tcp4_gbps", "btun1"))
     ratio("twnode WG / boringtun-cli -t1, 1 stream", med("tcp1_gbps", "twnode"), med("tcp1_gbps", "btun1"), 3)
-for v in ("twnode", "gre", "ipip"):
+for v in ("twnode", "gre", "ipip", "grex", "ipipx"):
     ratio(f"{names[v]} / plain veth, 1 stream", med("tcp1_gbps", v), med("tcp1_gbps", "veth"),
           0.25 if v != "twnode" else None)
 ratio("raw socket ceiling / plain veth", med("tcp1_gbps", "rawmax"), med("tcp1_gbps", "veth"))
+ratio("AF_XDP tx ceiling / plain veth", med("tcp1_gbps", "xdptx"), med("tcp1_gbps", "veth"))
 for v in ("gre", "ipip"):
     ratio(f"{names[v]} / raw socket ceiling, 1 stream", med("tcp1_gbps", v), med("tcp1_gbps", "rawmax"))
+for v in ("grex", "ipipx"):
+    ratio(f"{names[v]} / AF_XDP tx ceiling, 1 stream", med("tcp1_gbps", v), med("tcp1_gbps", "xdptx"))
+    ratio(f"{names[v]} / {names[v[:-1]]}, 1 stream", med("tcp1_gbps", v), med("tcp1_gbps", v[:-1]))
 ratio("twnode WG x2 / twnode WG, 1 stream", med("tcp1_gbps", "wg2"), med("tcp1_gbps", "twnode"), 0.5)
 ratio("twnode WG x3 / twnode WG, 1 stream", med("tcp1_gbps", "wg3"), med("tcp1_gbps", "twnode"))
 ratio("twnode WG ping / boringtun-cli ping", med("rtt_ms", "twnode"), med("rtt_ms", "btun"), 1, True)

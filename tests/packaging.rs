@@ -108,6 +108,7 @@ fn every_key() -> BTreeSet<String> {
                     twnode::config::esp::EspKey::parse("0x00112233445566778899aabbccddeeff")
                         .expect("key"),
                 ),
+                af_xdp: true,
             }),
         }],
     };

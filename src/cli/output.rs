@@ -261,6 +261,9 @@ pub fn detail(l: &LineStatus) -> String {
                 e.cipher, e.spi_out, e.spi_in, e.next_seq, e.reserved_to, e.highest_received
             );
         }
+        if let Some(t) = &l.transmit {
+            let _ = writeln!(out, "transmit:        {t}");
+        }
         match &l.keepalive {
             None => {
                 let _ = writeln!(out, "keepalive:       off");

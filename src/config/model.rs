@@ -198,6 +198,10 @@ pub struct IpTunnel {
     pub keepalive: Option<KeepaliveConfig>,
     /// gre/gre6 only: ESP in transport mode under the GRE header (`--encrypt`).
     pub esp: Option<Esp>,
+    /// Send the outer packets through an AF_XDP socket on the next hop's Ethernet
+    /// device instead of the raw socket (`--af-xdp`): past the kernel's routing,
+    /// netfilter and qdisc on this host. A choice of this host, not mirrored to the peer.
+    pub af_xdp: bool,
 }
 
 impl IpTunnel {
@@ -211,6 +215,7 @@ impl IpTunnel {
             pmtudisc: true,
             keepalive: None,
             esp: None,
+            af_xdp: false,
         }
     }
 
@@ -218,6 +223,7 @@ impl IpTunnel {
     pub fn mirrored(&self) -> IpTunnel {
         IpTunnel {
             gre: self.gre.mirrored(),
+            af_xdp: false,
             ..*self
         }
     }
@@ -281,6 +287,9 @@ impl IpTunnel {
                 out.extend(["--cipher".to_string(), e.cipher.as_str().to_string()]);
             }
         }
+        if self.af_xdp {
+            out.push("--af-xdp".into());
+        }
         out
     }
 
@@ -324,6 +333,7 @@ impl IpTunnel {
                 .map(|e| e.cipher.as_str().to_string()),
             enc_key: self.esp.map(|e| e.enc_key),
             auth_key: self.esp.map(|e| e.auth_key),
+            af_xdp: self.af_xdp,
         };
         (raw != RawIpTunnel::default()).then_some(raw)
     }
@@ -462,7 +472,7 @@ pub fn check_ip_tunnel(
         return Err((
             Setting::PEER_IP,
             format!(
-                "type {kind} runs over {want} but peer address {peer_ip} is not; use an {want}                  peer address, or type {alt} for this peer (types over {want}: {other})"
+                "type {kind} runs over {want} but peer address {peer_ip} is not; use an {want} peer address, or type {alt} for this peer (types over {want}: {other})"
             ),
         ));
     }
@@ -498,7 +508,7 @@ pub fn check_ip_tunnel(
             return Err((
                 setting,
                 format!(
-                    "type {kind} has no GRE header; keys, sequence numbers and checksums                      apply to gre and gre6 only"
+                    "type {kind} has no GRE header; keys, sequence numbers and checksums apply to gre and gre6 only"
                 ),
             ));
         }
@@ -545,7 +555,7 @@ pub fn check_ip_tunnel(
         if t.ttl != Ttl::Inherit {
             return Err((
                 Setting::PMTUDISC,
-                "nopmtudisc needs ttl inherit (as iproute2: a fixed TTL with nopmtudisc                  is refused); add --ttl inherit or drop --nopmtudisc"
+                "nopmtudisc needs ttl inherit (as iproute2: a fixed TTL with nopmtudisc is refused); add --ttl inherit or drop --nopmtudisc"
                     .into(),
             ));
         }
@@ -864,6 +874,7 @@ fn convert_ip_tunnel(
         tos,
         pmtudisc: raw.pmtudisc.unwrap_or(true),
         keepalive,
+        af_xdp: raw.af_xdp,
     })
 }
 
@@ -1064,6 +1075,21 @@ impl TryFrom<RawConfig> for Config {
                     ));
                 }
                 cur = p;
+            }
+        }
+        // AF_XDP sends on an Ethernet device; a line on a line sends into its parent's
+        // TUN device.
+        for (i, l) in config.lines.iter().enumerate() {
+            if l.ip_tunnel().is_some_and(|t| t.af_xdp) && config.is_line(l.parent.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{}.ip_tunnel.af_xdp", line_key(i, l.name.as_str())),
+                    format!(
+                        "AF_XDP sends on an Ethernet device, but the parent {} is a line \
+                         (its packets go into that line's TUN device); remove af_xdp \
+                         (--af-xdp) or give the line an interface as its parent",
+                        l.parent
+                    ),
+                ));
             }
         }
         Ok(config)
@@ -1320,6 +1346,45 @@ type = "ipip"
         let written = c.to_toml();
         assert!(!written.contains("[line.wireguard]"), "{written}");
         assert_eq!(cfg(&written).unwrap(), c, "{written}");
+    }
+
+    #[test]
+    fn af_xdp_parses_round_trips_and_stays_off_in_the_peer_command() {
+        let text = GRE_TOML.replace(
+            "keepalive_retries = 2\n",
+            "keepalive_retries = 2\naf_xdp = true\n",
+        );
+        let c = cfg(&text).unwrap();
+        let g = c.lines[0].ip_tunnel().unwrap();
+        assert!(g.af_xdp);
+        assert!(g.cli_options().contains(&"--af-xdp".to_string()));
+        assert!(
+            !g.mirrored().af_xdp,
+            "a choice of this host, not the peer's"
+        );
+        assert!(!c.lines[1].ip_tunnel().unwrap().af_xdp);
+        let written = c.to_toml();
+        assert!(written.contains("af_xdp = true"), "{written}");
+        assert_eq!(cfg(&written).unwrap(), c, "{written}");
+    }
+
+    #[test]
+    fn af_xdp_on_a_line_whose_parent_is_a_line_is_refused() {
+        let text = GRE_TOML
+            .replace(
+                "type = \"ipip\"\n",
+                "type = \"ipip\"\n\n[line.ip_tunnel]\naf_xdp = true\n",
+            )
+            .replace(
+                "name = \"ipip1\"\nparent = \"eth0\"",
+                "name = \"ipip1\"\nparent = \"gre1\"",
+            );
+        let msg = err(&text);
+        assert!(
+            msg.contains("line[1] (\"ipip1\").ip_tunnel.af_xdp")
+                && msg.contains("the parent gre1 is a line"),
+            "{msg}"
+        );
     }
 
     #[test]

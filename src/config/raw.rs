@@ -99,6 +99,9 @@ pub struct RawIpTunnel {
     /// Secret: "0x" + hex, the same on both ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_key: Option<EspKey>,
+    /// Send the outer packets through AF_XDP on the next hop's Ethernet device.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub af_xdp: bool,
 }
 
 /// A value written either as a number or as text (`ttl = 64` or `ttl = "inherit"`).

@@ -199,6 +199,8 @@ pub struct IpTunnelArgs {
     pub enc_key: Option<Secret>,
     /// `--auth-key`, as typed. Secret.
     pub auth_key: Option<Secret>,
+    /// `--af-xdp`.
+    pub af_xdp: bool,
 }
 
 /// A secret as typed (an ESP key): carried as is, never shown by `Debug`.
@@ -308,6 +310,10 @@ pub struct LineStatus {
     /// Encrypted lines: the ESP layer (no keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub esp: Option<EspInfo>,
+    /// `--af-xdp` lines: how the outer packets leave now (the AF_XDP port and next
+    /// hop, or why the raw socket sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transmit: Option<String>,
 }
 
 /// An encrypted line's ESP state, for `line show` (SPIs and counters; never keys).

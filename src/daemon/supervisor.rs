@@ -26,7 +26,7 @@ use crate::dataplane::seqstore::SeqStore;
 use crate::dataplane::{
     LineDataplane, LineStats, PathMtu, RawLine, RawSockets, RawSpec, WireGuardLine, WireGuardSpec,
 };
-use crate::net::{self, Family, Host, NetError, Route, Rule};
+use crate::net::{self, Family, Host, NetError, NextHop, Route, Rule};
 use crate::tunnel::esp;
 use crate::tunnel::gre::GreOptions;
 use crate::tunnel::iptunnel::{self, TunnelType};
@@ -152,6 +152,7 @@ impl Supervisor {
     pub async fn reconcile(&mut self) {
         self.restart_stopped_paths().await;
         self.follow_parent_mtus().await;
+        self.follow_next_hops(None).await;
         let order: Vec<Line> = self.config.ordered().into_iter().cloned().collect();
         if order.iter().any(|l| !self.running.contains_key(&l.name)) {
             self.pass_addrs = self.host.all_addrs().await.ok();
@@ -610,6 +611,7 @@ impl Supervisor {
             options: Vec::new(),
             keepalive: None,
             esp: None,
+            transmit: None,
         };
         match (&line.kind, running.map(|r| &r.dataplane)) {
             (LineKind::WireGuard(wg), dp) => {
@@ -645,6 +647,7 @@ impl Supervisor {
                             }
                         },
                     );
+                    status.transmit = raw.transmit;
                     status.keepalive = raw.keepalive.map(|k| KeepaliveInfo {
                         interval_secs: k.config.interval.as_secs(),
                         retries: k.config.retries,
@@ -708,6 +711,37 @@ impl Supervisor {
                 info!(line = %r.line.name, parent = %r.line.parent, old, new = mtu,
                       "path MTU toward the peer changed; packets are checked against it");
             }
+        }
+    }
+
+    /// Hands each running `--af-xdp` line (or only `only`) the Ethernet next hop toward
+    /// its peer as the kernel would pick it now (route, then neighbour entry), so its
+    /// AF_XDP transmit path follows route and neighbour changes within a pass, and
+    /// waits, sending through the kernel, while there is none (see
+    /// [`crate::dataplane::xsk::Transmit`]). One look-up per (peer, local address) per
+    /// pass, however many lines share them.
+    async fn follow_next_hops(&self, only: Option<&LineName>) {
+        let mut found: HashMap<(IpAddr, IpAddr), Result<NextHop, String>> = HashMap::new();
+        for (name, r) in &self.running {
+            let LineDataplane::Raw(l) = &r.dataplane else {
+                continue;
+            };
+            if !l.af_xdp() || only.is_some_and(|o| o != name) {
+                continue;
+            }
+            let key = (r.line.peer_ip, r.local_ip);
+            let hop = match found.get(&key) {
+                Some(hop) => hop.clone(),
+                None => {
+                    let hop = match self.host.next_hop(key.0, key.1).await {
+                        Ok(hop) => hop,
+                        Err(e) => Err(format!("cannot look up the next hop: {e}")),
+                    };
+                    found.insert(key, hop.clone());
+                    hop
+                }
+            };
+            l.update_next_hop(hop);
         }
     }
 
@@ -889,6 +923,7 @@ impl Supervisor {
                         }
                         None => None,
                     },
+                    af_xdp: t.af_xdp,
                 };
                 LineDataplane::Raw(
                     RawLine::start(spec, &self.raw_sockets).map_err(|e| fail(e.to_string()))?,
@@ -915,6 +950,7 @@ impl Supervisor {
         }
         info!(line = %line.name, local_ip = %local_ip, mtu, "line up (waiting for the peer)");
         self.running.insert(line.name.clone(), running);
+        self.follow_next_hops(Some(&line.name)).await;
         Ok(())
     }
 
@@ -1357,6 +1393,7 @@ fn ip_tunnel_from_spec(
         tos,
         pmtudisc: a.pmtudisc.unwrap_or(true),
         keepalive,
+        af_xdp: a.af_xdp,
     };
     cfg::check_ip_tunnel(&t, spec.peer_ip, spec.local_vip, spec.mtu)
         .map_err(|(setting, e)| format!("{}: {e}", setting.flag))?;

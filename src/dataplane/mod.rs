@@ -22,6 +22,7 @@ pub mod stats;
 pub mod tun;
 pub mod udp;
 pub mod wireguard;
+pub mod xsk;
 
 pub use pmtu::PathMtu;
 pub use raw::{RawLine, RawSockets, RawSpec, RawStatus};

@@ -47,7 +47,8 @@ use super::pool::{dec_slot, segment, with_buffers, Buffers, TUN_OFFSET};
 use super::seqstore::SeqStore;
 use super::stats::LineStats;
 use super::tun::Tun;
-use super::{gso, udp, DataplaneError};
+use super::{gso, udp, xsk, DataplaneError};
+use crate::net::NextHop;
 use crate::tunnel::esp::{Cipher, EspCore, SaPair};
 use crate::tunnel::iptunnel::{IpTunnelCore, IpVersion, Settings};
 use crate::tunnel::keepalive::{KeepaliveStatus, Liveness};
@@ -115,6 +116,8 @@ struct Shared {
 pub struct RawSockets {
     sockets: Arc<Mutex<HashMap<SocketKey, Shared>>>,
     next_line: Arc<AtomicU64>,
+    /// AF_XDP ports of the lines that send through them.
+    ports: xsk::Ports,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -319,6 +322,8 @@ struct LineIo {
     pmtu: Arc<PathMtu>,
     /// ESP lines: wakes the task that writes sequence-number reservations.
     reserve: Option<tokio::sync::Notify>,
+    /// `af_xdp` lines: the AF_XDP transmit path.
+    xdp: Option<xsk::Transmit>,
 }
 
 impl LineIo {
@@ -338,6 +343,8 @@ pub struct RawSpec {
     pub pmtu: Arc<PathMtu>,
     /// ESP under the GRE header (`--encrypt`).
     pub esp: Option<EspSpec>,
+    /// Send through an AF_XDP socket on the next hop's device ([`xsk::Transmit`]).
+    pub af_xdp: bool,
 }
 
 /// An encrypted GRE line's ESP layer.
@@ -361,6 +368,8 @@ pub struct RawStatus {
     /// ESP: (outbound SPI, inbound SPI, next sequence number, reserved limit, highest
     /// received); `None` for a plain line.
     pub esp: Option<(u32, u32, u64, u64, u64)>,
+    /// `af_xdp` lines: how packets leave now ([`xsk::Transmit::describe`]).
+    pub transmit: Option<String>,
 }
 
 /// A running IP tunnel line. Dropping it stops its paths and tasks and releases its
@@ -436,6 +445,7 @@ impl RawLine {
                 tx,
                 pmtu: spec.pmtu.clone(),
                 reserve: store.is_some().then(tokio::sync::Notify::new),
+                xdp: spec.af_xdp.then(xsk::Transmit::default),
             });
             let protocols = if esp_spi.is_some() {
                 &[IpProtocol::Esp][..]
@@ -543,6 +553,20 @@ impl RawLine {
                     e.highest_received(),
                 )
             }),
+            transmit: self.io.xdp.as_ref().map(xsk::Transmit::describe),
+        }
+    }
+
+    /// Whether the line sends through AF_XDP once its next hop is known.
+    pub fn af_xdp(&self) -> bool {
+        self.io.xdp.is_some()
+    }
+
+    /// Hands the line the next hop toward its peer (or why there is none), for its
+    /// AF_XDP transmit path; nothing for a line without one.
+    pub fn update_next_hop(&self, hop: Result<NextHop, String>) {
+        if let Some(x) = &self.io.xdp {
+            x.update(&self.io.name, self.io.peer.ip(), hop, &self.sockets.ports);
         }
     }
 
@@ -633,14 +657,17 @@ fn outbound_once(io: &LineIo, w: &mut Buffers) -> bool {
             r.notify_one();
         }
     }
-    let socket = &io.tx.socket;
-    let sent = match gso::send_segments(socket, &w.enc_out[..k], io.peer, false) {
-        Ok(sent) => sent,
-        Err((sent, e)) => {
-            debug!(line = %io.name, error = %e, "raw socket send failed");
-            sent
-        }
-    };
+    let packets = &w.enc_out[..k];
+    let past_kernel = io.xdp.as_ref().map_or(0, |x| x.send(packets));
+    let rest = &packets[past_kernel..];
+    let sent = past_kernel
+        + match gso::send_segments(&io.tx.socket, rest, io.peer, false) {
+            Ok(sent) => sent,
+            Err((sent, e)) => {
+                debug!(line = %io.name, error = %e, "raw socket send failed");
+                sent
+            }
+        };
     LineStats::add(&io.stats.tx_packets, sent as u64);
     LineStats::add(&io.stats.tx_bytes, bytes);
     if sent < k {

@@ -134,7 +134,7 @@ impl Host {
         }
     }
 
-    async fn link(&self, index: u32) -> Result<LinkMessage, NetError> {
+    pub(super) async fn link(&self, index: u32) -> Result<LinkMessage, NetError> {
         let object = || Object::Link(LinkId::Index(index));
         let mut replies = self.handle.link().get().match_index(index).execute();
         match replies.try_next().await {

@@ -1,0 +1,634 @@
+//! What AF_XDP could move between two hosts here, next to `raw_ceiling`'s figure for raw
+//! IP sockets: the question behind issue 6's GRE target (a quarter of plain veth), which
+//! raw sockets cannot reach on this host. Nothing of twnode runs; this measures the
+//! kernel path a future AF_XDP data plane would take. The throughput harness runs it as
+//! its `xdpmax` (AF_XDP on both ends) and `xdprx` (raw socket send, AF_XDP receive)
+//! variants:
+//!
+//!   ip netns exec B xdp_ceiling recv IFNAME SECONDS
+//!   ip netns exec A xdp_ceiling send IFNAME SRC DST DST_MAC SECONDS [SIZE]
+//!
+//! `recv` loads a ten-instruction XDP program on IFNAME (native mode where the driver
+//! has it) that hands IPv4 protocol-47 frames of the receive queue to an AF_XDP socket
+//! (copy mode) and passes everything else to the kernel; it counts what arrives and
+//! prints `<bits per second> <packets>` of IP bytes received between the first and the
+//! last packet, as `raw_ceiling recv` does (it stops 1 s after traffic ends, or after
+//! SECONDS + 5 s). Closing the program's link detaches it.
+//! `send` fills IFNAME's queue 0 for SECONDS with Ethernet frames to DST_MAC holding
+//! IPv4 packets of SIZE bytes (protocol 47, a GRE header in front of zeros), the same
+//! packets `raw_ceiling send` sends, through an AF_XDP socket's transmit ring (copy
+//! mode): no routing, no neighbour lookup, no netfilter on the way out.
+//!
+//! Both wait in poll(2) when their ring has nothing to do, as a daemon would; neither
+//! spins. The AF_XDP and bpf(2) calls are written out against libc's definitions: the
+//! crates that wrap them (xsk-rs over libbpf, aya) bring a C build or a BPF toolchain,
+//! too much for a measurement.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const FRAME: usize = 2048;
+const FRAMES: usize = 4096;
+const RING: u32 = 2048;
+const BATCH: u32 = 64;
+const ETH: usize = 14;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: xdp_ceiling recv IFNAME SECONDS | xdp_ceiling send IFNAME SRC DST DST_MAC SECONDS [SIZE]"
+    );
+    std::process::exit(2)
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| usage())
+}
+
+fn check(r: libc::c_long, what: &str) -> io::Result<libc::c_long> {
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(r)
+}
+
+fn ifindex(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::other("bad interface name"))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io::Error::other(format!("no interface {name}"))),
+        i => Ok(i),
+    }
+}
+
+fn mac_of(name: &str) -> io::Result<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))?;
+    parse_mac(text.trim())
+}
+
+fn parse_mac(s: &str) -> io::Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err(io::Error::other(format!("{s}: not a MAC address")));
+    }
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).map_err(|_| io::Error::other(format!("{s}: not a MAC")))?;
+    }
+    Ok(mac)
+}
+
+// --- bpf(2): an XSKMAP, the program, its link to the interface ----------------------------
+
+/// `bpf(cmd, attr)` with a zeroed 128-byte `union bpf_attr` that `fill` writes into.
+fn bpf(cmd: libc::c_long, fill: impl FnOnce(&mut [u8; 128]), what: &str) -> io::Result<OwnedFd> {
+    let mut attr = [0u8; 128];
+    fill(&mut attr);
+    // SAFETY: attr is a 128-byte buffer laid out as the kernel's union bpf_attr for
+    // `cmd` (trailing bytes zero); pointers inside it outlive the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), attr.len()) };
+    let fd = check(fd, what)?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn put32(a: &mut [u8], at: usize, v: u32) {
+    a[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn put64(a: &mut [u8], at: usize, v: u64) {
+    a[at..at + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// One eBPF instruction: opcode, dst and src registers, offset, immediate.
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let mut i = [0u8; 8];
+    i[0] = code;
+    i[1] = (src << 4) | dst;
+    i[2..4].copy_from_slice(&off.to_ne_bytes());
+    i[4..8].copy_from_slice(&imm.to_ne_bytes());
+    i
+}
+
+/// `xdp_md->rx_queue_index`-keyed redirect of IPv4 protocol-47 frames into `map`;
+/// anything else (and a frame whose queue has no socket) goes on to the kernel.
+fn program(map: i32) -> Vec<[u8; 8]> {
+    const LDXW: u8 = 0x61;
+    const LDXH: u8 = 0x69;
+    const LDXB: u8 = 0x71;
+    const MOVX: u8 = 0xbf;
+    const MOVK: u8 = 0xb7;
+    const ADDK: u8 = 0x07;
+    const JGTX: u8 = 0x2d;
+    const JNEK: u8 = 0x55;
+    const LDDW: u8 = 0x18;
+    const CALL: u8 = 0x85;
+    const EXIT: u8 = 0x95;
+    const PSEUDO_MAP_FD: u8 = 1;
+    const REDIRECT_MAP: i32 = 51;
+    const XDP_PASS: i32 = 2;
+    vec![
+        insn(LDXW, 6, 1, 16, 0),              // 0: r6 = ctx->rx_queue_index
+        insn(LDXW, 2, 1, 0, 0),               // 1: r2 = ctx->data
+        insn(LDXW, 3, 1, 4, 0),               // 2: r3 = ctx->data_end
+        insn(MOVX, 4, 2, 0, 0),               // 3: r4 = r2
+        insn(ADDK, 4, 0, 0, 24),              // 4: r4 += 24 (Ethernet + IPv4 up to protocol)
+        insn(JGTX, 4, 3, 10, 0),              // 5: if r4 > data_end goto pass (16)
+        insn(LDXH, 5, 2, 12, 0),              // 6: r5 = ethertype (network order)
+        insn(JNEK, 5, 0, 8, 0x0008),          // 7: if not IPv4 goto pass
+        insn(LDXB, 5, 2, 23, 0),              // 8: r5 = IPv4 protocol
+        insn(JNEK, 5, 0, 6, 47),              // 9: if not GRE goto pass
+        insn(LDDW, 1, PSEUDO_MAP_FD, 0, map), // 10-11: r1 = map
+        insn(0, 0, 0, 0, 0),
+        insn(MOVX, 2, 6, 0, 0),            // 12: r2 = queue index (the key)
+        insn(MOVK, 3, 0, 0, XDP_PASS),     // 13: r3 = XDP_PASS when the key has no socket
+        insn(CALL, 0, 0, 0, REDIRECT_MAP), // 14: r0 = bpf_redirect_map(r1, r2, r3)
+        insn(EXIT, 0, 0, 0, 0),            // 15
+        insn(MOVK, 0, 0, 0, XDP_PASS),     // 16: pass: r0 = XDP_PASS
+        insn(EXIT, 0, 0, 0, 0),            // 17
+    ]
+}
+
+struct Attached {
+    _map: OwnedFd,
+    _prog: OwnedFd,
+    _link: OwnedFd,
+}
+
+fn attach(ifindex: u32, xsk: i32) -> io::Result<Attached> {
+    const MAP_CREATE: libc::c_long = 0;
+    const MAP_UPDATE_ELEM: libc::c_long = 2;
+    const PROG_LOAD: libc::c_long = 5;
+    const LINK_CREATE: libc::c_long = 28;
+    const MAP_TYPE_XSKMAP: u32 = 17;
+    const PROG_TYPE_XDP: u32 = 6;
+    const ATTACH_XDP: u32 = 37;
+    let map = bpf(
+        MAP_CREATE,
+        |a| {
+            put32(a, 0, MAP_TYPE_XSKMAP);
+            put32(a, 4, 4); // key: the queue index
+            put32(a, 8, 4); // value: the socket
+            put32(a, 12, 64);
+        },
+        "bpf(BPF_MAP_CREATE, XSKMAP)",
+    )?;
+    let (key, value) = (0u32, xsk as u32);
+    // BPF_MAP_UPDATE_ELEM returns 0, not a descriptor: keep it out of `bpf`'s OwnedFd.
+    let mut attr = [0u8; 128];
+    put32(&mut attr, 0, map.as_raw_fd() as u32);
+    put64(&mut attr, 8, &key as *const u32 as u64);
+    put64(&mut attr, 16, &value as *const u32 as u64);
+    // SAFETY: attr is a bpf_attr for BPF_MAP_UPDATE_ELEM whose pointers outlive the call.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, MAP_UPDATE_ELEM, attr.as_ptr(), 128) };
+    check(r, "bpf(BPF_MAP_UPDATE_ELEM)")?;
+
+    let insns = program(map.as_raw_fd());
+    let license = c"GPL";
+    let mut log = vec![0u8; 64 * 1024];
+    let prog = bpf(
+        PROG_LOAD,
+        |a| {
+            put32(a, 0, PROG_TYPE_XDP);
+            put32(a, 4, insns.len() as u32);
+            put64(a, 8, insns.as_ptr() as u64);
+            put64(a, 16, license.as_ptr() as u64);
+            put32(a, 24, 1); // log_level
+            put32(a, 28, log.len() as u32);
+            put64(a, 32, log.as_mut_ptr() as u64);
+            a[48..56].copy_from_slice(b"twn_xdp\0");
+            put32(a, 68, ATTACH_XDP);
+        },
+        "bpf(BPF_PROG_LOAD)",
+    )
+    .map_err(|e| {
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        io::Error::new(
+            e.kind(),
+            format!("{e}; verifier: {}", String::from_utf8_lossy(&log[..end])),
+        )
+    })?;
+    let link = bpf(
+        LINK_CREATE,
+        |a| {
+            put32(a, 0, prog.as_raw_fd() as u32);
+            put32(a, 4, ifindex);
+            put32(a, 8, ATTACH_XDP);
+        },
+        "bpf(BPF_LINK_CREATE, BPF_XDP)",
+    )?;
+    Ok(Attached {
+        _map: map,
+        _prog: prog,
+        _link: link,
+    })
+}
+
+// --- AF_XDP: the UMEM and its four rings --------------------------------------------------
+
+/// One mmap'd ring: producer and consumer indexes, flags, and `size` descriptors of `T`.
+struct Ring<T> {
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+    flags: *const u32,
+    descs: *mut T,
+    mask: u32,
+    map: (NonNull<libc::c_void>, usize),
+}
+
+impl<T> Ring<T> {
+    fn map(fd: i32, off: &libc::xdp_ring_offset, size: u32, pgoff: u64) -> io::Result<Ring<T>> {
+        let len = off.desc as usize + size as usize * std::mem::size_of::<T>();
+        // SAFETY: mapping the ring the kernel set up for this socket at its documented
+        // page offset; the length covers the offsets getsockopt reported.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                pgoff as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = p.cast::<u8>();
+        // SAFETY: the offsets come from XDP_MMAP_OFFSETS and lie inside the mapping.
+        unsafe {
+            Ok(Ring {
+                producer: base.add(off.producer as usize).cast(),
+                consumer: base.add(off.consumer as usize).cast(),
+                flags: base.add(off.flags as usize).cast(),
+                descs: base.add(off.desc as usize).cast(),
+                mask: size - 1,
+                map: (NonNull::new_unchecked(p), len),
+            })
+        }
+    }
+
+    fn producer(&self) -> &AtomicU32 {
+        // SAFETY: points into the live mapping, shared with the kernel as an atomic.
+        unsafe { &*self.producer }
+    }
+
+    fn consumer(&self) -> &AtomicU32 {
+        // SAFETY: as `producer`.
+        unsafe { &*self.consumer }
+    }
+
+    fn needs_wakeup(&self) -> bool {
+        // SAFETY: points into the live mapping; the kernel writes it, a stale read only
+        // costs one extra or one late wake-up call.
+        unsafe { std::ptr::read_volatile(self.flags) & libc::XDP_RING_NEED_WAKEUP != 0 }
+    }
+
+    fn slot(&self, index: u32) -> *mut T {
+        // SAFETY: masked index inside the ring's `size` descriptors.
+        unsafe { self.descs.add((index & self.mask) as usize) }
+    }
+}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping once.
+        unsafe { libc::munmap(self.map.0.as_ptr(), self.map.1) };
+    }
+}
+
+struct Xsk {
+    fd: OwnedFd,
+    umem: *mut u8,
+    fill: Ring<u64>,
+    completion: Ring<u64>,
+    rx: Option<Ring<libc::xdp_desc>>,
+    tx: Option<Ring<libc::xdp_desc>>,
+}
+
+impl Drop for Xsk {
+    fn drop(&mut self) {
+        // SAFETY: the UMEM mapping made in `Xsk::open`, unmapped once.
+        unsafe { libc::munmap(self.umem.cast(), FRAME * FRAMES) };
+    }
+}
+
+fn setsockopt<T>(fd: i32, opt: libc::c_int, v: &T, what: &str) -> io::Result<()> {
+    // SAFETY: v is a live T of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            opt,
+            (v as *const T).cast(),
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    check(r.into(), what).map(drop)
+}
+
+impl Xsk {
+    fn open(ifindex: u32, rx: bool, tx: bool) -> io::Result<Xsk> {
+        // SAFETY: plain socket(2).
+        let fd = check(
+            unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) }.into(),
+            "socket(AF_XDP)",
+        )?;
+        // SAFETY: a new descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let raw = fd.as_raw_fd();
+        // SAFETY: an anonymous private mapping for the UMEM.
+        let umem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                FRAME * FRAMES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if umem == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let reg = libc::xdp_umem_reg {
+            addr: umem as u64,
+            len: (FRAME * FRAMES) as u64,
+            chunk_size: FRAME as u32,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        let result = (|| {
+            setsockopt(raw, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+            setsockopt(raw, libc::XDP_UMEM_FILL_RING, &RING, "XDP_UMEM_FILL_RING")?;
+            setsockopt(
+                raw,
+                libc::XDP_UMEM_COMPLETION_RING,
+                &RING,
+                "XDP_UMEM_COMPLETION_RING",
+            )?;
+            if rx {
+                setsockopt(raw, libc::XDP_RX_RING, &RING, "XDP_RX_RING")?;
+            }
+            if tx {
+                setsockopt(raw, libc::XDP_TX_RING, &RING, "XDP_TX_RING")?;
+            }
+            // SAFETY: all-zero is a valid xdp_mmap_offsets to be overwritten.
+            let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of_val(&off) as libc::socklen_t;
+            // SAFETY: off and len are live and sized for the call.
+            let r = unsafe {
+                libc::getsockopt(
+                    raw,
+                    libc::SOL_XDP,
+                    libc::XDP_MMAP_OFFSETS,
+                    (&mut off as *mut libc::xdp_mmap_offsets).cast(),
+                    &mut len,
+                )
+            };
+            check(r.into(), "XDP_MMAP_OFFSETS")?;
+            let fill = Ring::map(raw, &off.fr, RING, libc::XDP_UMEM_PGOFF_FILL_RING)?;
+            let completion = Ring::map(raw, &off.cr, RING, libc::XDP_UMEM_PGOFF_COMPLETION_RING)?;
+            let rx = rx
+                .then(|| Ring::map(raw, &off.rx, RING, libc::XDP_PGOFF_RX_RING as u64))
+                .transpose()?;
+            let tx = tx
+                .then(|| Ring::map(raw, &off.tx, RING, libc::XDP_PGOFF_TX_RING as u64))
+                .transpose()?;
+            let sa = libc::sockaddr_xdp {
+                sxdp_family: libc::AF_XDP as u16,
+                sxdp_flags: libc::XDP_COPY | libc::XDP_USE_NEED_WAKEUP,
+                sxdp_ifindex: ifindex,
+                sxdp_queue_id: 0,
+                sxdp_shared_umem_fd: 0,
+            };
+            // SAFETY: sa is a live sockaddr_xdp of the size passed.
+            let r = unsafe {
+                libc::bind(
+                    raw,
+                    (&sa as *const libc::sockaddr_xdp).cast(),
+                    std::mem::size_of_val(&sa) as u32,
+                )
+            };
+            check(r.into(), "bind(AF_XDP, copy mode, queue 0)")?;
+            Ok((fill, completion, rx, tx))
+        })();
+        match result {
+            Ok((fill, completion, rx, tx)) => Ok(Xsk {
+                fd,
+                umem: umem.cast(),
+                fill,
+                completion,
+                rx,
+                tx,
+            }),
+            Err(e) => {
+                // SAFETY: our own mapping, unmapped once on this error path.
+                unsafe { libc::munmap(umem, FRAME * FRAMES) };
+                Err(e)
+            }
+        }
+    }
+
+    fn poll(&self, events: i16, ms: i32) {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        unsafe { libc::poll(&mut p, 1, ms) };
+    }
+
+    fn kick(&self) {
+        // SAFETY: a zero-length sendto is AF_XDP's "transmit what the ring holds".
+        unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
+    }
+}
+
+fn ip_checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn send(
+    ifname: &str,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    dst_mac: [u8; 6],
+    seconds: u64,
+    size: usize,
+) -> io::Result<()> {
+    let index = ifindex(ifname)?;
+    let src_mac = mac_of(ifname)?;
+    let xsk = Xsk::open(index, false, true)?;
+    let size = size.clamp(28, FRAME - ETH);
+    let mut frame = vec![0u8; ETH + size];
+    frame[0..6].copy_from_slice(&dst_mac);
+    frame[6..12].copy_from_slice(&src_mac);
+    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut frame[ETH..];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(size as u16).to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64;
+    ip[9] = 47;
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
+    let sum = ip_checksum(&ip[..20]);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    ip[22..24].copy_from_slice(&0x0800u16.to_be_bytes()); // GRE: IPv4 inside
+    for f in 0..FRAMES {
+        // SAFETY: frame f lies inside the UMEM; nothing else touches it yet.
+        unsafe {
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), xsk.umem.add(f * FRAME), frame.len())
+        };
+    }
+    let tx = xsk.tx.as_ref().expect("opened with a transmit ring");
+    let cr = &xsk.completion;
+    let mut free: Vec<u64> = (0..FRAMES as u64).map(|f| f * FRAME as u64).collect();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        // Frames the kernel has sent come back on the completion ring.
+        let (cons, prod) = (
+            cr.consumer().load(Ordering::Relaxed),
+            cr.producer().load(Ordering::Acquire),
+        );
+        for i in cons..prod {
+            // SAFETY: entries between consumer and producer are the kernel's completions.
+            free.push(unsafe { *cr.slot(i) });
+        }
+        cr.consumer().store(prod, Ordering::Release);
+        let prod = tx.producer().load(Ordering::Relaxed);
+        let room = RING - prod.wrapping_sub(tx.consumer().load(Ordering::Acquire));
+        let n = room.min(BATCH).min(free.len() as u32);
+        for i in 0..n {
+            let addr = free.pop().expect("counted above");
+            // SAFETY: a slot between producer and consumer + size is ours to write.
+            unsafe {
+                *tx.slot(prod.wrapping_add(i)) = libc::xdp_desc {
+                    addr,
+                    len: frame.len() as u32,
+                    options: 0,
+                }
+            };
+        }
+        tx.producer().store(prod.wrapping_add(n), Ordering::Release);
+        if tx.needs_wakeup() || n == 0 {
+            xsk.kick();
+        }
+        if n == 0 && free.is_empty() {
+            xsk.poll(libc::POLLOUT, 10);
+        }
+    }
+    Ok(())
+}
+
+fn recv(ifname: &str, seconds: u64) -> io::Result<()> {
+    let index = ifindex(ifname)?;
+    let xsk = Xsk::open(index, true, false)?;
+    let _attached = attach(index, xsk.fd.as_raw_fd())?;
+    let rx = xsk.rx.as_ref().expect("opened with a receive ring");
+    let fill = &xsk.fill;
+    // Every frame starts on the fill ring (RING entries fit; the rest wait their turn).
+    let mut spare: Vec<u64> = (0..FRAMES as u64).map(|f| f * FRAME as u64).collect();
+    let refill = |spare: &mut Vec<u64>| {
+        let prod = fill.producer().load(Ordering::Relaxed);
+        let room = RING - prod.wrapping_sub(fill.consumer().load(Ordering::Acquire));
+        let n = room.min(spare.len() as u32);
+        for i in 0..n {
+            // SAFETY: a fill slot between producer and consumer + size is ours.
+            unsafe { *fill.slot(prod.wrapping_add(i)) = spare.pop().expect("counted") };
+        }
+        fill.producer()
+            .store(prod.wrapping_add(n), Ordering::Release);
+    };
+    refill(&mut spare);
+    let deadline = Instant::now() + Duration::from_secs(seconds + 5);
+    let (mut first, mut last) = (None, Instant::now());
+    let (mut bytes, mut packets) = (0u64, 0u64);
+    while Instant::now() < deadline {
+        let (cons, prod) = (
+            rx.consumer().load(Ordering::Relaxed),
+            rx.producer().load(Ordering::Acquire),
+        );
+        let now = Instant::now();
+        if cons == prod {
+            if first.is_some() && now.duration_since(last) > Duration::from_secs(1) {
+                break;
+            }
+            if fill.needs_wakeup() {
+                xsk.kick();
+            }
+            xsk.poll(libc::POLLIN, 200);
+            continue;
+        }
+        first.get_or_insert(now);
+        last = now;
+        for i in cons..prod {
+            // SAFETY: descriptors between consumer and producer are the kernel's.
+            let d = unsafe { *rx.slot(i) };
+            bytes += u64::from(d.len) - ETH as u64;
+            spare.push(d.addr);
+        }
+        packets += u64::from(prod.wrapping_sub(cons));
+        rx.consumer().store(prod, Ordering::Release);
+        refill(&mut spare);
+    }
+    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+    let bps = if secs > 0.0 {
+        bytes as f64 * 8.0 / secs
+    } else {
+        0.0
+    };
+    println!("{bps:.0} {packets}");
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.get(1).map(String::as_str) {
+        Some("send") => {
+            let mac = parse_mac(args.get(5).map_or("", String::as_str)).unwrap_or_else(|_| usage());
+            send(
+                args.get(2).map_or_else(|| usage(), String::as_str),
+                arg(&args, 3),
+                arg(&args, 4),
+                mac,
+                arg(&args, 6),
+                args.get(7).map_or(1500, |_| arg(&args, 7)),
+            )
+        }
+        Some("recv") => recv(
+            args.get(2).map_or_else(|| usage(), String::as_str),
+            arg(&args, 3),
+        ),
+        _ => usage(),
+    };
+    if let Err(e) = result {
+        eprintln!("xdp_ceiling: {e}");
+        std::process::exit(1);
+    }
+}
