@@ -1,41 +1,44 @@
-//! What AF_XDP could move between two hosts here, next to `raw_ceiling`'s figure for raw
-//! IP sockets: the question behind issue 6's GRE target (a quarter of plain veth), which
-//! raw sockets cannot reach on this host. Nothing of twnode runs; this measures the
-//! kernel path a future AF_XDP data plane would take. The throughput harness runs it as
-//! its `xdpmax` (AF_XDP on both ends) and `xdprx` (raw socket send, AF_XDP receive)
-//! variants:
+//! What AF_XDP moves between two hosts here, next to `raw_ceiling`'s figure for raw IP
+//! sockets: the ceiling of an `--af-xdp` IP tunnel line (issue 6's GRE target is a
+//! quarter of plain veth, which raw sockets cannot reach on this host). No tunnel runs.
+//! The throughput harness runs it as its `xdptx` variant (this `send`, `raw_ceiling
+//! recv`):
 //!
 //!   ip netns exec B xdp_ceiling recv IFNAME SECONDS
 //!   ip netns exec A xdp_ceiling send IFNAME SRC DST DST_MAC SECONDS [SIZE]
 //!
-//! `recv` loads a ten-instruction XDP program on IFNAME (native mode where the driver
+//! `send` fills IFNAME's queue 0 for SECONDS with Ethernet frames to DST_MAC holding
+//! IPv4 packets of SIZE bytes (protocol 47, a GRE header in front of zeros), the same
+//! packets `raw_ceiling send` sends, through twnode's own AF_XDP port
+//! ([`twnode::dataplane::xsk::XskTx`], copy mode) in batches of 64: no routing, no
+//! neighbour lookup, no netfilter on the way out.
+//! `recv` loads an 18-instruction XDP program on IFNAME (native mode where the driver
 //! has it) that hands IPv4 protocol-47 frames of the receive queue to an AF_XDP socket
 //! (copy mode) and passes everything else to the kernel; it counts what arrives and
 //! prints `<bits per second> <packets>` of IP bytes received between the first and the
 //! last packet, as `raw_ceiling recv` does (it stops 1 s after traffic ends, or after
-//! SECONDS + 5 s). Closing the program's link detaches it.
-//! `send` fills IFNAME's queue 0 for SECONDS with Ethernet frames to DST_MAC holding
-//! IPv4 packets of SIZE bytes (protocol 47, a GRE header in front of zeros), the same
-//! packets `raw_ceiling send` sends, through an AF_XDP socket's transmit ring (copy
-//! mode): no routing, no neighbour lookup, no netfilter on the way out.
+//! SECONDS + 5 s). Closing the program's link detaches it. On veth, receiving this way
+//! is slower than a raw socket (veth copies each packet into an XDP frame first), so
+//! twnode does not receive through AF_XDP; `recv` is here to show that. Start `send`
+//! first when both ends use AF_XDP: binding the sender's socket failed with EBUSY once
+//! the peer veth had an XDP program.
 //!
-//! Both wait in poll(2) when their ring has nothing to do, as a daemon would; neither
-//! spins. The AF_XDP and bpf(2) calls are written out against libc's definitions: the
-//! crates that wrap them (xsk-rs over libbpf, aya) bring a C build or a BPF toolchain,
-//! too much for a measurement.
+//! `recv` waits in poll(2) when its ring is empty, as a daemon would. The bpf(2) calls
+//! are written out against the kernel's `union bpf_attr` layout: the crates that wrap
+//! them (aya, libbpf-rs) bring a BPF toolchain or a C build, too much for a measurement.
 
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const FRAME: usize = 2048;
-const FRAMES: usize = 4096;
-const RING: u32 = 2048;
-const BATCH: u32 = 64;
-const ETH: usize = 14;
+use twnode::dataplane::xsk::{Xsk, XskTx, ETH_LEN, FRAME};
+
+/// Receive UMEM frames (and ring entries).
+const FRAMES: usize = 2048;
+/// Packets per send, as a TUN read's worth in twnode.
+const BATCH: usize = 64;
 
 fn usage() -> ! {
     eprintln!(
@@ -230,238 +233,6 @@ fn attach(ifindex: u32, xsk: i32) -> io::Result<Attached> {
     })
 }
 
-// --- AF_XDP: the UMEM and its four rings --------------------------------------------------
-
-/// One mmap'd ring: producer and consumer indexes, flags, and `size` descriptors of `T`.
-struct Ring<T> {
-    producer: *const AtomicU32,
-    consumer: *const AtomicU32,
-    flags: *const u32,
-    descs: *mut T,
-    mask: u32,
-    map: (NonNull<libc::c_void>, usize),
-}
-
-impl<T> Ring<T> {
-    fn map(fd: i32, off: &libc::xdp_ring_offset, size: u32, pgoff: u64) -> io::Result<Ring<T>> {
-        let len = off.desc as usize + size as usize * std::mem::size_of::<T>();
-        // SAFETY: mapping the ring the kernel set up for this socket at its documented
-        // page offset; the length covers the offsets getsockopt reported.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd,
-                pgoff as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = p.cast::<u8>();
-        // SAFETY: the offsets come from XDP_MMAP_OFFSETS and lie inside the mapping.
-        unsafe {
-            Ok(Ring {
-                producer: base.add(off.producer as usize).cast(),
-                consumer: base.add(off.consumer as usize).cast(),
-                flags: base.add(off.flags as usize).cast(),
-                descs: base.add(off.desc as usize).cast(),
-                mask: size - 1,
-                map: (NonNull::new_unchecked(p), len),
-            })
-        }
-    }
-
-    fn producer(&self) -> &AtomicU32 {
-        // SAFETY: points into the live mapping, shared with the kernel as an atomic.
-        unsafe { &*self.producer }
-    }
-
-    fn consumer(&self) -> &AtomicU32 {
-        // SAFETY: as `producer`.
-        unsafe { &*self.consumer }
-    }
-
-    fn needs_wakeup(&self) -> bool {
-        // SAFETY: points into the live mapping; the kernel writes it, a stale read only
-        // costs one extra or one late wake-up call.
-        unsafe { std::ptr::read_volatile(self.flags) & libc::XDP_RING_NEED_WAKEUP != 0 }
-    }
-
-    fn slot(&self, index: u32) -> *mut T {
-        // SAFETY: masked index inside the ring's `size` descriptors.
-        unsafe { self.descs.add((index & self.mask) as usize) }
-    }
-}
-
-impl<T> Drop for Ring<T> {
-    fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping once.
-        unsafe { libc::munmap(self.map.0.as_ptr(), self.map.1) };
-    }
-}
-
-struct Xsk {
-    fd: OwnedFd,
-    umem: *mut u8,
-    fill: Ring<u64>,
-    completion: Ring<u64>,
-    rx: Option<Ring<libc::xdp_desc>>,
-    tx: Option<Ring<libc::xdp_desc>>,
-}
-
-impl Drop for Xsk {
-    fn drop(&mut self) {
-        // SAFETY: the UMEM mapping made in `Xsk::open`, unmapped once.
-        unsafe { libc::munmap(self.umem.cast(), FRAME * FRAMES) };
-    }
-}
-
-fn setsockopt<T>(fd: i32, opt: libc::c_int, v: &T, what: &str) -> io::Result<()> {
-    // SAFETY: v is a live T of the size passed.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_XDP,
-            opt,
-            (v as *const T).cast(),
-            std::mem::size_of::<T>() as u32,
-        )
-    };
-    check(r.into(), what).map(drop)
-}
-
-impl Xsk {
-    fn open(ifindex: u32, rx: bool, tx: bool) -> io::Result<Xsk> {
-        // SAFETY: plain socket(2).
-        let fd = check(
-            unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) }.into(),
-            "socket(AF_XDP)",
-        )?;
-        // SAFETY: a new descriptor nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        let raw = fd.as_raw_fd();
-        // SAFETY: an anonymous private mapping for the UMEM.
-        let umem = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                FRAME * FRAMES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if umem == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let reg = libc::xdp_umem_reg {
-            addr: umem as u64,
-            len: (FRAME * FRAMES) as u64,
-            chunk_size: FRAME as u32,
-            headroom: 0,
-            flags: 0,
-            tx_metadata_len: 0,
-        };
-        let result = (|| {
-            setsockopt(raw, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
-            setsockopt(raw, libc::XDP_UMEM_FILL_RING, &RING, "XDP_UMEM_FILL_RING")?;
-            setsockopt(
-                raw,
-                libc::XDP_UMEM_COMPLETION_RING,
-                &RING,
-                "XDP_UMEM_COMPLETION_RING",
-            )?;
-            if rx {
-                setsockopt(raw, libc::XDP_RX_RING, &RING, "XDP_RX_RING")?;
-            }
-            if tx {
-                setsockopt(raw, libc::XDP_TX_RING, &RING, "XDP_TX_RING")?;
-            }
-            // SAFETY: all-zero is a valid xdp_mmap_offsets to be overwritten.
-            let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of_val(&off) as libc::socklen_t;
-            // SAFETY: off and len are live and sized for the call.
-            let r = unsafe {
-                libc::getsockopt(
-                    raw,
-                    libc::SOL_XDP,
-                    libc::XDP_MMAP_OFFSETS,
-                    (&mut off as *mut libc::xdp_mmap_offsets).cast(),
-                    &mut len,
-                )
-            };
-            check(r.into(), "XDP_MMAP_OFFSETS")?;
-            let fill = Ring::map(raw, &off.fr, RING, libc::XDP_UMEM_PGOFF_FILL_RING)?;
-            let completion = Ring::map(raw, &off.cr, RING, libc::XDP_UMEM_PGOFF_COMPLETION_RING)?;
-            let rx = rx
-                .then(|| Ring::map(raw, &off.rx, RING, libc::XDP_PGOFF_RX_RING as u64))
-                .transpose()?;
-            let tx = tx
-                .then(|| Ring::map(raw, &off.tx, RING, libc::XDP_PGOFF_TX_RING as u64))
-                .transpose()?;
-            let sa = libc::sockaddr_xdp {
-                sxdp_family: libc::AF_XDP as u16,
-                sxdp_flags: libc::XDP_COPY | libc::XDP_USE_NEED_WAKEUP,
-                sxdp_ifindex: ifindex,
-                sxdp_queue_id: 0,
-                sxdp_shared_umem_fd: 0,
-            };
-            // SAFETY: sa is a live sockaddr_xdp of the size passed.
-            let r = unsafe {
-                libc::bind(
-                    raw,
-                    (&sa as *const libc::sockaddr_xdp).cast(),
-                    std::mem::size_of_val(&sa) as u32,
-                )
-            };
-            check(r.into(), "bind(AF_XDP, copy mode, queue 0)")?;
-            Ok((fill, completion, rx, tx))
-        })();
-        match result {
-            Ok((fill, completion, rx, tx)) => Ok(Xsk {
-                fd,
-                umem: umem.cast(),
-                fill,
-                completion,
-                rx,
-                tx,
-            }),
-            Err(e) => {
-                // SAFETY: our own mapping, unmapped once on this error path.
-                unsafe { libc::munmap(umem, FRAME * FRAMES) };
-                Err(e)
-            }
-        }
-    }
-
-    fn poll(&self, events: i16, ms: i32) {
-        let mut p = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events,
-            revents: 0,
-        };
-        // SAFETY: one live pollfd.
-        unsafe { libc::poll(&mut p, 1, ms) };
-    }
-
-    fn kick(&self) {
-        // SAFETY: a zero-length sendto is AF_XDP's "transmit what the ring holds".
-        unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                std::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null(),
-                0,
-            )
-        };
-    }
-}
-
 fn ip_checksum(h: &[u8]) -> u16 {
     let mut sum: u32 = h
         .chunks(2)
@@ -482,14 +253,14 @@ fn send(
     size: usize,
 ) -> io::Result<()> {
     let index = ifindex(ifname)?;
-    let src_mac = mac_of(ifname)?;
-    let xsk = Xsk::open(index, false, true)?;
-    let size = size.clamp(28, FRAME - ETH);
-    let mut frame = vec![0u8; ETH + size];
-    frame[0..6].copy_from_slice(&dst_mac);
-    frame[6..12].copy_from_slice(&src_mac);
-    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut frame[ETH..];
+    let mut eth = [0u8; ETH_LEN];
+    eth[0..6].copy_from_slice(&dst_mac);
+    eth[6..12].copy_from_slice(&mac_of(ifname)?);
+    eth[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    // twnode's own port: what an --af-xdp line sends through.
+    let mut port = XskTx::open(index)?;
+    let size = size.clamp(28, FRAME - ETH_LEN);
+    let mut ip = vec![0u8; size];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&(size as u16).to_be_bytes());
     ip[6] = 0x40; // DF
@@ -500,47 +271,12 @@ fn send(
     let sum = ip_checksum(&ip[..20]);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     ip[22..24].copy_from_slice(&0x0800u16.to_be_bytes()); // GRE: IPv4 inside
-    for f in 0..FRAMES {
-        // SAFETY: frame f lies inside the UMEM; nothing else touches it yet.
-        unsafe {
-            std::ptr::copy_nonoverlapping(frame.as_ptr(), xsk.umem.add(f * FRAME), frame.len())
-        };
-    }
-    let tx = xsk.tx.as_ref().expect("opened with a transmit ring");
-    let cr = &xsk.completion;
-    let mut free: Vec<u64> = (0..FRAMES as u64).map(|f| f * FRAME as u64).collect();
+    let batch = vec![(ip.as_ptr(), ip.len()); BATCH];
     let end = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < end {
-        // Frames the kernel has sent come back on the completion ring.
-        let (cons, prod) = (
-            cr.consumer().load(Ordering::Relaxed),
-            cr.producer().load(Ordering::Acquire),
-        );
-        for i in cons..prod {
-            // SAFETY: entries between consumer and producer are the kernel's completions.
-            free.push(unsafe { *cr.slot(i) });
-        }
-        cr.consumer().store(prod, Ordering::Release);
-        let prod = tx.producer().load(Ordering::Relaxed);
-        let room = RING - prod.wrapping_sub(tx.consumer().load(Ordering::Acquire));
-        let n = room.min(BATCH).min(free.len() as u32);
-        for i in 0..n {
-            let addr = free.pop().expect("counted above");
-            // SAFETY: a slot between producer and consumer + size is ours to write.
-            unsafe {
-                *tx.slot(prod.wrapping_add(i)) = libc::xdp_desc {
-                    addr,
-                    len: frame.len() as u32,
-                    options: 0,
-                }
-            };
-        }
-        tx.producer().store(prod.wrapping_add(n), Ordering::Release);
-        if tx.needs_wakeup() || n == 0 {
-            xsk.kick();
-        }
-        if n == 0 && free.is_empty() {
-            xsk.poll(libc::POLLOUT, 10);
+        if port.send(&eth, &batch)? == 0 {
+            // Every frame in flight: let the kernel catch up.
+            std::thread::yield_now();
         }
     }
     Ok(())
@@ -548,19 +284,23 @@ fn send(
 
 fn recv(ifname: &str, seconds: u64) -> io::Result<()> {
     let index = ifindex(ifname)?;
-    let xsk = Xsk::open(index, true, false)?;
-    let _attached = attach(index, xsk.fd.as_raw_fd())?;
-    let rx = xsk.rx.as_ref().expect("opened with a receive ring");
+    let xsk = Xsk::open(index, 0, FRAMES, true, false)?;
+    let _attached = attach(index, xsk.fd())?;
+    let Some(rx) = xsk.rx.as_ref() else {
+        return Err(io::Error::other("no receive ring"));
+    };
     let fill = &xsk.fill;
-    // Every frame starts on the fill ring (RING entries fit; the rest wait their turn).
+    // Every frame starts on the fill ring; a received frame goes back on it.
     let mut spare: Vec<u64> = (0..FRAMES as u64).map(|f| f * FRAME as u64).collect();
     let refill = |spare: &mut Vec<u64>| {
         let prod = fill.producer().load(Ordering::Relaxed);
-        let room = RING - prod.wrapping_sub(fill.consumer().load(Ordering::Acquire));
+        let room = fill.size() - prod.wrapping_sub(fill.consumer().load(Ordering::Acquire));
         let n = room.min(spare.len() as u32);
         for i in 0..n {
-            // SAFETY: a fill slot between producer and consumer + size is ours.
-            unsafe { *fill.slot(prod.wrapping_add(i)) = spare.pop().expect("counted") };
+            if let Some(addr) = spare.pop() {
+                // SAFETY: a fill slot between producer and consumer + size is ours.
+                unsafe { *fill.slot(prod.wrapping_add(i)) = addr };
+            }
         }
         fill.producer()
             .store(prod.wrapping_add(n), Ordering::Release);
@@ -580,17 +320,23 @@ fn recv(ifname: &str, seconds: u64) -> io::Result<()> {
                 break;
             }
             if fill.needs_wakeup() {
-                xsk.kick();
+                xsk.wake()?;
             }
-            xsk.poll(libc::POLLIN, 200);
+            let mut p = libc::pollfd {
+                fd: xsk.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            unsafe { libc::poll(&mut p, 1, 200) };
             continue;
         }
         first.get_or_insert(now);
         last = now;
-        for i in cons..prod {
+        for i in 0..prod.wrapping_sub(cons) {
             // SAFETY: descriptors between consumer and producer are the kernel's.
-            let d = unsafe { *rx.slot(i) };
-            bytes += u64::from(d.len) - ETH as u64;
+            let d = unsafe { *rx.slot(cons.wrapping_add(i)) };
+            bytes += u64::from(d.len) - ETH_LEN as u64;
             spare.push(d.addr);
         }
         packets += u64::from(prod.wrapping_sub(cons));

@@ -721,27 +721,33 @@ impl Supervisor {
     /// [`crate::dataplane::xsk::Transmit`]). One look-up per (peer, local address) per
     /// pass, however many lines share them.
     async fn follow_next_hops(&self, only: Option<&LineName>) {
-        let mut found: HashMap<(IpAddr, IpAddr), Result<NextHop, String>> = HashMap::new();
-        for (name, r) in &self.running {
-            let LineDataplane::Raw(l) = &r.dataplane else {
-                continue;
+        let lines: Vec<(&RawLine, (IpAddr, IpAddr))> = self
+            .running
+            .iter()
+            .filter(|(name, _)| only.is_none_or(|o| o == *name))
+            .filter_map(|(_, r)| match &r.dataplane {
+                LineDataplane::Raw(l) if l.af_xdp() => Some((l, (r.line.peer_ip, r.local_ip))),
+                _ => None,
+            })
+            .collect();
+        if lines.is_empty() {
+            return;
+        }
+        let mut pairs: Vec<(IpAddr, IpAddr)> = lines.iter().map(|(_, p)| *p).collect();
+        pairs.sort();
+        pairs.dedup();
+        let found: HashMap<(IpAddr, IpAddr), Result<NextHop, String>> =
+            match self.host.next_hops(&pairs).await {
+                Ok(hops) => pairs.into_iter().zip(hops).collect(),
+                Err(e) => pairs
+                    .into_iter()
+                    .map(|p| (p, Err(format!("cannot look up the next hop: {e}"))))
+                    .collect(),
             };
-            if !l.af_xdp() || only.is_some_and(|o| o != name) {
-                continue;
+        for (line, pair) in lines {
+            if let Some(hop) = found.get(&pair) {
+                line.update_next_hop(hop.clone());
             }
-            let key = (r.line.peer_ip, r.local_ip);
-            let hop = match found.get(&key) {
-                Some(hop) => hop.clone(),
-                None => {
-                    let hop = match self.host.next_hop(key.0, key.1).await {
-                        Ok(hop) => hop,
-                        Err(e) => Err(format!("cannot look up the next hop: {e}")),
-                    };
-                    found.insert(key, hop.clone());
-                    hop
-                }
-            };
-            l.update_next_hop(hop);
         }
     }
 

@@ -24,6 +24,9 @@
 //! Paths: per socket, `receive_once` (underlay -> TUN, in place, a line's core locked
 //! once per run of its packets); per line, `outbound_ready` (TUN -> underlay, one
 //! `sendmmsg` per batch). Both run on the data-plane threads ([`super::poller`]).
+//! An `af_xdp` line sends its batches through an AF_XDP port on the next hop's device
+//! instead, once the daemon has found that next hop ([`xsk::Transmit`]); the raw socket
+//! still receives, and sends what the port does not take.
 //! Tokio tasks: per line, with a keepalive, `keepalive` (probes on a tick), and for ESP
 //! `reserve`. No lock is held across an `.await`.
 

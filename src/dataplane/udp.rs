@@ -39,7 +39,11 @@ pub fn bind(addr: SocketAddr) -> Result<Socket, DataplaneError> {
 /// Raises the socket buffers past `rmem_max` where we may (CAP_NET_ADMIN), else as far
 /// as the sysctl allows.
 pub(super) fn force_buffers(socket: &Socket) {
-    let fd = socket.as_raw_fd();
+    force_buffers_fd(socket.as_raw_fd());
+}
+
+/// [`force_buffers`] for a socket socket2 does not know (AF_XDP).
+pub(super) fn force_buffers_fd(fd: RawFd) {
     let size = SOCKET_BUFFER as libc::c_int;
     for (force, plain) in [
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),

@@ -2,11 +2,13 @@
 //! device's queue through shared-memory rings, past the kernel's IP output path.
 //!
 //! Used to transmit IP tunnel lines' outer packets when the line asks for it
-//! (`af_xdp`): a raw socket send pays a route lookup, `ip_output`, the neighbour
-//! layer and the qdisc for every packet, and on this kind of host that, not twnode,
-//! caps a GRE line (`examples/xdp_ceiling.rs` measures both paths). An AF_XDP socket
-//! in copy mode needs no XDP program and no driver support for transmitting: the
-//! kernel builds an skb from each frame and gives it straight to the driver.
+//! (`af_xdp`, [`Transmit`]): a raw socket send pays a route lookup, `ip_output`, the
+//! neighbour layer and the qdisc for every packet, and on this kind of host that, not
+//! twnode, caps a GRE line (`examples/xdp_ceiling.rs` and `raw_ceiling.rs` measure both
+//! paths). An AF_XDP socket in copy mode needs no XDP program and no driver support for
+//! transmitting: the kernel builds an skb from each frame and gives it straight to the
+//! driver. Receiving stays on the raw sockets: on veth, AF_XDP receive (an XDP program
+//! redirecting to the socket) measured slower than a raw socket.
 //!
 //! What that skips is the point and the price: no routing (the caller supplies the
 //! Ethernet header, see [`crate::net::NextHop`]), no netfilter, no qdisc, and no copy
@@ -351,6 +353,10 @@ impl XskTx {
     /// kernel, or when another AF_XDP socket holds the queue.
     pub fn open(ifindex: u32) -> io::Result<XskTx> {
         let xsk = Xsk::open(ifindex, 0, Self::FRAMES, false, true)?;
+        // Copy mode allocates an skb per frame against the socket's send buffer; the
+        // default (about 90 frames in flight) made wake-ups fail with EAGAIN and left
+        // frames on the ring until the next batch: a lone ping waited for the next.
+        super::udp::force_buffers_fd(xsk.fd());
         let free = (0..Self::FRAMES as u64).map(|f| f * FRAME as u64).collect();
         Ok(XskTx { xsk, free, ifindex })
     }
@@ -365,9 +371,11 @@ impl XskTx {
         let cr = &self.xsk.completion;
         let cons = cr.consumer().load(Ordering::Relaxed);
         let prod = cr.producer().load(Ordering::Acquire);
-        for i in cons..prod {
+        // The indexes run freely and wrap at 2^32 (after about six hours at 200 000
+        // packets a second): count with wrapping arithmetic, never `cons..prod`.
+        for i in 0..prod.wrapping_sub(cons) {
             // SAFETY: entries between consumer and producer are the kernel's completions.
-            self.free.push(unsafe { *cr.slot(i) });
+            self.free.push(unsafe { *cr.slot(cons.wrapping_add(i)) });
         }
         cr.consumer().store(prod, Ordering::Release);
     }
@@ -412,9 +420,15 @@ impl XskTx {
         if n == 0 {
             return Ok(0);
         }
-        tx.producer().store(prod.wrapping_add(n), Ordering::Release);
-        // Copy mode sends at most KERNEL_TX_BATCH frames per wake-up.
-        for _ in 0..(n as usize).div_ceil(KERNEL_TX_BATCH) {
+        let end = prod.wrapping_add(n);
+        tx.producer().store(end, Ordering::Release);
+        // Copy mode sends at most KERNEL_TX_BATCH frames per wake-up, fewer when the
+        // device or the send buffer is busy: wake until the kernel has taken them all
+        // (a frame left on the ring would wait for the next batch), a few times at most.
+        for _ in 0..(n as usize).div_ceil(KERNEL_TX_BATCH) + 4 {
+            if tx.consumer().load(Ordering::Acquire) == end {
+                break;
+            }
             self.xsk.wake()?;
         }
         Ok(n as usize)
