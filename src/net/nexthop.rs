@@ -18,11 +18,11 @@ use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteType, RouteVia,
+    RouteAddress, RouteAttribute, RouteMetric, RouteType, RouteVia,
 };
 
 use super::error::classify;
-use super::{Family, Host, NetError, Object, Route};
+use super::{Family, Host, NetError, Object};
 
 /// The link-layer next hop of packets from one local address to one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,33 +135,7 @@ impl Host {
         dst: IpAddr,
         src: IpAddr,
     ) -> Result<Result<RouteTo, String>, NetError> {
-        let family = Family::of(dst);
-        let mut query = RouteMessage::default();
-        query.header.address_family = family.address_family();
-        query.header.destination_prefix_length = family.max_prefix();
-        query.header.source_prefix_length = family.max_prefix();
-        query
-            .attributes
-            .push(RouteAttribute::Destination(dst.into()));
-        query.attributes.push(RouteAttribute::Source(src.into()));
-        let object = || {
-            Object::Route(Route {
-                dst,
-                prefix: family.max_prefix(),
-                oif: 0,
-                table: 0,
-                src: Some(src),
-            })
-        };
-        let answer: Option<RouteMessage> = self
-            .handle
-            .route()
-            .get(query)
-            .execute()
-            .try_next()
-            .await
-            .map_err(|err| classify("look up", object(), err))?;
-        let Some(route) = answer else {
+        let Some(route) = self.route_get(dst, Some(src)).await?.into_iter().next() else {
             return Ok(Err(format!("no route to {dst}")));
         };
         if route.header.kind != RouteType::Unicast {

@@ -179,30 +179,7 @@ impl Host {
     /// or packet too big, as `ip route get` shows it: `cache ... mtu N`), or the MTU set
     /// on the route it would use; `None` when neither (the interface's MTU applies).
     pub async fn route_mtu(&self, dst: IpAddr) -> Result<Option<u32>, NetError> {
-        let family = Family::of(dst);
-        let mut query = RouteMessage::default();
-        query.header.address_family = family.address_family();
-        query.header.destination_prefix_length = family.max_prefix();
-        query
-            .attributes
-            .push(RouteAttribute::Destination(dst.into()));
-        let object = || {
-            Object::Route(Route {
-                dst,
-                prefix: family.max_prefix(),
-                oif: 0,
-                table: 0,
-                src: None,
-            })
-        };
-        let answers: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(query)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|err| classify("look up", object(), err))?;
+        let answers = self.route_get(dst, None).await?;
         Ok(answers
             .iter()
             .flat_map(|m| m.attributes.iter())
@@ -214,6 +191,42 @@ impl Host {
                 _ => None,
             })
             .min())
+    }
+
+    /// `ip route get <dst> [from <src>]`: the kernel's answers (one, for a unicast
+    /// destination).
+    pub(super) async fn route_get(
+        &self,
+        dst: IpAddr,
+        src: Option<IpAddr>,
+    ) -> Result<Vec<RouteMessage>, NetError> {
+        let family = Family::of(dst);
+        let mut query = RouteMessage::default();
+        query.header.address_family = family.address_family();
+        query.header.destination_prefix_length = family.max_prefix();
+        query
+            .attributes
+            .push(RouteAttribute::Destination(dst.into()));
+        if let Some(src) = src {
+            query.header.source_prefix_length = family.max_prefix();
+            query.attributes.push(RouteAttribute::Source(src.into()));
+        }
+        let object = || {
+            Object::Route(Route {
+                dst,
+                prefix: family.max_prefix(),
+                oif: 0,
+                table: 0,
+                src,
+            })
+        };
+        self.handle
+            .route()
+            .get(query)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|err| classify("look up", object(), err))
     }
 
     /// Every route of one family, all tables.
