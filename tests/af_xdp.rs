@@ -222,9 +222,10 @@ fn encrypted_gre_line_with_af_xdp_carries_traffic_past_the_kernel() {
 }
 
 /// A line on a line sends into its parent's TUN device, where AF_XDP has nothing to
-/// offer: `line create` refuses `--af-xdp` there, names the parent, and changes nothing.
+/// offer: `line create` refuses `--af-xdp` there, names the parent, and changes nothing;
+/// the same for a WireGuard line.
 #[test]
-fn af_xdp_on_a_line_whose_parent_is_a_line_is_refused() {
+fn af_xdp_where_it_cannot_apply_is_refused() {
     if !require_root_and_tools(&["ip"]) {
         return;
     }
@@ -254,4 +255,28 @@ fn af_xdp_on_a_line_whose_parent_is_a_line_is_refused() {
     );
     assert_eq!(na.config_text(), config, "the config is unchanged");
     assert_eq!(na.lines().as_array().expect("lines").len(), 1);
+    // Nor has a WireGuard line anything to gain (UDP sockets, no raw IP packets).
+    let out = na.cli(&[
+        "line",
+        "create",
+        "eth0",
+        B4,
+        "10.0.1.2",
+        "10.0.1.1",
+        "wg1",
+        "--type",
+        "wireguard",
+        "--mode",
+        "server",
+        "--listen-port",
+        "51821",
+        "--af-xdp",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--af-xdp apply to the IP tunnel types") && err.contains("not to wireguard"),
+        "{err}"
+    );
+    assert_eq!(na.config_text(), config, "the config is unchanged");
 }

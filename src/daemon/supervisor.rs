@@ -1225,8 +1225,8 @@ fn line_from_spec(spec: LineSpec) -> Result<(Line, bool), String> {
     if spec.ip_tunnel.any() {
         return Err(
             "--key, --seq, --csum, --ttl, --tos, --[no]pmtudisc, --encrypt, --cipher, \
-             --enc-key and --auth-key apply to the IP tunnel types (ipip, gre, sit, ip6ip6, \
-             ipip6, gre6; ipsec), not to wireguard"
+             --enc-key, --auth-key and --af-xdp apply to the IP tunnel types (ipip, gre, \
+             sit, ip6ip6, ipip6, gre6; ipsec), not to wireguard"
                 .into(),
         );
     }
