@@ -203,6 +203,51 @@ fn a_line_whose_packet_path_panicked_is_restarted_and_carries_traffic_again() {
     ));
 }
 
+/// A bug that every restart meets again: the line is restarted at once, then after 4
+/// and 8 s, `line list` saying why and when; the daemon and its control socket carry on.
+#[test]
+fn a_line_whose_packet_path_keeps_panicking_is_restarted_ever_more_slowly() {
+    if !require_root_and_tools(&["ip", "ping"]) {
+        return;
+    }
+    let (a, b) = seed_pair("panics");
+    let mut na = Node::new(&a);
+    na.start_daemon_env(&["TWNODE_FAULT_INJECT=panic-outbound-always:tunnel_base"]);
+    let nb = Node::start(&b);
+    wireguard_line(&na, &nb);
+    // Something to send all along, so every restart meets the fault at once.
+    let _pinger = a.spawn(&["ping", "-i", "0.2", "-W", "1", "10.0.0.2"]);
+    wait_for_log(
+        || na.log(),
+        "restarts_in_a_row=3",
+        40,
+        Duration::from_millis(200),
+        "no third restart",
+    );
+    let log = na.log();
+    let restarts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("restarting the line"))
+        .collect();
+    assert!(
+        restarts[0].contains("restarts_in_a_row=1 next_try_s=0")
+            && restarts[1].contains("restarts_in_a_row=2 next_try_s=4")
+            && restarts[2].contains("restarts_in_a_row=3 next_try_s=8"),
+        "{restarts:#?}"
+    );
+    let l = na.lines();
+    let line = l
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["name"] == "tunnel_base"))
+        .cloned()
+        .unwrap_or_default();
+    let reason = line["reason"].as_str().unwrap_or("");
+    assert!(
+        line["state"] != "up" && reason.contains("3 times in a row; next try in 8 s"),
+        "{line}"
+    );
+}
+
 #[test]
 fn peer_killed_with_sigkill_and_restarted_carries_traffic_again_within_seconds() {
     if !require_root_and_tools(&["ip", "ping"]) {

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
@@ -117,6 +118,41 @@ pub struct Supervisor {
     /// 9 s, most of it in address dumps). `None` outside a pass: then each bring-up
     /// reads them afresh.
     pass_addrs: Option<Vec<(u32, IpAddr)>>,
+    /// Lines restarted after their packet path stopped (a bug): how often in a row,
+    /// and when the next bring-up may happen ([`Restarts`]).
+    restarts: HashMap<LineName, Restarts>,
+}
+
+/// A line whose packet path keeps stopping is restarted ever more slowly: at once, then
+/// after 4, 8, 16, 32 and at most 60 s, so a bug that every restart meets again costs a
+/// log line a minute, not one per pass. A line that ran [`Restarts::STABLE`] since its
+/// last restart starts over at once.
+struct Restarts {
+    /// Restarts in a row.
+    count: u32,
+    /// No bring-up before this.
+    hold_until: Instant,
+}
+
+impl Restarts {
+    /// A line that ran this long since its restart counts as healthy again.
+    const STABLE: Duration = Duration::from_secs(60);
+    /// The longest wait between two restarts.
+    const MAX_DELAY: Duration = Duration::from_secs(60);
+
+    /// Whether the line has run long enough since it was let up again to count as
+    /// healthy.
+    fn healed(&self, now: Instant) -> bool {
+        now >= self.hold_until + Self::STABLE
+    }
+
+    /// The wait before restart number `count` (1: at once).
+    fn delay(count: u32) -> Duration {
+        match count {
+            0 | 1 => Duration::ZERO,
+            n => Duration::from_secs(2u64 << (n - 1).min(6)).min(Self::MAX_DELAY),
+        }
+    }
 }
 
 impl Supervisor {
@@ -133,6 +169,7 @@ impl Supervisor {
             raw_sockets: RawSockets::new(),
             state_dir: PathBuf::from(crate::daemon::DEFAULT_STATE_DIR),
             pass_addrs: None,
+            restarts: HashMap::new(),
         }
     }
 
@@ -157,8 +194,18 @@ impl Supervisor {
         if order.iter().any(|l| !self.running.contains_key(&l.name)) {
             self.pass_addrs = self.host.all_addrs().await.ok();
         }
+        let now = Instant::now();
+        self.restarts
+            .retain(|name, r| self.config.line(name.as_str()).is_some() && !r.healed(now));
         for line in order {
             if self.running.contains_key(&line.name) {
+                continue;
+            }
+            if self
+                .restarts
+                .get(&line.name)
+                .is_some_and(|r| now < r.hold_until)
+            {
                 continue;
             }
             match self.bring_up(&line).await {
@@ -193,15 +240,33 @@ impl Supervisor {
             .filter_map(|(name, r)| Some((name.clone(), r.dataplane.stopped_path()?)))
             .collect();
         for (name, what) in stopped {
-            error!(line = %name, path = %what,
+            let now = Instant::now();
+            let count = match self.restarts.get(&name) {
+                Some(r) if !r.healed(now) => r.count + 1,
+                _ => 1,
+            };
+            let delay = Restarts::delay(count);
+            error!(line = %name, path = %what, restarts_in_a_row = count, next_try_s = delay.as_secs(),
                    "packet path stopped after an internal error (see the panic above); restarting the line");
             self.take_down(&name).await;
+            self.restarts.insert(
+                name.clone(),
+                Restarts {
+                    count,
+                    hold_until: now + delay,
+                },
+            );
+            let when = if delay.is_zero() {
+                "restarting".to_string()
+            } else {
+                format!("{count} times in a row; next try in {} s", delay.as_secs())
+            };
             self.failed.insert(
                 name,
                 Failed {
                     reason: format!(
                         "{what} stopped after an internal error (a bug; the daemon's log has \
-                         it); restarting"
+                         it); {when}"
                     ),
                     parent_down: false,
                 },
@@ -1417,4 +1482,27 @@ fn ip_tunnel_from_spec(
         mtu,
         kind: LineKind::IpTunnel(t),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_that_keeps_failing_is_restarted_ever_more_slowly_up_to_a_minute() {
+        let secs: Vec<u64> = (1..=8).map(|n| Restarts::delay(n).as_secs()).collect();
+        assert_eq!(secs, [0, 4, 8, 16, 32, 60, 60, 60]);
+    }
+
+    #[test]
+    fn a_line_counts_as_healed_a_minute_after_it_was_let_up_again() {
+        let now = Instant::now();
+        let r = Restarts {
+            count: 3,
+            hold_until: now + Duration::from_secs(8),
+        };
+        assert!(!r.healed(now));
+        assert!(!r.healed(now + Duration::from_secs(60)));
+        assert!(r.healed(now + Duration::from_secs(68)));
+    }
 }

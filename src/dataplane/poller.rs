@@ -14,7 +14,8 @@
 //! descriptor waits for the next edge. A handler that panics is logged and dropped;
 //! the thread and the other lines on it carry on.
 //!
-//! Lines are spread over the threads round-robin ([`next_thread`]); both paths of one
+//! Lines go to the thread with the fewest registered descriptors ([`next_thread`];
+//! ties in turn), so the threads stay even as lines come and go; both paths of one
 //! line share a thread. Its receive path sends what the kernel answered inside a TUN
 //! write (a ping reply, ACKs) itself, under the device's read turn
 //! ([`super::tun::Tun::try_read_turn`]): with the outbound path on another thread, that
@@ -56,6 +57,8 @@ struct Worker {
     /// Whether its thread runs: started when the first line picks it, so a daemon
     /// with one line has one data-plane thread.
     started: Mutex<bool>,
+    /// Its `epoll_wait` failed and the thread ended (never seen): no new lines.
+    failed: AtomicBool,
 }
 
 impl Worker {
@@ -88,7 +91,13 @@ impl Worker {
                     continue;
                 }
                 error!(thread = self.index, error = %e,
-                       "epoll_wait failed; this data-plane thread and its lines stop");
+                       "epoll_wait failed; this data-plane thread stops, its lines are restarted on the others");
+                self.failed.store(true, Ordering::Relaxed);
+                // Their paths now count as stopped: the supervisor restarts the lines
+                // (and registers shared receive paths anew) on the other threads.
+                for entry in self.entries().values() {
+                    entry.live.store(false, Ordering::Release);
+                }
                 return;
             }
             if n > 0 {
@@ -156,6 +165,7 @@ fn poller() -> io::Result<&'static Poller> {
             epoll,
             entries: Mutex::new(HashMap::new()),
             started: Mutex::new(false),
+            failed: AtomicBool::new(false),
         }));
     }
     Ok(POLLER.get_or_init(|| Poller {
@@ -165,14 +175,35 @@ fn poller() -> io::Result<&'static Poller> {
     }))
 }
 
+/// The index of the smallest load (`None`: a thread that takes no more), looking from
+/// `start` (modulo the length) so that equal loads are taken in turn.
+fn least_loaded(loads: &[Option<usize>], start: usize) -> Option<usize> {
+    let n = loads.len();
+    (0..n)
+        .map(|k| (start + k) % n)
+        .filter_map(|i| loads[i].map(|load| (load, i)))
+        .min_by_key(|&(load, _)| load)
+        .map(|(_, i)| i)
+}
+
 /// One data-plane thread, to register descriptors with.
 #[derive(Clone)]
 pub struct Thread(Arc<Worker>);
 
-/// The next data-plane thread in turn (the threads start on first use).
+/// The data-plane thread with the fewest registered descriptors, the next in turn
+/// among equals (the threads start on first use). A thread whose `epoll_wait` failed
+/// gets no more lines.
 pub fn next_thread() -> io::Result<Thread> {
     let poller = poller()?;
-    let i = poller.next_worker.fetch_add(1, Ordering::Relaxed) % poller.workers.len();
+    let loads: Vec<Option<usize>> = poller
+        .workers
+        .iter()
+        .map(|w| (!w.failed.load(Ordering::Relaxed)).then(|| w.entries().len()))
+        .collect();
+    let start = poller.next_worker.fetch_add(1, Ordering::Relaxed);
+    let Some(i) = least_loaded(&loads, start) else {
+        return Err(io::Error::other("every data-plane thread has stopped"));
+    };
     let worker = poller.workers[i].clone();
     let mut started = worker.started.lock().unwrap_or_else(|e| e.into_inner());
     if !*started {
@@ -202,6 +233,11 @@ pub struct Registration {
 }
 
 impl Thread {
+    /// Whether the thread's `epoll_wait` failed and it ended: it runs nothing any more.
+    pub fn failed(&self) -> bool {
+        self.0.failed.load(Ordering::Relaxed)
+    }
+
     /// Runs `handler` on this thread whenever `fd` becomes readable (edge-triggered:
     /// the handler reads until the descriptor is drained, or returns true to be called
     /// again after the other ready handlers). `fd` must stay open as long as the
@@ -222,6 +258,12 @@ fn register_on(
     what: String,
     handler: Handler,
 ) -> io::Result<Registration> {
+    if worker.failed.load(Ordering::Relaxed) {
+        return Err(io::Error::other(format!(
+            "data-plane thread {} has stopped",
+            worker.index
+        )));
+    }
     let token = poller()?.next_token.fetch_add(1, Ordering::Relaxed);
     let entry = Arc::new(Entry {
         run: handler,
@@ -295,6 +337,16 @@ mod tests {
     use std::net::UdpSocket;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    #[test]
+    fn lines_go_to_the_least_loaded_thread_in_turn_among_equals_never_to_a_failed_one() {
+        assert_eq!(least_loaded(&[Some(4), Some(2), Some(3)], 0), Some(1));
+        assert_eq!(least_loaded(&[Some(2), Some(2)], 0), Some(0));
+        assert_eq!(least_loaded(&[Some(2), Some(2)], 1), Some(1));
+        assert_eq!(least_loaded(&[Some(2), Some(2)], 7), Some(1));
+        assert_eq!(least_loaded(&[None, Some(9)], 0), Some(1));
+        assert_eq!(least_loaded(&[None, None], 0), None);
+    }
 
     #[test]
     fn a_readable_socket_runs_its_handler_until_drained_and_stops_after_drop() {

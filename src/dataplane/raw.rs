@@ -90,8 +90,9 @@ struct Endpoint {
     key: SocketKey,
     socket: Socket,
     /// The data-plane thread of its receive path, and of the outbound paths of the
-    /// lines that send on it (see [`poller`] for why they share one).
-    thread: poller::Thread,
+    /// lines that send on it (see [`poller`] for why they share one). Replaced when
+    /// that thread has failed ([`register_receive`]).
+    thread: Mutex<poller::Thread>,
     /// Replaced as a whole when a line comes or goes; a batch works on one snapshot.
     routes: RwLock<Arc<Vec<Route>>>,
     /// Packets from addresses that are no line's peer (the raw socket sees every packet
@@ -143,10 +144,12 @@ impl RawSockets {
         let endpoint = Arc::new(Endpoint {
             key,
             socket: open_socket(key)?,
-            thread: poller::next_thread().map_err(|source| DataplaneError::Setup {
-                what: "cannot start the data-plane threads",
-                source,
-            })?,
+            thread: Mutex::new(
+                poller::next_thread().map_err(|source| DataplaneError::Setup {
+                    what: "cannot start the data-plane threads",
+                    source,
+                })?,
+            ),
             routes: RwLock::new(Arc::new(Vec::new())),
             strangers: AtomicU64::new(0),
         });
@@ -227,7 +230,8 @@ impl RawSockets {
     }
 }
 
-/// Runs `endpoint`'s receive path on its data-plane thread.
+/// Runs `endpoint`'s receive path on its data-plane thread, another one if that thread
+/// has failed (the lines sending on the socket then move with it as they restart).
 fn register_receive(endpoint: &Arc<Endpoint>) -> Result<Registration, DataplaneError> {
     let key = endpoint.key;
     let what = format!(
@@ -236,15 +240,19 @@ fn register_receive(endpoint: &Arc<Endpoint>) -> Result<Registration, DataplaneE
         key.local
     );
     let path = endpoint.clone();
-    endpoint
-        .thread
+    let setup = |source| DataplaneError::Setup {
+        what: "cannot register the raw socket with a data-plane thread",
+        source,
+    };
+    let mut thread = lock(&endpoint.thread);
+    if thread.failed() {
+        *thread = poller::next_thread().map_err(setup)?;
+    }
+    thread
         .register(endpoint.socket.as_raw_fd(), what, move || {
             receive_once(&path)
         })
-        .map_err(|source| DataplaneError::Setup {
-            what: "cannot register the raw socket with a data-plane thread",
-            source,
-        })
+        .map_err(setup)
 }
 
 /// Opens a non-blocking raw socket for `key`, header included on send, bound to the
@@ -489,7 +497,7 @@ impl RawLine {
         };
         let outbound = {
             let io = io.clone();
-            let thread = io.tx.thread.clone();
+            let thread = lock(&io.tx.thread).clone();
             let what = format!("line {} outbound", io.name);
             thread.register(io.tun.raw_fd(), what, move || outbound_ready(&io))
         };

@@ -119,21 +119,39 @@ struct Io {
     pmtu: Arc<PathMtu>,
     redial_from: Option<IpAddr>,
     /// Fault injection for the tests ([`FAULT_ENV`]): the outbound path panics once.
-    fault: bool,
+    fault: Fault,
+}
+
+/// An injected fault ([`FAULT_ENV`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// The first packet of the process's first such line start panics.
+    Once,
+    /// The first packet after every start of the line panics.
+    Always,
 }
 
 /// `TWNODE_FAULT_INJECT=panic-outbound:<line>` in the daemon's environment makes that
-/// line's outbound path panic on its first packet, once per process: how the tests check
-/// that a packet path that dies is noticed and its line restarted. Read once per line
-/// start; costs one branch per batch otherwise.
+/// line's outbound path panic on its first packet, once per process;
+/// `panic-outbound-always:<line>` after every start of the line (a bug that every
+/// restart meets again). How the tests check that a packet path that dies is noticed,
+/// its line restarted, and restarted ever more slowly. Read once per line start; costs
+/// one branch per batch otherwise.
 pub const FAULT_ENV: &str = "TWNODE_FAULT_INJECT";
 
-/// Whether [`FAULT_ENV`] names `line`.
-fn fault_armed(line: &str) -> bool {
-    std::env::var(FAULT_ENV)
-        .ok()
-        .and_then(|v| v.strip_prefix("panic-outbound:").map(|l| l == line))
-        .unwrap_or(false)
+/// What [`FAULT_ENV`] asks of `line`.
+fn fault_armed(line: &str) -> Fault {
+    let Ok(v) = std::env::var(FAULT_ENV) else {
+        return Fault::None;
+    };
+    if v.strip_prefix("panic-outbound:") == Some(line) {
+        Fault::Once
+    } else if v.strip_prefix("panic-outbound-always:") == Some(line) {
+        Fault::Always
+    } else {
+        Fault::None
+    }
 }
 
 impl Io {
@@ -302,7 +320,9 @@ impl Drop for WireGuardLine {
 /// (more may be waiting), false when the device had nothing.
 fn outbound_ready(io: &Io) -> bool {
     static FIRED: AtomicBool = AtomicBool::new(false);
-    if io.fault && !FIRED.swap(true, Ordering::Relaxed) {
+    if io.fault == Fault::Always
+        || (io.fault == Fault::Once && !FIRED.swap(true, Ordering::Relaxed))
+    {
         #[allow(clippy::panic)]
         {
             panic!("fault injected by {FAULT_ENV} into line {}", io.name);
