@@ -286,6 +286,60 @@ fn malformed_config_on_reload_or_sighup_keeps_the_running_lines_up() {
     assert_eq!(snapshot(&na), before, "lines and host as before");
 }
 
+/// `--af-xdp` where it cannot apply: under a parent line (whose packets go into that
+/// line's TUN device, not an Ethernet device) and on a WireGuard line (UDP sockets).
+#[test]
+fn af_xdp_where_it_cannot_apply_is_refused() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("bxdp");
+    let node = server_with_line(&a);
+    let before = snapshot(&node);
+    let out = node.cli(&[
+        "line",
+        "create",
+        "tunnel_base",
+        "10.0.0.2",
+        "172.16.0.2",
+        "172.16.0.1",
+        "inner",
+        "--type",
+        "ipip",
+        "--af-xdp",
+    ]);
+    assert_refused(
+        &out,
+        &[
+            "ip_tunnel.af_xdp",
+            "AF_XDP sends on an Ethernet device, but the parent tunnel_base is a line",
+            "--af-xdp",
+        ],
+    );
+    assert_eq!(snapshot(&node), before, "after --af-xdp under a line");
+    let out = node.cli(&[
+        "line",
+        "create",
+        "eth0",
+        "198.51.100.20",
+        "10.0.1.2",
+        "10.0.1.1",
+        "wg1",
+        "--type",
+        "wireguard",
+        "--mode",
+        "server",
+        "--listen-port",
+        "51821",
+        "--af-xdp",
+    ]);
+    assert_refused(
+        &out,
+        &["--af-xdp apply to the IP tunnel types", "not to wireguard"],
+    );
+    assert_eq!(snapshot(&node), before, "after --af-xdp on wireguard");
+}
+
 #[test]
 fn line_create_on_a_missing_parent_interface_is_refused() {
     if !require_root_and_tools(&["ip"]) {
