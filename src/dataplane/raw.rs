@@ -669,7 +669,7 @@ fn outbound_once(io: &LineIo, w: &mut Buffers) -> bool {
         }
     }
     let packets = &w.enc_out[..k];
-    let past_kernel = io.xdp.as_ref().map_or(0, |x| x.send(packets));
+    let past_kernel = io.xdp.as_ref().map_or(0, |x| x.send(&io.name, packets));
     let rest = &packets[past_kernel..];
     let sent = past_kernel
         + match gso::send_segments(&io.tx.socket, rest, io.peer, false) {

@@ -491,7 +491,8 @@ impl Transmit {
     /// Sends the leading `packets` that fit the path's MTU through the AF_XDP port, in
     /// order; returns how many went (0 when there is no port yet, or this batch is the
     /// pass's one through the kernel). The caller sends the rest through the kernel.
-    pub fn send(&self, packets: &[(*const u8, usize)]) -> usize {
+    /// `line` names the line in logs.
+    pub fn send(&self, line: &str, packets: &[(*const u8, usize)]) -> usize {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let State::Ready {
             port,
@@ -515,7 +516,7 @@ impl Transmit {
             Err(e) => {
                 let why = format!("AF_XDP send on {} failed: {e}", hop.ifname);
                 drop(state);
-                warn!(reason = %why, "sending through the kernel until the next hop is looked up again");
+                warn!(line, reason = %why, "sending through the kernel until the next hop is looked up again");
                 *self.state.write().unwrap_or_else(|e| e.into_inner()) = State::Waiting(why);
                 0
             }
@@ -557,7 +558,9 @@ impl Transmit {
         };
         if let State::Waiting(why) = &next {
             if !matches!(&*state, State::Waiting(old) if old == why) {
-                warn!(line, reason = %why, "AF_XDP transmit waits; sending through the kernel");
+                // Expected while a neighbour is being resolved; `line show` keeps the
+                // reason for as long as it lasts.
+                info!(line, reason = %why, "AF_XDP transmit waits; sending through the kernel");
             }
         }
         *state = next;
