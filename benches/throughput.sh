@@ -23,6 +23,8 @@
 #   VARIANTS=...  which variants, by key (default: all, see below)
 #   OUT=bench-results   where the CSV and JSON go (gitignored)
 #   NO_BUILD=1    skip `cargo build --release`
+#   TWNODE_BIN=path   the twnode binary to measure (default target/release/twnode; with
+#                 NO_BUILD=1, e.g. an older build to compare with)
 #   TWNODE_OFFLOAD=0    passed to the twnode daemons: measure twnode without offloads
 #   PERF=1        after the rounds, profile both twnode daemons with `perf record` during
 #                 one more single-stream test; top symbols printed, data in $OUT
@@ -73,7 +75,7 @@ PINGS=${PINGS:-20}
 PING_INTERVAL=${PING_INTERVAL:-0.05}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/bench-results}
-TWNODE=$ROOT/target/release/twnode
+TWNODE=${TWNODE_BIN:-$ROOT/target/release/twnode}
 RAW_CEILING=$ROOT/target/release/examples/raw_ceiling
 XDP_CEILING=$ROOT/target/release/examples/xdp_ceiling
 ALL_VARIANTS=(veth twnode wggo btun btun1 gotatun gre ipip grex ipipx rawmax xdptx wg2 wg3)
