@@ -138,7 +138,8 @@ fn af_xdp_line_carries_traffic_past_the_kernel(
     wait_af_xdp(&nb, "x1", &mac(&a));
     let shown = na.cli_ok(&["line", "show", "x1"]);
     assert!(
-        shown.contains("transmit:        AF_XDP on eth0 to"),
+        shown.contains("transmit:        AF_XDP on eth0 to")
+            && shown.contains("packets sent went through AF_XDP"),
         "{shown}"
     );
 
@@ -154,20 +155,22 @@ fn af_xdp_line_carries_traffic_past_the_kernel(
     );
 
     let out_before = out_transmits(&a, v6);
-    let tx_before = line_json(&na, "x1")["tx_packets"]
-        .as_u64()
-        .expect("tx_packets");
+    let before = line_json(&na, "x1");
+    let tx_before = before["tx_packets"].as_u64().expect("tx_packets");
+    let xdp_before = before["af_xdp_packets"].as_u64().expect("af_xdp_packets");
     let (sent, got) = tcp_transfer(&a, &b, "10.0.0.2", 5001, 4 << 20);
     assert_eq!(sent, got, "{kind}: 4 MB transfer checksum");
     let l = line_json(&na, "x1");
     let tx = l["tx_packets"].as_u64().expect("tx_packets") - tx_before;
     let out = out_transmits(&a, v6) - out_before;
+    let xdp = l["af_xdp_packets"].as_u64().expect("af_xdp_packets") - xdp_before;
     // Through the raw socket every outer packet would count (out >= tx); what counts
     // now is the inner traffic (TSO super-packets into the TUN device) and the one
     // batch per supervisor pass that goes through the kernel.
     assert!(
-        tx > 2000 && out * 3 < tx,
-        "{kind}: {tx} packets sent, {out} through A's IP output path"
+        tx > 2000 && out * 3 < tx && xdp * 3 > tx * 2,
+        "{kind}: {tx} packets sent, {xdp} through AF_XDP as the line counts them, {out} \
+         through A's IP output path as the kernel does"
     );
     assert_eq!(l["drops"], serde_json::json!([]), "{kind}: no drops: {l}");
     assert!(

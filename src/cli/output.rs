@@ -263,6 +263,13 @@ pub fn detail(l: &LineStatus) -> String {
         }
         if let Some(t) = &l.transmit {
             let _ = writeln!(out, "transmit:        {t}");
+            if let Some(n) = l.af_xdp_packets {
+                let _ = writeln!(
+                    out,
+                    "                 {n} of {} packets sent went through AF_XDP",
+                    l.tx_packets
+                );
+            }
         }
         match &l.keepalive {
             None => {

@@ -314,6 +314,9 @@ pub struct LineStatus {
     /// hop, or why the raw socket sends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transmit: Option<String>,
+    /// `--af-xdp` lines: of `tx_packets`, how many went through AF_XDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub af_xdp_packets: Option<u64>,
 }
 
 /// An encrypted line's ESP state, for `line show` (SPIs and counters; never keys).

@@ -677,6 +677,7 @@ impl Supervisor {
             keepalive: None,
             esp: None,
             transmit: None,
+            af_xdp_packets: None,
         };
         match (&line.kind, running.map(|r| &r.dataplane)) {
             (LineKind::WireGuard(wg), dp) => {
@@ -713,6 +714,7 @@ impl Supervisor {
                         },
                     );
                     status.transmit = raw.transmit;
+                    status.af_xdp_packets = raw.af_xdp_packets;
                     status.keepalive = raw.keepalive.map(|k| KeepaliveInfo {
                         interval_secs: k.config.interval.as_secs(),
                         retries: k.config.retries,

@@ -381,6 +381,8 @@ pub struct RawStatus {
     pub esp: Option<(u32, u32, u64, u64, u64)>,
     /// `af_xdp` lines: how packets leave now ([`xsk::Transmit::describe`]).
     pub transmit: Option<String>,
+    /// `af_xdp` lines: packets sent through AF_XDP so far.
+    pub af_xdp_packets: Option<u64>,
 }
 
 /// A running IP tunnel line. Dropping it stops its paths and tasks and releases its
@@ -565,6 +567,7 @@ impl RawLine {
                 )
             }),
             transmit: self.io.xdp.as_ref().map(xsk::Transmit::describe),
+            af_xdp_packets: self.io.xdp.as_ref().map(xsk::Transmit::sent),
         }
     }
 

@@ -29,7 +29,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use tracing::{info, warn};
@@ -476,6 +476,8 @@ enum State {
 pub struct Transmit {
     state: RwLock<State>,
     through_kernel: AtomicBool,
+    /// Packets sent through AF_XDP since the line started.
+    sent: AtomicU64,
 }
 
 impl Default for Transmit {
@@ -483,6 +485,7 @@ impl Default for Transmit {
         Transmit {
             state: RwLock::new(State::Waiting("the next hop is not looked up yet".into())),
             through_kernel: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
         }
     }
 }
@@ -512,7 +515,10 @@ impl Transmit {
             .unwrap_or_else(|e| e.into_inner())
             .send(eth, &packets[..fit]);
         match result {
-            Ok(n) => n,
+            Ok(n) => {
+                self.sent.fetch_add(n as u64, Ordering::Relaxed);
+                n
+            }
             Err(e) => {
                 let why = format!("AF_XDP send on {} failed: {e}", hop.ifname);
                 drop(state);
@@ -564,6 +570,12 @@ impl Transmit {
             }
         }
         *state = next;
+    }
+
+    /// Packets sent through AF_XDP since the line started (the rest of the line's
+    /// `tx_packets` went through the kernel).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// What `line show` says: the port in use, or why the kernel sends.
