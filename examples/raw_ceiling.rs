@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+#[path = "ceiling/meter.rs"]
+mod meter;
+use meter::Meter;
+
 const BATCH: usize = 64;
 const SLOT: usize = 2048;
 
@@ -101,10 +105,8 @@ fn recv(local: Ipv4Addr, seconds: u64) -> io::Result<()> {
         m.msg_hdr.msg_iov = iov;
         m.msg_hdr.msg_iovlen = 1;
     }
-    let deadline = Instant::now() + Duration::from_secs(seconds + 5);
-    let (mut first, mut last) = (None, Instant::now());
-    let (mut bytes, mut packets) = (0u64, 0u64);
-    while Instant::now() < deadline {
+    let mut meter = Meter::new(seconds);
+    while meter.waiting() {
         // SAFETY: the headers point at distinct SLOT-byte regions of `buf`, alive and
         // unmoved for the call.
         let n = unsafe {
@@ -116,27 +118,13 @@ fn recv(local: Ipv4Addr, seconds: u64) -> io::Result<()> {
                 std::ptr::null_mut(),
             )
         };
-        let now = Instant::now();
         if n <= 0 {
-            if first.is_some() && now.duration_since(last) > Duration::from_secs(1) {
-                break;
-            }
             continue;
         }
-        first.get_or_insert(now);
-        last = now;
-        for m in &msgs[..n as usize] {
-            bytes += u64::from(m.msg_len);
-        }
-        packets += n as u64;
+        let msgs = &msgs[..n as usize];
+        meter.got(n as u64, msgs.iter().map(|m| u64::from(m.msg_len)).sum());
     }
-    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
-    let bps = if secs > 0.0 {
-        bytes as f64 * 8.0 / secs
-    } else {
-        0.0
-    };
-    println!("{bps:.0} {packets}");
+    meter.report();
     Ok(())
 }
 

@@ -34,6 +34,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use twnode::dataplane::xsk::{Xsk, XskTx, ETH_LEN, FRAME};
+use twnode::wire::checksum;
+
+#[path = "ceiling/meter.rs"]
+mod meter;
+use meter::Meter;
 
 /// Receive UMEM frames (and ring entries).
 const FRAMES: usize = 2048;
@@ -233,17 +238,6 @@ fn attach(ifindex: u32, xsk: i32) -> io::Result<Attached> {
     })
 }
 
-fn ip_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 fn send(
     ifname: &str,
     src: Ipv4Addr,
@@ -268,7 +262,7 @@ fn send(
     ip[9] = 47;
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
-    let sum = ip_checksum(&ip[..20]);
+    let sum = !checksum::sum(&ip[..20]);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     ip[22..24].copy_from_slice(&0x0800u16.to_be_bytes()); // GRE: IPv4 inside
     let batch = vec![(ip.as_ptr(), ip.len()); BATCH];
@@ -306,19 +300,13 @@ fn recv(ifname: &str, seconds: u64) -> io::Result<()> {
             .store(prod.wrapping_add(n), Ordering::Release);
     };
     refill(&mut spare);
-    let deadline = Instant::now() + Duration::from_secs(seconds + 5);
-    let (mut first, mut last) = (None, Instant::now());
-    let (mut bytes, mut packets) = (0u64, 0u64);
-    while Instant::now() < deadline {
+    let mut meter = Meter::new(seconds);
+    while meter.waiting() {
         let (cons, prod) = (
             rx.consumer().load(Ordering::Relaxed),
             rx.producer().load(Ordering::Acquire),
         );
-        let now = Instant::now();
         if cons == prod {
-            if first.is_some() && now.duration_since(last) > Duration::from_secs(1) {
-                break;
-            }
             if fill.needs_wakeup() {
                 xsk.wake()?;
             }
@@ -331,25 +319,18 @@ fn recv(ifname: &str, seconds: u64) -> io::Result<()> {
             unsafe { libc::poll(&mut p, 1, 200) };
             continue;
         }
-        first.get_or_insert(now);
-        last = now;
+        let mut bytes = 0;
         for i in 0..prod.wrapping_sub(cons) {
             // SAFETY: descriptors between consumer and producer are the kernel's.
             let d = unsafe { *rx.slot(cons.wrapping_add(i)) };
             bytes += u64::from(d.len) - ETH_LEN as u64;
             spare.push(d.addr);
         }
-        packets += u64::from(prod.wrapping_sub(cons));
+        meter.got(u64::from(prod.wrapping_sub(cons)), bytes);
         rx.consumer().store(prod, Ordering::Release);
         refill(&mut spare);
     }
-    let secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
-    let bps = if secs > 0.0 {
-        bytes as f64 * 8.0 / secs
-    } else {
-        0.0
-    };
-    println!("{bps:.0} {packets}");
+    meter.report();
     Ok(())
 }
 

@@ -297,11 +297,6 @@ impl Xsk {
         self.fd.as_raw_fd()
     }
 
-    /// Number of UMEM frames.
-    pub fn frames(&self) -> usize {
-        self.frames
-    }
-
     /// The frame at UMEM address `addr` (as on the rings): `FRAME` bytes from its
     /// start. The caller writes or reads it only while it is on no ring.
     pub fn frame_ptr(&self, addr: u64) -> *mut u8 {
@@ -341,7 +336,6 @@ pub struct XskTx {
     xsk: Xsk,
     /// UMEM frames not on the TX or completion rings.
     free: Vec<u64>,
-    ifindex: u32,
 }
 
 impl XskTx {
@@ -358,12 +352,7 @@ impl XskTx {
         // frames on the ring until the next batch: a lone ping waited for the next.
         super::udp::force_buffers_fd(xsk.fd());
         let free = (0..Self::FRAMES as u64).map(|f| f * FRAME as u64).collect();
-        Ok(XskTx { xsk, free, ifindex })
-    }
-
-    /// The device it sends on.
-    pub fn ifindex(&self) -> u32 {
-        self.ifindex
+        Ok(XskTx { xsk, free })
     }
 
     /// Takes back the frames the kernel has sent.
