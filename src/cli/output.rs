@@ -147,7 +147,30 @@ fn state_label(l: &LineStatus) -> String {
     }
 }
 
-/// `line list`'s table: children indented under their parent.
+/// The lines in the order of their tree: each line followed by the lines stacked on it
+/// (depth first), siblings in the order given. A line whose parent is not in the list
+/// (an interface) is a root.
+fn tree_order(lines: &[LineStatus]) -> Vec<&LineStatus> {
+    let is_line = |name: &str| lines.iter().any(|l| l.name == name);
+    let mut out: Vec<&LineStatus> = Vec::with_capacity(lines.len());
+    let mut stack: Vec<&LineStatus> = lines.iter().filter(|l| !is_line(&l.parent)).rev().collect();
+    while let Some(l) = stack.pop() {
+        if out.iter().any(|o| o.name == l.name) {
+            continue;
+        }
+        out.push(l);
+        stack.extend(lines.iter().filter(|c| c.parent == l.name).rev());
+    }
+    // A cycle cannot come from the daemon (the config refuses it); never hide a line.
+    for l in lines {
+        if !out.iter().any(|o| o.name == l.name) {
+            out.push(l);
+        }
+    }
+    out
+}
+
+/// `line list`'s table: each line followed by the lines stacked on it, indented.
 pub fn table(lines: &[LineStatus]) -> String {
     let header = [
         "NAME",
@@ -161,8 +184,8 @@ pub fn table(lines: &[LineStatus]) -> String {
         "RX",
         "TX",
     ];
-    let rows: Vec<[String; 10]> = lines
-        .iter()
+    let rows: Vec<[String; 10]> = tree_order(lines)
+        .into_iter()
         .map(|l| {
             let name = if l.depth == 0 {
                 l.name.clone()
@@ -319,6 +342,36 @@ mod test {
         assert_eq!(bytes(1023), "1023 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(10 * 1024 * 1024), "10.0 MiB");
+    }
+
+    fn status(name: &str, parent: &str, depth: usize) -> LineStatus {
+        let json = format!(
+            r#"{{"name":"{name}","parent":"{parent}","type":"gre","mode":null,
+               "peer_ip":"198.51.100.20","peer_vip":"10.0.0.2","local_vip":"10.0.0.1",
+               "local_ip":null,"depth":{depth},"mtu":null,"state":"up","reason":null,
+               "listen_port":null,"endpoint":null,"public_key":null,"peer_public_key":null,
+               "last_handshake_secs":null,"rx_bytes":0,"tx_bytes":0,"rx_packets":0,
+               "tx_packets":0,"drops":[],"options":[],"keepalive":null}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn children_are_drawn_under_their_own_parent() {
+        // The daemon lists parents first by depth: wg1, gre1, kid1 (on gre1), kid2 (on wg1).
+        let lines = [
+            status("wg1", "eth0", 0),
+            status("gre1", "eth0", 0),
+            status("kid1", "gre1", 1),
+            status("kid2", "wg1", 1),
+            status("deep", "kid2", 2),
+        ];
+        let names: Vec<String> = table(&lines)
+            .lines()
+            .skip(1)
+            .map(|r| r.split("  ").find(|c| !c.is_empty()).unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["wg1", "└ kid2", "└ deep", "gre1", "└ kid1"]);
     }
 
     #[test]
