@@ -116,12 +116,19 @@ impl<'a> Node<'a> {
 
     /// [`Node::start_daemon`] with `env` (`NAME=value` each) added to its environment.
     pub fn start_daemon_env(&mut self, env: &[&str]) {
+        self.start_daemon_wrapped(&[], env);
+    }
+
+    /// [`Node::start_daemon_env`], the daemon run by `wrapper` (a command and its
+    /// arguments, e.g. `setpriv ... --`, that execs what follows it).
+    pub fn start_daemon_wrapped(&mut self, wrapper: &[&str], env: &[&str]) {
         assert!(self.daemon.is_none(), "daemon already running");
         let config = self.config();
         let socket = self.socket();
         let state = self.state_dir();
         let mut args = vec!["env"];
         args.extend_from_slice(env);
+        args.extend_from_slice(wrapper);
         args.extend_from_slice(&[
             twnode_bin(),
             "daemon",
