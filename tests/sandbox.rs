@@ -164,7 +164,7 @@ fn daemon_pid(n: &Node) -> i32 {
             .collect();
         if args.first().map(String::as_str) == Some(exe)
             && args.iter().any(|a| a == "daemon")
-            && args.iter().any(|a| *a == socket)
+            && args.contains(&socket)
         {
             return pid;
         }
