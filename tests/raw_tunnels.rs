@@ -311,6 +311,55 @@ fn gre_key_seq_and_csum_work_end_to_end_and_tshark_reads_them() {
     }
 }
 
+/// `--seq` after one end restarts: its counter starts again at 0, far below what the
+/// other end expects. The other end follows the new sequence after a few packets
+/// instead of dropping everything as out of order until the counter catches up.
+#[test]
+fn gre_seq_follows_a_peer_that_restarted() {
+    if !require_root_and_tools(&["ip", "ping"]) {
+        return;
+    }
+    let (a, b) = hosts("grsr");
+    let na = Node::start(&a);
+    let mut nb = Node::start(&b);
+    create_pair(
+        &na,
+        &nb,
+        case("gre"),
+        "gsr",
+        ("10.0.0.1", "10.0.0.2"),
+        &["--seq"],
+    );
+    // Both counters well above what a restarted end sends for a while.
+    b.run_ok(&["ping", "-c", "300", "-i", "0.002", "-q", "10.0.0.1"]);
+    nb.stop_daemon();
+    nb.start_daemon();
+    nb.wait_state("gsr", "up", 10);
+    let out = b.exec(&["ping", "-c", "10", "-i", "0.2", "-W", "1", "10.0.0.1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let received: u32 = text
+        .lines()
+        .find_map(|l| {
+            l.split(", ")
+                .nth(1)?
+                .strip_suffix(" received")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(
+        received >= 6,
+        "after B's restart A must follow B's new sequence numbers within a few packets; \
+         {received} of 10 pings answered:\n{text}\n{}",
+        na.cli_ok(&["line", "show", "gsr"])
+    );
+    assert!(
+        drops(&na, "gsr", "out_of_order") <= 4,
+        "{}",
+        na.cli_ok(&["line", "show", "gsr"])
+    );
+}
+
 /// A peer that sends another key: its packets are dropped and counted as wrong_key.
 #[test]
 fn gre_key_mismatch_drops_packets_and_counts_them() {

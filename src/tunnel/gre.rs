@@ -11,6 +11,15 @@
 //! `iseq` a packet needs a sequence number not below the one after the last accepted
 //! (serial arithmetic, so the counter may wrap).
 //!
+//! Unlike Linux, a peer that restarted its counter (a daemon restart, a reload that
+//! recreated its line) is followed instead of blackholed until its counter catches up
+//! with ours, which takes minutes on an idle line: [`RESTART_RUN`] packets in a row that
+//! are all behind the expected number but increase among themselves are a new sequence,
+//! and the line resynchronises on it. A single late or repeated packet is still dropped
+//! as out of order. Sequence numbers were never a defence on an unauthenticated line
+//! (anyone who can spoof the peer can send numbers ahead); the rule costs no protection
+//! that Linux's has.
+//!
 //! Cisco keepalives (also used by twnode): the probe's inner packet is itself a GRE
 //! packet from the peer to us with protocol type 0 and no payload; when it comes back it
 //! carries our input key and checksum setting, and no sequence number, so it is
@@ -72,10 +81,57 @@ impl GreOptions {
     }
 }
 
-/// The receive-side state of a GRE line: the sequence number expected next.
+/// Packets in a row, behind the expected sequence number and increasing among
+/// themselves, that mean the peer restarted its counter (see the module documentation).
+pub const RESTART_RUN: u8 = 3;
+
+/// Largest step between two packets of a run behind the expected number that still
+/// counts as the same run (packets lost in between).
+const RUN_STEP: u32 = 64;
+
+/// The receive-side state of a GRE line: the sequence number expected next, and a run
+/// of packets behind it that may be a restarted peer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RxState {
     next_seq: Option<u32>,
+    /// The number after the last packet of the current run behind `next_seq`, and how
+    /// long the run is.
+    behind: Option<(u32, u8)>,
+    /// How often the peer's counter restarted and the line followed it.
+    restarts: u64,
+}
+
+impl RxState {
+    /// How often the line resynchronised on a peer's restarted sequence counter.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// Whether `seq` is acceptable; updates the expected number.
+    fn accept_seq(&mut self, seq: u32) -> bool {
+        let Some(next) = self.next_seq else {
+            self.next_seq = Some(seq.wrapping_add(1));
+            return true;
+        };
+        // RFC 1982 serial arithmetic: "below next" is a negative distance.
+        if (seq.wrapping_sub(next) as i32) >= 0 {
+            self.next_seq = Some(seq.wrapping_add(1));
+            self.behind = None;
+            return true;
+        }
+        let run = match self.behind {
+            Some((after, n)) if seq.wrapping_sub(after) < RUN_STEP => n + 1,
+            _ => 1,
+        };
+        if run >= RESTART_RUN {
+            self.next_seq = Some(seq.wrapping_add(1));
+            self.behind = None;
+            self.restarts += 1;
+            return true;
+        }
+        self.behind = Some((seq.wrapping_add(1), run));
+        false
+    }
 }
 
 /// Checks the GRE header at the start of `payload` (the outer IP payload) and says what
@@ -105,13 +161,9 @@ pub(super) fn decap(
     }
     if opts.iseq {
         let seq = packet.seq().ok_or(DropReason::OutOfOrder)?;
-        if let Some(next) = rx.next_seq {
-            // RFC 1982 serial arithmetic: "below next" is a negative distance.
-            if (seq.wrapping_sub(next) as i32) < 0 {
-                return Err(DropReason::OutOfOrder);
-            }
+        if !rx.accept_seq(seq) {
+            return Err(DropReason::OutOfOrder);
         }
-        rx.next_seq = Some(seq.wrapping_add(1));
     }
     let version = match protocol {
         PROTO_IPV4 => IpVersion::V4,
@@ -265,6 +317,64 @@ mod test {
         assert!(decap(&opts, &mut rx, &seq(Some(2))).is_ok());
         // Without iseq, numbers are ignored.
         assert!(decap(&GreOptions::default(), &mut rx, &seq(Some(0))).is_ok());
+        assert_eq!(rx.restarts(), 0);
+    }
+
+    #[test]
+    fn a_peer_that_restarted_its_counter_is_followed_after_a_short_run() {
+        let opts = GreOptions {
+            iseq: true,
+            ..GreOptions::default()
+        };
+        let mut rx = RxState::default();
+        let seq = |s| {
+            packet(Repr {
+                seq: Some(s),
+                ..plain()
+            })
+        };
+        for s in 0..1000 {
+            assert!(decap(&opts, &mut rx, &seq(s)).is_ok());
+        }
+        // The peer restarts at 0: the first packets of the new run are dropped, then
+        // the line follows it (a gap inside the run is a lost packet).
+        for s in [0, 2] {
+            assert_eq!(decap(&opts, &mut rx, &seq(s)), Err(DropReason::OutOfOrder));
+        }
+        assert!(decap(&opts, &mut rx, &seq(3)).is_ok(), "third of the run");
+        assert_eq!(rx.restarts(), 1);
+        assert!(decap(&opts, &mut rx, &seq(4)).is_ok());
+        assert_eq!(
+            decap(&opts, &mut rx, &seq(4)),
+            Err(DropReason::OutOfOrder),
+            "a repeat is still out of order"
+        );
+    }
+
+    #[test]
+    fn scattered_late_packets_never_make_a_restart() {
+        let opts = GreOptions {
+            iseq: true,
+            ..GreOptions::default()
+        };
+        let mut rx = RxState::default();
+        let seq = |s| {
+            packet(Repr {
+                seq: Some(s),
+                ..plain()
+            })
+        };
+        assert!(decap(&opts, &mut rx, &seq(500)).is_ok());
+        // Late packets interleaved with in-order ones, or repeats of one number, or
+        // numbers going down: none is a new sequence.
+        for (late, next) in [(100, 501), (101, 502), (102, 503)] {
+            assert!(decap(&opts, &mut rx, &seq(late)).is_err());
+            assert!(decap(&opts, &mut rx, &seq(next)).is_ok());
+        }
+        for s in [7, 7, 7, 6, 5] {
+            assert!(decap(&opts, &mut rx, &seq(s)).is_err(), "{s}");
+        }
+        assert_eq!(rx.restarts(), 0);
     }
 
     #[test]
