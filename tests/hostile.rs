@@ -684,3 +684,97 @@ fn ipv6_raw_flood_from_the_peers_address_is_counted_and_the_lines_keep_working()
     );
     soak::stop(&mut daemon);
 }
+
+/// Sends, from the attacker `c`, `count` IPIP packets to A with B's address as source:
+/// keepalive probes as B's line would see them, nested `depth` times (1: a bare probe).
+const SPOOFED_PROBES: &str = r#"
+import sys
+from scapy.all import IP, send, conf
+conf.verb = 0
+a, b, depth, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+# On the wire to A: outer B->A; inside, what A would reflect to B (A->B), inside that
+# what B would reflect to A (B->A)...
+# The innermost layer carries nothing and says protocol 4, as a real IPIP probe does.
+layers = [IP(src=b, dst=a)] + [IP(src=a, dst=b) if i % 2 == 0 else IP(src=b, dst=a) for i in range(depth)]
+layers[-1].proto = 4
+p = layers[0]
+for l in layers[1:]:
+    p = p / l
+send([p] * count, inter=0.001)
+"#;
+
+/// Keepalive probes cannot be turned into an amplifier: a spoofed probe nested ten
+/// times (IPIP needs no key) is not reflected at all, where each twnode end used to
+/// peel one layer and send the rest back; a burst of spoofed bare probes is reflected
+/// at most at the per-line rate. Counted on the wire between A and B.
+#[test]
+fn spoofed_nested_probes_are_not_amplified() {
+    // Debian's python3, which has python3-scapy (not a python3 earlier on PATH).
+    const SCAPY_PYTHON: &str = "/usr/bin/python3";
+    if !require_root_and_tools(&["ip", "ping", SCAPY_PYTHON, "tshark"]) {
+        return;
+    }
+    let (a, b) = seed_pair("probe");
+    let c = attacker(&a);
+    let na = Node::start(&a);
+    let nb = Node::start(&b);
+    let ipip = [
+        "line",
+        "create",
+        "eth0",
+        "198.51.100.20",
+        "10.6.0.2",
+        "10.6.0.1",
+        "ip1",
+        "--type",
+        "ipip",
+    ];
+    create_and_paste(&na, &nb, &ipip, "eth0");
+    a.run_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.6.0.2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ipip_between = "ip.proto == 4 && ((ip.src == 203.0.113.10 && ip.dst == 198.51.100.20) \
+                        || (ip.src == 198.51.100.20 && ip.dst == 203.0.113.10))";
+
+    let capture = common::raw::Capture::start(&b, "eth0", 3, dir.path());
+    c.run_ok(&[
+        SCAPY_PYTHON,
+        "-c",
+        SPOOFED_PROBES,
+        "203.0.113.10",
+        "198.51.100.20",
+        "10",
+        "1",
+    ]);
+    let nested = common::raw::tshark_fields(&capture.finish(), ipip_between, &["ip.len"]);
+    assert!(
+        nested.is_empty(),
+        "one spoofed probe nested ten times made {} packets between A and B: {nested:?}\n{}",
+        nested.len(),
+        drops_text(&line_json(&na, "ip1"))
+    );
+    assert!(
+        drops(&line_json(&na, "ip1"), "probe_refused") >= 1,
+        "{}",
+        drops_text(&line_json(&na, "ip1"))
+    );
+
+    let capture = common::raw::Capture::start(&b, "eth0", 3, dir.path());
+    c.run_ok(&[
+        SCAPY_PYTHON,
+        "-c",
+        SPOOFED_PROBES,
+        "203.0.113.10",
+        "198.51.100.20",
+        "1",
+        "50",
+    ]);
+    let bare = common::raw::tshark_fields(&capture.finish(), ipip_between, &["ip.len"]);
+    assert!(
+        !bare.is_empty() && bare.len() <= 10,
+        "50 spoofed bare probes in 50 ms: A may reflect a burst of 4 and 4 a second, it \
+         sent {} to B",
+        bare.len()
+    );
+    // The line still works.
+    a.run_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.6.0.2"]);
+}

@@ -176,6 +176,18 @@ pub(super) fn decap(
     })
 }
 
+/// Whether `payload` is exactly a keepalive reply: a well-formed GRE header of protocol
+/// type 0 with nothing after it (what a keepalive probe carries inside, see
+/// [`super::iptunnel`]).
+pub(super) fn is_bare_keepalive_reply(payload: &[u8]) -> bool {
+    Packet::new_checked(payload).is_ok_and(|p| {
+        p.version() == 0
+            && !p.rfc1701_bits()
+            && p.protocol_type() == PROTO_KEEPALIVE
+            && p.header_len() == payload.len()
+    })
+}
+
 /// Writes the GRE header of a sent packet at the start of `buf`, whose payload (the
 /// inner packet) is already in place after [`GreOptions::header_len`] bytes.
 pub(super) fn emit(

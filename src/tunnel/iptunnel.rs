@@ -20,7 +20,10 @@
 //! payload. A twnode peer reflects probes itself (the decapsulated probe is sent straight
 //! back, its TTL decremented as a router would) rather than handing them to its kernel,
 //! which would drop a packet arriving with its own address as source unless
-//! `accept_local` is set. A Linux kernel peer needs `net.ipv4.conf.<tunnel>.accept_local=1`
+//! `accept_local` is set. It reflects only a bare probe (nothing inside but the empty
+//! payload or the GRE keepalive header), so a spoofed probe nested in probes does not
+//! bounce between two twnode ends once per layer, and at most a few a second per line
+//! (`probe_refused` counts the rest). A Linux kernel peer needs `net.ipv4.conf.<tunnel>.accept_local=1`
 //! and forwarding enabled to reflect probes; Cisco routers do it out of the box.
 //!
 //! With ESP ([`IpTunnelCore::with_esp`], `--encrypt`), a GRE line puts an ESP layer
@@ -36,6 +39,7 @@ use super::esp::{self, EspCore};
 use super::gre::{self, GreOptions, RxState};
 use super::ipip;
 use super::keepalive::{Keepalive, KeepaliveConfig, KeepaliveStatus, Liveness};
+use super::pmtu::RateLimit;
 use super::{Action, DropReason, TunnelError};
 use crate::wire::{self, checksum, ipv4, ipv6, Ecn, IpProtocol, TrafficClass};
 
@@ -295,9 +299,15 @@ enum Probe {
     No,
     /// A probe of `len` bytes, its TTL decremented: send it back.
     Reflect(usize),
-    /// A probe whose TTL ran out.
-    Expired,
+    /// Addressed like a probe but not reflected: not a bare probe (a nested one, or one
+    /// carrying data), its TTL ran out, or over the line's reflection rate.
+    Refused,
 }
+
+/// Probes reflected per second per line, and the burst: a peer probes once every
+/// `--keepalive` seconds (at least 1), so anything faster is someone else's doing.
+const PROBE_REFLECTIONS_PER_SEC: u32 = 4;
+const PROBE_REFLECTION_BURST: u32 = 4;
 
 /// RFC 6040 §4.2: the inner ECN field after decapsulation, or `None` when the packet
 /// must be dropped (congestion experienced on a packet that cannot carry the mark).
@@ -344,6 +354,9 @@ pub struct IpTunnelCore {
     keepalive: Option<Keepalive>,
     /// The ESP layer of an encrypted GRE line.
     esp: Option<EspCore>,
+    /// How fast the peer's probes are reflected (an amplification guard: a spoofed
+    /// probe costs the sender one packet for each it makes us send).
+    reflections: RateLimit,
 }
 
 impl IpTunnelCore {
@@ -374,6 +387,7 @@ impl IpTunnelCore {
             rx: RxState::default(),
             keepalive: settings.keepalive.map(Keepalive::new),
             esp: None,
+            reflections: RateLimit::new(PROBE_REFLECTIONS_PER_SEC, PROBE_REFLECTION_BURST),
         })
     }
 
@@ -637,10 +651,10 @@ impl IpTunnelCore {
         let Some(inner) = payload.get_mut(offset..) else {
             return Action::Drop(DropReason::Truncated);
         };
-        match self.reflect_probe(version, inner) {
+        match self.reflect_probe(version, inner, now) {
             Probe::No => {}
             Probe::Reflect(len) => return Action::WriteToNetwork(&inner[..len]),
-            Probe::Expired => return Action::Drop(DropReason::Malformed),
+            Probe::Refused => return Action::Drop(DropReason::ProbeRefused),
         }
         if !kind.carries(version) {
             return Action::Drop(DropReason::WrongInnerVersion);
@@ -650,30 +664,31 @@ impl IpTunnelCore {
 
     /// Whether `inner` is the peer's keepalive probe: a packet of the underlay's family
     /// from our underlay address to the peer's, of this line's protocol. Such a packet is
-    /// forwarded straight back (see the module documentation).
-    fn reflect_probe(&self, version: IpVersion, inner: &mut [u8]) -> Probe {
+    /// forwarded straight back (see the module documentation) if it is a bare probe (an
+    /// empty payload, or for GRE a keepalive reply's header and nothing after it), so a
+    /// probe nested in a probe is never reflected twice, and at most
+    /// [`PROBE_REFLECTIONS_PER_SEC`] a second.
+    fn reflect_probe(&mut self, version: IpVersion, inner: &mut [u8], now: Instant) -> Probe {
         let protocol = self.settings.kind.protocol();
-        match (version, self.settings.local, self.settings.peer) {
+        let (len, body) = match (version, self.settings.local, self.settings.peer) {
             (IpVersion::V4, IpAddr::V4(local), IpAddr::V4(peer)) => {
-                let Ok(mut p) = ipv4::Packet::new_checked(&mut *inner) else {
+                let Ok(p) = ipv4::Packet::new_checked(&*inner) else {
                     return Probe::No;
                 };
                 if p.version() != 4
                     || p.src_addr() != local
                     || p.dst_addr() != peer
                     || p.protocol() != protocol
-                    || p.is_fragment()
-                    || !p.verify_checksum()
                 {
                     return Probe::No;
                 }
-                if p.decrement_ttl() == 0 {
-                    return Probe::Expired;
+                if p.is_fragment() || !p.verify_checksum() {
+                    return Probe::Refused;
                 }
-                Probe::Reflect(usize::from(p.total_len()))
+                (usize::from(p.total_len()), p.header_len())
             }
             (IpVersion::V6, IpAddr::V6(local), IpAddr::V6(peer)) => {
-                let Ok(mut p) = ipv6::Packet::new_checked(&mut *inner) else {
+                let Ok(p) = ipv6::Packet::new_checked(&*inner) else {
                     return Probe::No;
                 };
                 if p.version() != 6
@@ -683,15 +698,34 @@ impl IpTunnelCore {
                 {
                     return Probe::No;
                 }
-                let hop_limit = p.hop_limit().saturating_sub(1);
-                if hop_limit == 0 {
-                    return Probe::Expired;
-                }
-                p.set_hop_limit(hop_limit);
-                Probe::Reflect(p.total_len())
+                (p.total_len(), ipv6::HEADER_LEN)
             }
-            _ => Probe::No,
+            _ => return Probe::No,
+        };
+        let Some(payload) = inner.get(body..len) else {
+            return Probe::Refused;
+        };
+        if !self.settings.kind.is_gre() && !payload.is_empty()
+            || self.settings.kind.is_gre() && !gre::is_bare_keepalive_reply(payload)
+        {
+            return Probe::Refused;
         }
+        let alive = match version {
+            IpVersion::V4 => {
+                let mut p = ipv4::Packet::new_unchecked(&mut *inner);
+                p.decrement_ttl() != 0
+            }
+            IpVersion::V6 => {
+                let mut p = ipv6::Packet::new_unchecked(&mut *inner);
+                let hop_limit = p.hop_limit().saturating_sub(1);
+                p.set_hop_limit(hop_limit);
+                hop_limit != 0
+            }
+        };
+        if !alive || !self.reflections.allow(now) {
+            return Probe::Refused;
+        }
+        Probe::Reflect(len)
     }
 
     /// Keepalive work: when a probe is due, writes it into `out` (about 100 bytes are
@@ -1442,7 +1476,90 @@ mod test {
             inner.set_ttl(1);
             inner.fill_checksum();
         }
-        assert_eq!(decap(&mut b, &probe, t0), Got::Drop(DropReason::Malformed));
+        assert_eq!(
+            decap(&mut b, &probe, t0),
+            Got::Drop(DropReason::ProbeRefused)
+        );
+    }
+
+    /// A probe for `kind` from A to B, as A's keepalive sends it, and B's core.
+    fn probe_pair(kind: TunnelType, gre: GreOptions) -> (Vec<u8>, IpTunnelCore) {
+        let s = Settings {
+            keepalive: Some(KeepaliveConfig {
+                interval: SEC,
+                retries: 3,
+            }),
+            ..settings(kind, gre)
+        };
+        let mut a = core(s);
+        let mut out = vec![0u8; 256];
+        let probe = net(own(a.poll_keepalive(Instant::now(), &mut out)));
+        (probe, core(mirror(&s)))
+    }
+
+    #[test]
+    fn a_probe_nested_in_a_probe_or_carrying_data_is_not_reflected() {
+        for (kind, gre) in [
+            (TunnelType::Ipip, GreOptions::default()),
+            (
+                TunnelType::Gre,
+                GreOptions {
+                    ikey: Some(Key(7)),
+                    okey: Some(Key(7)),
+                    ..GreOptions::default()
+                },
+            ),
+        ] {
+            let (probe, mut b) = probe_pair(kind, gre);
+            let t0 = Instant::now();
+            assert!(matches!(decap(&mut b, &probe, t0), Got::Net(_)), "{kind}");
+            // outer(A->B)[inner(B->A)[the whole probe]]: to B, the inner packet is a
+            // probe whose payload is another probe. It must not bounce; nor may a probe
+            // that carries data.
+            let inner_at = probe.len()
+                - 20
+                - if kind.is_gre() {
+                    gre.keepalive_reply_len()
+                } else {
+                    0
+                };
+            let build = |payload: &[u8]| {
+                let mut p = probe[..inner_at + 20].to_vec();
+                p.extend_from_slice(payload);
+                let len = p.len();
+                let mut inner = ipv4::Packet::new_unchecked(&mut p[inner_at..]);
+                inner.set_total_len((len - inner_at) as u16);
+                inner.fill_checksum();
+                let mut outer = ipv4::Packet::new_unchecked(&mut p[..]);
+                outer.set_total_len(len as u16);
+                outer.fill_checksum();
+                p
+            };
+            let mut with_data = probe[inner_at + 20..].to_vec();
+            with_data.extend_from_slice(b"data");
+            for p in [build(&probe), build(&with_data)] {
+                assert_eq!(
+                    decap(&mut b, &p, t0 + SEC),
+                    Got::Drop(DropReason::ProbeRefused),
+                    "{kind}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn probe_reflections_are_rate_limited_per_line() {
+        let (probe, mut b) = probe_pair(TunnelType::Ipip, GreOptions::default());
+        let t0 = Instant::now();
+        let reflected = (0..20)
+            .filter(|_| matches!(decap(&mut b, &probe, t0), Got::Net(_)))
+            .count();
+        assert_eq!(reflected, PROBE_REFLECTION_BURST as usize);
+        // The bucket refills at the rate.
+        let later = (0..20)
+            .filter(|_| matches!(decap(&mut b, &probe, t0 + SEC), Got::Net(_)))
+            .count();
+        assert_eq!(later, PROBE_REFLECTIONS_PER_SEC as usize);
     }
 
     #[test]

@@ -122,11 +122,15 @@ pub enum DropReason {
     /// ESP: no sequence number is reserved on disk yet, so nothing may be sent (the
     /// state directory cannot be written, or a burst outran the reservation).
     SeqNotReserved,
+    /// Addressed like the peer's keepalive probe (our underlay address to the peer's,
+    /// inside the tunnel) but not reflected: a probe nested in a probe or carrying data,
+    /// its TTL run out, or more probes than a keepalive sends (an amplification guard).
+    ProbeRefused,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 22] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::BadAuth,
         DropReason::Replay,
         DropReason::Malformed,
@@ -149,6 +153,7 @@ impl DropReason {
         DropReason::UnknownSpi,
         DropReason::ReplayTooOld,
         DropReason::SeqNotReserved,
+        DropReason::ProbeRefused,
     ];
 
     /// The counter's index in [`DropReason::ALL`].
@@ -181,6 +186,7 @@ impl DropReason {
             DropReason::UnknownSpi => "unknown_spi",
             DropReason::ReplayTooOld => "replay_too_old",
             DropReason::SeqNotReserved => "seq_not_reserved",
+            DropReason::ProbeRefused => "probe_refused",
         }
     }
 }
