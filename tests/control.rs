@@ -413,3 +413,69 @@ fn deleting_a_parent_line_needs_cascade_which_removes_children_first() {
     }
     assert!(Path::new(&na.config()).exists());
 }
+
+/// Opens `count` connections to the control socket, sends nothing, and waits up to
+/// 20 s for the daemon to answer each; prints how many it answered with an error
+/// naming the timeout.
+const IDLE_CLIENTS: &str = r#"
+import socket, sys, time
+path, count = sys.argv[1], int(sys.argv[2])
+conns = []
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX); s.connect(path); conns.append(s)
+print("open", flush=True)
+closed = 0
+deadline = time.monotonic() + 20
+for s in conns:
+    s.settimeout(max(0.1, deadline - time.monotonic()))
+    try:
+        data = s.recv(4096)
+        if b"no request within" in data: closed += 1
+    except OSError:
+        pass
+print(closed)
+"#;
+
+/// Clients that connect and never send a request are answered and closed after the
+/// request timeout instead of holding a task each for ever, and do not keep the
+/// command line from being served meanwhile.
+#[test]
+fn idle_control_connections_are_closed_and_do_not_block_commands() {
+    if !require_root_and_tools(&["ip", "python3"]) {
+        return;
+    }
+    let a = Netns::new("cidle");
+    let node = Node::start(&a);
+    let socket = node.socket();
+    let clients = a.spawn(&[
+        "python3",
+        "-c",
+        IDLE_CLIENTS,
+        socket.to_str().unwrap(),
+        "300",
+    ]);
+    common::wait_for_log(
+        || clients.log(),
+        "open",
+        10,
+        std::time::Duration::from_millis(50),
+        "the idle clients did not connect",
+    );
+    node.cli_ok(&["line", "list"]);
+    let mut clients = clients;
+    let status = clients.child.wait().unwrap();
+    assert!(status.success(), "{}", clients.log());
+    let closed: u32 = clients
+        .log()
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    assert_eq!(
+        closed,
+        300,
+        "idle connections answered and closed:\n{}",
+        clients.log()
+    );
+    node.cli_ok(&["line", "list"]);
+}

@@ -3,17 +3,29 @@
 //!
 //! Rules: the socket is mode 0600 and, beyond the file mode, every connection's peer
 //! credentials are checked (root or the daemon's own user only). A malformed or
-//! oversized request gets an error response and changes nothing.
+//! oversized request gets an error response and changes nothing. A connection that
+//! sends no request within [`REQUEST_TIMEOUT`], or does not read its answer within
+//! [`ANSWER_TIMEOUT`], is closed; at most [`MAX_CONNECTIONS`] are served at once (the
+//! next wait in the kernel's backlog), so idle or stuck clients cannot pile up tasks.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::{debug, warn};
 
 use super::{decode, encode, ControlError, Request, Response, MAX_MESSAGE};
+
+/// How long a client may take to send its request (one line) after connecting.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to read the answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 /// A request on its way to the supervisor, with the channel for its answer.
 pub type Call = (Request, oneshot::Sender<Response>);
@@ -64,7 +76,12 @@ impl Server {
 
     /// Accepts connections until the process ends, forwarding requests to `calls`.
     pub async fn serve(self, calls: mpsc::Sender<Call>) {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
+            // Never closed, so acquiring only waits.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             match self.listener.accept().await {
                 Ok((stream, _)) => {
                     let calls = calls.clone();
@@ -72,6 +89,7 @@ impl Server {
                         if let Err(e) = handle(stream, calls).await {
                             debug!(error = %e, "control connection ended with an error");
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -98,8 +116,19 @@ async fn handle(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::Resul
     // under a peer that is still writing would hand it EPIPE instead of the reason.
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_MESSAGE as u64 + 1);
-    reader.read_until(b'\n', &mut line).await?;
-    let response = if refused {
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
+    if let Ok(Err(e)) = read {
+        return Err(e);
+    }
+    let response = if read.is_err() {
+        debug!(uid = cred.uid(), pid = ?cred.pid(), "control connection sent no request in time; closed");
+        Response::Error {
+            message: format!(
+                "no request within {} s; closing the connection",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        }
+    } else if refused {
         warn!(uid = cred.uid(), pid = ?cred.pid(), "refused control connection from an unprivileged user");
         Response::Error {
             message: format!(
@@ -134,8 +163,13 @@ async fn handle(stream: UnixStream, calls: mpsc::Sender<Call>) -> std::io::Resul
             },
         }
     };
-    write.write_all(&encode(&response)).await?;
-    write.shutdown().await
+    let answer = async {
+        write.write_all(&encode(&response)).await?;
+        write.shutdown().await
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, answer)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 fn unsafe_geteuid() -> u32 {
