@@ -229,6 +229,9 @@ pub fn recv_segments(
         let hdr = &mut m.msg_hdr;
         hdr.msg_iov = iov;
         hdr.msg_iovlen = 1;
+        // Zeroed: the kernel writes only msg_namelen bytes of it, and the whole struct is
+        // read back below.
+        names[i] = MaybeUninit::zeroed();
         hdr.msg_name = names[i].as_mut_ptr().cast();
         hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_control = cmsgs[i].as_mut_ptr().cast();
@@ -258,7 +261,8 @@ pub fn recv_segments(
                 c = libc::CMSG_NXTHDR(hdr, c);
             }
         }
-        // SAFETY: the kernel wrote a sockaddr of msg_namelen bytes into names[i].
+        // SAFETY: names[i] was zeroed above (so every byte is initialised) and the
+        // kernel wrote a sockaddr of msg_namelen bytes into it.
         let addr = unsafe { SockAddr::new(names[i].assume_init(), hdr.msg_namelen) };
         out[i] = Received {
             start: i * per,

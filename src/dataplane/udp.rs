@@ -81,8 +81,9 @@ pub fn local_addr(socket: &Socket) -> Option<SocketAddr> {
 /// Receives up to [`BATCH`] datagrams into the batch's input slots with one `recvmmsg`;
 /// fills `in_len` and `from`. Returns how many arrived (`WouldBlock` when none).
 pub fn recv_batch(socket: &Socket, batch: &mut Batch) -> io::Result<usize> {
+    // Zeroed: the kernel writes only msg_namelen bytes, and the whole struct is read.
     let mut names: [MaybeUninit<libc::sockaddr_storage>; BATCH] =
-        [const { MaybeUninit::uninit() }; BATCH];
+        [const { MaybeUninit::zeroed() }; BATCH];
     let inputs = batch.inputs_mut();
     let base = inputs.as_mut_ptr();
     let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
@@ -106,7 +107,8 @@ pub fn recv_batch(socket: &Socket, batch: &mut Batch) -> io::Result<usize> {
     for i in 0..n {
         batch.in_len[i] = msgs[i].msg_len as usize;
         let len = msgs[i].msg_hdr.msg_namelen;
-        // SAFETY: the kernel wrote a sockaddr of `len` bytes into names[i].
+        // SAFETY: names[i] is zeroed, and the kernel wrote a sockaddr of `len` bytes
+        // into it.
         let addr = unsafe { SockAddr::new(names[i].assume_init(), len) };
         batch.from[i] = addr.as_socket();
     }
