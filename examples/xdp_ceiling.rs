@@ -268,7 +268,11 @@ fn send(
     let batch = vec![(ip.as_ptr(), ip.len()); BATCH];
     let end = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < end {
-        if port.send(&eth, &batch)? == 0 {
+        let (queued, failed) = port.send(&eth, &batch);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if queued == 0 {
             // Every frame in flight: let the kernel catch up.
             std::thread::yield_now();
         }

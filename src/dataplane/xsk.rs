@@ -371,15 +371,18 @@ impl XskTx {
 
     /// Sends `packets` (whole IP packets the caller keeps alive) behind `eth`, in order.
     /// Returns how many went on the ring: fewer when it is full or a packet does not fit
-    /// a frame (the caller sends the rest another way), or the wake-up's error.
+    /// a frame (the caller sends the rest another way). Frames on the ring are the
+    /// kernel's to send even when a wake-up then fails, so they count as sent and the
+    /// wake-up's error comes beside the count: sending them again another way would put
+    /// each packet on the wire twice.
     pub fn send(
         &mut self,
         eth: &[u8; ETH_LEN],
         packets: &[(*const u8, usize)],
-    ) -> io::Result<usize> {
+    ) -> (usize, Option<io::Error>) {
         self.reclaim();
         let Some(tx) = self.xsk.tx.as_ref() else {
-            return Ok(0);
+            return (0, None);
         };
         let prod = tx.producer().load(Ordering::Relaxed);
         let room = tx.size() - prod.wrapping_sub(tx.consumer().load(Ordering::Acquire));
@@ -407,7 +410,7 @@ impl XskTx {
             n += 1;
         }
         if n == 0 {
-            return Ok(0);
+            return (0, None);
         }
         let end = prod.wrapping_add(n);
         tx.producer().store(end, Ordering::Release);
@@ -418,9 +421,11 @@ impl XskTx {
             if tx.consumer().load(Ordering::Acquire) == end {
                 break;
             }
-            self.xsk.wake()?;
+            if let Err(e) = self.xsk.wake() {
+                return (n as usize, Some(e));
+            }
         }
-        Ok(n as usize)
+        (n as usize, None)
     }
 }
 
@@ -499,23 +504,18 @@ impl Transmit {
             return 0;
         }
         let fit = packets.iter().take_while(|p| p.1 <= *mtu).count();
-        let result = port
+        let (n, failed) = port
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .send(eth, &packets[..fit]);
-        match result {
-            Ok(n) => {
-                self.sent.fetch_add(n as u64, Ordering::Relaxed);
-                n
-            }
-            Err(e) => {
-                let why = format!("AF_XDP send on {} failed: {e}", hop.ifname);
-                drop(state);
-                warn!(line, reason = %why, "sending through the kernel until the next hop is looked up again");
-                *self.state.write().unwrap_or_else(|e| e.into_inner()) = State::Waiting(why);
-                0
-            }
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(e) = failed {
+            let why = format!("AF_XDP send on {} failed: {e}", hop.ifname);
+            drop(state);
+            warn!(line, reason = %why, queued = n, "sending through the kernel until the next hop is looked up again (the frames already on the ring go with the port's next wake-up)");
+            *self.state.write().unwrap_or_else(|e| e.into_inner()) = State::Waiting(why);
         }
+        n
     }
 
     /// Takes the next hop the daemon found toward the line's `peer` (or why there is
