@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use crate::config::{self, ConfigError};
 use crate::control::server::Server;
 use crate::control::ControlError;
-use crate::net::{Host, NetError};
+use crate::net::{NetError, Netlink};
 pub use supervisor::Supervisor;
 
 /// How often lines that are down are tried again (and states are logged).
@@ -59,7 +59,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let config = config::load(&opts.config)?;
     info!(config = %opts.config.display(), lines = config.lines.len(), "twnode starting");
     privileges::log_dropped();
-    let host = Host::connect()?;
+    let host = Netlink::connect()?;
     match host.purge_stale().await {
         Ok(0) => {}
         Ok(n) => warn!(

@@ -26,7 +26,7 @@ use crate::dataplane::seqstore::SeqStore;
 use crate::dataplane::{
     LineDataplane, LineStats, PathMtu, RawLine, RawSockets, RawSpec, WireGuardLine, WireGuardSpec,
 };
-use crate::net::{self, Family, Host, NetError, NextHop, Route, Rule};
+use crate::net::{self, Family, NetError, Netlink as Host, NextHop, Route, Rule};
 use crate::tunnel::esp;
 use crate::tunnel::iptunnel;
 use crate::tunnel::keepalive::Liveness;
