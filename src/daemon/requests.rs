@@ -201,11 +201,6 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         };
         let local_ip = self.local_ip_of(line)?;
         Ok(PeerCommand {
-            peer_ip: local_ip,
-            peer_vip: line.local_vip,
-            local_vip: line.peer_vip,
-            name: line.name.to_string(),
-            kind: line.kind.type_name().to_string(),
             private_key: Some(peer_private.to_base64()),
             peer_pubkey: Some(wg.private_key.public_key().to_string()),
             peer_port: Some(wg.listen_port.map(|p| p.get()).unwrap_or(0)),
@@ -215,6 +210,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                 .map(|m| vec!["--mtu".to_string(), m.get().to_string()])
                 .unwrap_or_default(),
             secret: true,
+            ..seen_from_the_peer(line, local_ip)
         })
     }
 
@@ -285,16 +281,9 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             options.extend(["--mtu".to_string(), m.get().to_string()]);
         }
         Ok(PeerCommand {
-            peer_ip: local_ip,
-            peer_vip: line.local_vip,
-            local_vip: line.peer_vip,
-            name: line.name.to_string(),
-            kind: line.kind.type_name().to_string(),
-            private_key: None,
-            peer_pubkey: None,
-            peer_port: None,
             options,
             secret: t.esp.is_some(),
+            ..seen_from_the_peer(line, local_ip)
         })
     }
 
@@ -311,5 +300,22 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                     .map(|f| f.reason.clone())
                     .unwrap_or_else(|| "starting".into()),
             })
+    }
+}
+
+/// The peer command's common part: the same line with the addresses swapped (our
+/// underlay address `local_ip` is the peer's `peer_ip`), no keys and no options.
+fn seen_from_the_peer(line: &Line, local_ip: IpAddr) -> PeerCommand {
+    PeerCommand {
+        peer_ip: local_ip,
+        peer_vip: line.local_vip,
+        local_vip: line.peer_vip,
+        name: line.name.to_string(),
+        kind: line.kind.type_name().to_string(),
+        private_key: None,
+        peer_pubkey: None,
+        peer_port: None,
+        options: Vec::new(),
+        secret: false,
     }
 }

@@ -2,10 +2,10 @@
 //! lines up parents first, keeps retrying the ones that cannot come up, restarts those
 //! whose packet path stopped, and takes everything down, children first, at shutdown.
 //!
-//! Its other jobs live beside it: control requests ([`super::requests`]), status views
-//! ([`super::status`]), the host objects a line installs ([`super::objects`]), following
-//! parents' MTUs and next hops ([`super::follow`]) and restart back-off
-//! ([`super::restarts`]).
+//! Its other jobs live beside it, in `impl` blocks of their own files: control requests
+//! (`requests.rs`), status views (`status.rs`), the host objects a line installs
+//! (`objects.rs`), following parents' MTUs and next hops (`follow.rs`); restart back-off
+//! is a type of its own (`restarts.rs`).
 //!
 //! Rules: a line half brought up is rolled back, so a line is either running with all
 //! its host objects or not running with none; the host is reached only through
