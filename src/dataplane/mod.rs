@@ -28,8 +28,8 @@ pub mod xsk;
 
 pub use lines::{Dataplane, DataplaneStatus, Devices, RunningLine};
 pub use pmtu::PathMtu;
-pub use raw::{RawLine, RawSockets, RawSpec, RawStatus};
-pub use setup::IpTunnelSpec;
+pub use raw::{RawLine, RawSockets, RawStatus};
+pub use setup::{IpTunnelSpec, RawSpec};
 pub use stats::LineStats;
 
 use std::sync::Arc;

@@ -1,25 +1,28 @@
 //! From a configured line to what its data plane runs with: the headers the line adds
 //! (and so the MTU it offers under its parent, and its [`PathMtu`]), an IP tunnel
-//! line's core settings, and an encrypted line's ESP SAs, derived from the keys, with
-//! the sequence-number files in the state directory that keep their numbers unique.
+//! line's core settings ([`RawSpec`]), and an encrypted line's ESP: SAs derived from
+//! the keys, and the core started from the sequence-number files in the state
+//! directory that keep its numbers unique across restarts.
 //!
 //! Rules: the daemon hands over config-level settings and addresses; everything that
 //! needs the tunnel cores' own types (headers, SAs, settings) is decided here, so the
 //! daemon never reaches past the data plane. Nothing here opens a device or a socket;
-//! the ESP files are only named (read and written when the line starts).
+//! the ESP files are read and written only when the line starts ([`EspSpec::start`]),
+//! before any sequence number is used.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tracing::info;
+
 use super::pmtu::PathMtu;
-use super::raw::{EspSpec, RawSpec};
 use super::seqstore::SeqStore;
 use super::DataplaneError;
 use crate::config::esp::Esp;
 use crate::config::model::IpTunnel;
 use crate::config::{Line, LineKind};
-use crate::tunnel::esp;
+use crate::tunnel::esp::{self, Cipher, EspCore, SaPair};
 use crate::tunnel::iptunnel::{IpVersion, Settings};
 use crate::tunnel::pmtu::{Outer, Overhead};
 use crate::tunnel::TunnelError;
@@ -125,6 +128,62 @@ impl IpTunnelSpec {
             esp,
             af_xdp: t.af_xdp,
         })
+    }
+}
+
+/// Everything the data plane needs to run one IP tunnel line.
+pub struct RawSpec {
+    /// Line (and TUN device) name.
+    pub name: String,
+    pub mtu: u16,
+    /// Type, addresses and options; `settings.local` is the address the sockets bind.
+    pub settings: Settings,
+    /// Packets too big for the parent's path are refused with an ICMP error.
+    pub pmtu: Arc<PathMtu>,
+    /// ESP under the GRE header (`--encrypt`).
+    pub esp: Option<EspSpec>,
+    /// Send through an AF_XDP socket on the next hop's device ([`super::xsk::Transmit`]).
+    pub af_xdp: bool,
+}
+
+/// An encrypted GRE line's ESP layer, before it starts.
+pub struct EspSpec {
+    pub cipher: Cipher,
+    /// Both directions' SAs, as derived for this end.
+    pub sas: SaPair,
+    /// Where the outbound SA's sequence-number mark is kept.
+    pub store: SeqStore,
+    /// Where the inbound SA's replay floor is kept.
+    pub floor: SeqStore,
+}
+
+impl EspSpec {
+    /// Line `line`'s ESP core, beginning at the stored sequence-number mark with the
+    /// first block of numbers made durable before any of it is used, and refusing what
+    /// is at or below the stored replay floor; with the two stores, for the line's
+    /// `reserve` task.
+    pub(super) fn start(self, line: &str) -> Result<(EspCore, SeqStore, SeqStore), DataplaneError> {
+        let start = self.store.load()?.max(1);
+        let limit = start.saturating_add(esp::RESERVE_BLOCK);
+        self.store
+            .store(limit)
+            .map_err(|e| DataplaneError::State {
+                path: self.store.path().to_path_buf(),
+                what: format!(
+                    "cannot be written ({e}); the daemon's state directory (--state-dir) must be writable"
+                ),
+            })?;
+        let mut core = EspCore::new(self.cipher, &self.sas, start, limit)
+            .map_err(|e| DataplaneError::Tunnel(TunnelError::EspKeys(e)))?;
+        info!(line = %line, spi_out = format_args!("{:#010x}", self.sas.outbound.spi),
+              spi_in = format_args!("{:#010x}", self.sas.inbound.spi), cipher = %self.cipher,
+              first_seq = start, "ESP sequence numbers reserved up to {limit}");
+        let floor = self.floor.load()?;
+        if floor > 0 {
+            info!(line = %line, floor, "ESP replay floor restored: older packets are refused");
+        }
+        core.handle_replay_floor(floor);
+        Ok((core, self.store, self.floor))
     }
 }
 
