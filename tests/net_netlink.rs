@@ -1,5 +1,5 @@
 //! `twnode::net` against a real kernel: every test builds its own network namespace,
-//! drives `Host` from a thread moved into it, and checks the result with `ip`.
+//! drives `Netlink` from a thread moved into it, and checks the result with `ip`.
 
 mod common;
 
@@ -8,15 +8,15 @@ use std::net::IpAddr;
 
 use common::{dump_state, require_root_and_tools, Netns};
 use twnode::net::{
-    Family, Host, LinkId, NetError, Route, Rule, MAIN_TABLE, PROTECT_RULE_PREF, VIP_RULE_PREF,
+    Family, LinkId, NetError, Netlink, Route, Rule, MAIN_TABLE, PROTECT_RULE_PREF, VIP_RULE_PREF,
     VIP_TABLE,
 };
 
-/// Runs `body` with a `Host` connected inside `ns`, on a current-thread runtime built
+/// Runs `body` with a `Netlink` connected inside `ns`, on a current-thread runtime built
 /// after entering it (so the netlink socket is the namespace's).
 fn with_host<F, Fut, T>(ns: &Netns, body: F) -> T
 where
-    F: FnOnce(Host) -> Fut,
+    F: FnOnce(Netlink) -> Fut,
     Fut: Future<Output = T>,
 {
     let _inside = ns.enter();
@@ -25,7 +25,7 @@ where
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        let host = Host::connect().expect("netlink connection in the test namespace");
+        let host = Netlink::connect().expect("netlink connection in the test namespace");
         body(host).await
     })
 }
@@ -599,6 +599,6 @@ fn purge_stale_removes_exactly_twnode_rules_and_routes() {
 
 #[test]
 fn connect_outside_a_tokio_runtime_is_an_error() {
-    let err = Host::connect().err().expect("no runtime here");
+    let err = Netlink::connect().err().expect("no runtime here");
     assert!(matches!(err, NetError::NoRuntime), "{err:?}");
 }

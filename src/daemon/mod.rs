@@ -3,10 +3,23 @@
 //!
 //! Rules: one task (this loop) owns the [`Supervisor`]; control requests, signals and
 //! the retry tick are handled one at a time, so no state is shared between them.
+//!
+//! The supervisor's jobs, one file each: the life of lines ([`supervisor`]), control
+//! requests (`requests`), status views (`status`), the host objects lines install
+//! (`objects`), following parents and next hops (`follow`), restart back-off
+//! (`restarts`); refusals are [`RequestError`]s.
 
+mod error;
+mod follow;
+mod objects;
 pub mod privileges;
+mod requests;
+mod restarts;
 mod spec;
+mod status;
 pub mod supervisor;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,7 +31,9 @@ use tracing::{error, info, warn};
 use crate::config::{self, ConfigError};
 use crate::control::server::Server;
 use crate::control::ControlError;
-use crate::net::{Host, NetError};
+use crate::dataplane::Devices;
+use crate::net::{NetError, Netlink};
+pub use error::RequestError;
 pub use supervisor::Supervisor;
 
 /// How often lines that are down are tried again (and states are logged).
@@ -59,7 +74,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let config = config::load(&opts.config)?;
     info!(config = %opts.config.display(), lines = config.lines.len(), "twnode starting");
     privileges::log_dropped();
-    let host = Host::connect()?;
+    let host = Netlink::connect()?;
     match host.purge_stale().await {
         Ok(0) => {}
         Ok(n) => warn!(
@@ -76,8 +91,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let (calls_tx, mut calls) = mpsc::channel(64);
     let serving = tokio::spawn(server.serve(calls_tx));
 
-    let mut sup =
-        Supervisor::new(host, opts.config.clone(), config).with_state_dir(opts.state_dir.clone());
+    let mut sup = Supervisor::new(host, Devices::new(), opts.config.clone(), config)
+        .with_state_dir(opts.state_dir.clone());
     sup.reconcile().await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(control = %opts.control.display(), lines = sup.configured(), "twnode ready");

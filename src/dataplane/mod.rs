@@ -13,19 +13,23 @@
 
 pub mod batch;
 pub mod gso;
+pub mod lines;
 pub mod pmtu;
 pub mod poller;
 pub mod pool;
 pub mod raw;
 pub mod seqstore;
+pub mod setup;
 pub mod stats;
 pub mod tun;
 pub mod udp;
 pub mod wireguard;
 pub mod xsk;
 
+pub use lines::{Dataplane, DataplaneStatus, Devices, RunningLine};
 pub use pmtu::PathMtu;
-pub use raw::{RawLine, RawSockets, RawSpec, RawStatus};
+pub use raw::{RawLine, RawSockets, RawStatus};
+pub use setup::{IpTunnelSpec, RawSpec};
 pub use stats::LineStats;
 
 use std::sync::Arc;
@@ -119,6 +123,10 @@ pub enum DataplaneError {
     /// The tunnel core refused the line's settings.
     #[error(transparent)]
     Tunnel(#[from] crate::tunnel::TunnelError),
+    /// An encrypted line's keys give no SAs between its addresses (asked for its
+    /// `ip xfrm` commands; starting the line says `ESP: ...` through [`Self::Tunnel`]).
+    #[error("{0}")]
+    EspSas(#[source] crate::tunnel::esp::KdfError),
     /// Another running line already receives the packets this line would receive.
     #[error("{0}")]
     Claimed(String),

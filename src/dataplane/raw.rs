@@ -48,12 +48,13 @@ use super::pmtu::PathMtu;
 use super::poller::{self, Registration};
 use super::pool::{dec_slot, segment, with_buffers, Buffers, TUN_OFFSET};
 use super::seqstore::SeqStore;
+use super::setup::RawSpec;
 use super::stats::LineStats;
 use super::tun::Tun;
 use super::{gso, udp, xsk, DataplaneError};
 use crate::net::NextHop;
-use crate::tunnel::esp::{Cipher, EspCore, SaPair};
-use crate::tunnel::iptunnel::{IpTunnelCore, IpVersion, Settings};
+use crate::tunnel::esp::EspCore;
+use crate::tunnel::iptunnel::{IpTunnelCore, IpVersion};
 use crate::tunnel::keepalive::{KeepaliveStatus, Liveness};
 use crate::tunnel::{Action, DropReason};
 use crate::wire::gre::Key;
@@ -343,32 +344,6 @@ impl LineIo {
     }
 }
 
-/// Everything the data plane needs to run one IP tunnel line.
-pub struct RawSpec {
-    /// Line (and TUN device) name.
-    pub name: String,
-    pub mtu: u16,
-    /// Type, addresses and options; `settings.local` is the address the sockets bind.
-    pub settings: Settings,
-    /// Packets too big for the parent's path are refused with an ICMP error.
-    pub pmtu: Arc<PathMtu>,
-    /// ESP under the GRE header (`--encrypt`).
-    pub esp: Option<EspSpec>,
-    /// Send through an AF_XDP socket on the next hop's device ([`xsk::Transmit`]).
-    pub af_xdp: bool,
-}
-
-/// An encrypted GRE line's ESP layer.
-pub struct EspSpec {
-    pub cipher: Cipher,
-    /// Both directions' SAs, as derived for this end.
-    pub sas: SaPair,
-    /// Where the outbound SA's sequence-number mark is kept.
-    pub store: SeqStore,
-    /// Where the inbound SA's replay floor is kept.
-    pub floor: SeqStore,
-}
-
 /// A snapshot for `line list`.
 #[derive(Debug, Clone)]
 pub struct RawStatus {
@@ -407,31 +382,9 @@ impl RawLine {
         let mut core = IpTunnelCore::new(settings)?;
         let mut store = None;
         if let Some(esp) = spec.esp {
-            // Begin at the stored mark, and make the first block durable before any
-            // number of it is used.
-            let start = esp.store.load()?.max(1);
-            let limit = start.saturating_add(crate::tunnel::esp::RESERVE_BLOCK);
-            esp.store
-                .store(limit)
-                .map_err(|e| DataplaneError::State {
-                    path: esp.store.path().to_path_buf(),
-                    what: format!(
-                        "cannot be written ({e}); the daemon's state directory (--state-dir) must be writable"
-                    ),
-                })?;
-            let e = EspCore::new(esp.cipher, &esp.sas, start, limit)
-                .map_err(|e| DataplaneError::Tunnel(crate::tunnel::TunnelError::EspKeys(e)))?;
-            info!(line = %spec.name, spi_out = format_args!("{:#010x}", esp.sas.outbound.spi),
-                  spi_in = format_args!("{:#010x}", esp.sas.inbound.spi), cipher = %esp.cipher,
-                  first_seq = start, "ESP sequence numbers reserved up to {limit}");
-            let mut e = e;
-            let floor = esp.floor.load()?;
-            if floor > 0 {
-                info!(line = %spec.name, floor, "ESP replay floor restored: older packets are refused");
-            }
-            e.handle_replay_floor(floor);
+            let (e, seq, floor) = esp.start(&spec.name)?;
             core = core.with_esp(e)?;
-            store = Some((esp.store, esp.floor));
+            store = Some((seq, floor));
         }
         let tun = Tun::create_for_line(&spec.name, spec.mtu, settings.kind.carries(IpVersion::V6))?;
         let offload = tun.offload();

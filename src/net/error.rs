@@ -83,7 +83,7 @@ impl fmt::Display for Object {
 /// rules.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    /// `Host::connect` was called outside a tokio runtime, which the netlink connection
+    /// `Netlink::connect` was called outside a tokio runtime, which the netlink connection
     /// task needs.
     #[error("the netlink connection must be opened from within a tokio runtime")]
     NoRuntime,

@@ -10,12 +10,12 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{AddressMessageBuilder, LinkUnspec};
 
 use super::error::{classify, errno};
-use super::{Family, Host, LinkId, NetError, Object};
+use super::{Family, LinkId, NetError, Netlink, Object};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
 
-impl Host {
+impl Netlink {
     /// Index of the interface called `name`, or `None` if there is none.
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>, NetError> {
         // The kernel rejects such names with EINVAL; no interface can carry them.

@@ -1,12 +1,13 @@
 //! The host side: addresses, routes, rules and link attributes via netlink.
 //!
-//! [`Host`] is one rtnetlink connection in the network namespace of the thread that
+//! [`Netlink`] is one rtnetlink connection in the network namespace of the thread that
 //! opened it. Everything twnode changes on the host goes through it; nothing here shells
-//! out to `ip`.
+//! out to `ip`. The daemon reaches it through the [`Host`] trait, which an in-memory
+//! host also implements in the daemon's unit tests.
 //!
 //! Rules of this room:
 //! - Routes and rules twnode installs carry protocol [`RTPROT_TWNODE`], so the ones left
-//!   by a crashed run can be found and removed ([`Host::purge_stale`]) without touching
+//!   by a crashed run can be found and removed ([`Netlink::purge_stale`]) without touching
 //!   anything an administrator added, even an identical-looking rule.
 //! - Adding fails loudly if the object is already there ([`NetError::Exists`]); deleting
 //!   something that is already gone succeeds, so shutdown and rollback can be replayed.
@@ -16,6 +17,7 @@
 //!   speaks.
 
 mod error;
+mod host;
 mod link;
 mod nexthop;
 mod route;
@@ -27,6 +29,7 @@ use std::net::IpAddr;
 use rtnetlink::packet_route::AddressFamily;
 
 pub use self::error::{LinkId, NetError, Object};
+pub use self::host::Host;
 pub use self::nexthop::NextHop;
 pub use self::route::Route;
 pub use self::rule::Rule;
@@ -83,21 +86,21 @@ impl Family {
 /// Cheap to clone; clones share the connection. The connection runs as a task on the
 /// tokio runtime `connect` was called from and ends when every clone is dropped.
 #[derive(Clone)]
-pub struct Host {
+pub struct Netlink {
     handle: rtnetlink::Handle,
 }
 
-impl Host {
+impl Netlink {
     /// Opens a netlink connection in the caller's network namespace (spawns the
     /// connection task on the current tokio runtime).
     ///
     /// The socket belongs to the namespace of the calling thread at this moment; a thread
-    /// that `setns`-ed into a test namespace gets a `Host` for that namespace.
-    pub fn connect() -> Result<Host, NetError> {
+    /// that `setns`-ed into a test namespace gets a `Netlink` for that namespace.
+    pub fn connect() -> Result<Netlink, NetError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetError::NoRuntime)?;
         let (connection, handle, _) = rtnetlink::new_connection().map_err(NetError::Connect)?;
         runtime.spawn(connection);
-        Ok(Host { handle })
+        Ok(Netlink { handle })
     }
 
     /// Deletes every rule and route (all tables, both families) whose protocol is

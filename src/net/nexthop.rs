@@ -22,7 +22,7 @@ use rtnetlink::packet_route::route::{
 };
 
 use super::error::classify;
-use super::{Family, Host, NetError, Object};
+use super::{Family, NetError, Netlink, Object};
 
 /// The link-layer next hop of packets from one local address to one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,7 @@ fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-impl Host {
+impl Netlink {
     /// The Ethernet next hop of packets from `src` to `dst` for each `(dst, src)`, as
     /// the kernel would pick it now: one route look-up per pair, the neighbour table
     /// and each output interface read once for all. An inner `Err(why)` when a pair has

@@ -12,7 +12,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::packet_route::AddressFamily;
 
 use super::error::{classify, errno};
-use super::{Family, Host, NetError, Object, RTPROT_TWNODE};
+use super::{Family, NetError, Netlink, Object, RTPROT_TWNODE};
 
 /// A device route `dst/prefix dev <oif> table <table> [src <src>]`, installed with
 /// protocol [`RTPROT_TWNODE`].
@@ -152,7 +152,7 @@ fn table_of(message: &RouteMessage) -> u32 {
         .unwrap_or(u32::from(message.header.table))
 }
 
-impl Host {
+impl Netlink {
     /// Adds the route; [`NetError::Exists`] if the table already has one to `dst/prefix`.
     pub async fn add_route(&self, route: &Route) -> Result<(), NetError> {
         route.validate()?;

@@ -10,7 +10,7 @@ use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::IpVersion;
 
 use super::error::{classify, errno};
-use super::{Family, Host, NetError, Object, RTPROT_TWNODE};
+use super::{Family, NetError, Netlink, Object, RTPROT_TWNODE};
 
 /// A rule `pref <pref> [to <to>] lookup <table>`, installed with protocol
 /// [`RTPROT_TWNODE`].
@@ -137,7 +137,7 @@ impl fmt::Display for Rule {
     }
 }
 
-impl Host {
+impl Netlink {
     /// Adds the rule; [`NetError::Exists`] if twnode's identical rule is already there.
     pub async fn add_rule(&self, rule: &Rule) -> Result<(), NetError> {
         rule.validate()?;

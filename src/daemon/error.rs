@@ -1,0 +1,149 @@
+//! Why a control request was refused: [`RequestError`], whose text is what `twnode`
+//! prints to the person who asked.
+//!
+//! Rules: each message names the line (or file) and says what to do; a refused request
+//! changed nothing.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::config::{ConfigError, LineName};
+use crate::dataplane::DataplaneError;
+
+/// A control request the daemon refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The request names a line the configuration does not have.
+    #[error("no line named {name:?}; `twnode line list` shows the configured lines")]
+    NoSuchLine {
+        /// The name as given.
+        name: String,
+    },
+
+    /// `reload`: the config file does not load; the running configuration stays.
+    #[error("reload refused, keeping the running configuration: {0}")]
+    ReloadRefused(#[source] ConfigError),
+
+    /// The config file was edited since the daemon loaded it; writing it would lose the
+    /// edits.
+    #[error(
+        "{} was edited since the daemon loaded it; run `twnode reload` (or \
+         `systemctl reload twnode`) first so the edits are not overwritten",
+        path.display()
+    )]
+    FileEdited {
+        /// The config file.
+        path: PathBuf,
+    },
+
+    /// The config file on disk does not load, so it cannot be updated.
+    #[error(
+        "{0}; the file on disk does not load, so it cannot be updated: fix it and \
+         run `twnode reload` first"
+    )]
+    FileBroken(#[source] ConfigError),
+
+    /// `line create`'s arguments do not make a line (the message names the flag).
+    #[error("{0}")]
+    Spec(String),
+
+    /// `line create`: a line of that name is configured.
+    #[error(
+        "a line named {name} already exists; choose another name (or `twnode line delete {name}` first)"
+    )]
+    LineExists {
+        /// The name asked for.
+        name: LineName,
+    },
+
+    /// `line create`: the new line does not fit the configuration.
+    #[error(transparent)]
+    Config(ConfigError),
+
+    /// `line create`: the new line's parent line is not running, so it cannot come up.
+    #[error("parent line {parent} is not running ({why}); bring it up first")]
+    ParentNotRunning {
+        /// The parent line.
+        parent: LineName,
+        /// Why the parent is down, as its status says.
+        why: String,
+    },
+
+    /// `line create`: the new line could not be brought up; nothing of it was left on
+    /// the host and the config file is unchanged.
+    #[error("{reason}")]
+    NotUp {
+        /// Why, as the line's status would say.
+        reason: String,
+    },
+
+    /// `line create`: the config file could not be written, so the line that came up
+    /// was taken down again.
+    #[error("line not created: {0}")]
+    NotCreated(#[source] ConfigError),
+
+    /// `line delete` of a line that carries others, without `--cascade`.
+    #[error(
+        "line {name} carries {}; delete those first or add --cascade",
+        below.join(", ")
+    )]
+    CarriesLines {
+        /// The line asked for.
+        name: String,
+        /// The lines it carries, directly or not.
+        below: Vec<String>,
+    },
+
+    /// `line delete`: the config file could not be written, so nothing was deleted.
+    #[error("nothing deleted: {0}")]
+    NothingDeleted(#[source] ConfigError),
+
+    /// `line show-peer` of a WireGuard client: the peer command comes from the server.
+    #[error(
+        "line {name} is a client; its peer command comes from the server: run \
+         `twnode line show-peer {name}` on {server}"
+    )]
+    Client {
+        /// The line.
+        name: LineName,
+        /// The server's underlay address.
+        server: IpAddr,
+    },
+
+    /// `line show-peer` of a server line whose keys were given by hand: twnode does not
+    /// know the client's private key.
+    #[error(
+        "line {name} was created with keys given by hand, so twnode does not know the \
+         client's private key; give the client its key yourself"
+    )]
+    KeysByHand {
+        /// The line.
+        name: LineName,
+    },
+
+    /// The answer needs the line's underlay address, which is known once it runs.
+    #[error("line {name} is not running, so its local IP is not known yet: {why}")]
+    NotRunning {
+        /// The line.
+        name: LineName,
+        /// Why it is not running, as its status says.
+        why: String,
+    },
+
+    /// `line show --xfrm` of a line without ESP.
+    #[error("line {name} is not encrypted; --xfrm applies to lines created with --encrypt")]
+    NotEncrypted {
+        /// The line.
+        name: String,
+    },
+
+    /// `line show --xfrm`: the line's keys give no SAs between its addresses.
+    #[error("line {name}: {source}")]
+    Xfrm {
+        /// The line.
+        name: String,
+        /// Why the SAs could not be derived.
+        #[source]
+        source: DataplaneError,
+    },
+}

@@ -1,0 +1,123 @@
+//! [`Host`]: the host operations the daemon needs, as a trait, so that its reconcile,
+//! rollback and reference counting can run against an in-memory host in unit tests.
+//! [`Netlink`] is the one real implementation.
+//!
+//! Rules: the trait has exactly what the daemon calls, with the contract of the
+//! [`Netlink`] methods of the same names (adding fails with [`NetError::Exists`] if the
+//! object is there; deleting what is gone succeeds). The futures are `Send`, so a
+//! caller may move them to another task.
+
+use std::future::Future;
+use std::net::IpAddr;
+
+use super::{NetError, Netlink, NextHop, Route, Rule};
+
+/// The host side as the daemon sees it: links, addresses, routes and rules.
+pub trait Host {
+    /// Index of the interface called `name`, or `None` if there is none.
+    fn link_index(&self, name: &str) -> impl Future<Output = Result<Option<u32>, NetError>> + Send;
+
+    /// MTU of the interface.
+    fn link_mtu(&self, index: u32) -> impl Future<Output = Result<u32, NetError>> + Send;
+
+    /// Addresses configured on one interface (both families), in kernel order.
+    fn link_addrs(&self, index: u32) -> impl Future<Output = Result<Vec<IpAddr>, NetError>> + Send;
+
+    /// Every address on the host with the interface index it sits on.
+    fn all_addrs(&self) -> impl Future<Output = Result<Vec<(u32, IpAddr)>, NetError>> + Send;
+
+    /// Adds `addr/prefix` to the interface.
+    fn add_addr(
+        &self,
+        index: u32,
+        addr: IpAddr,
+        prefix: u8,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Adds the route; [`NetError::Exists`] if the table already has one to its
+    /// destination.
+    fn add_route(&self, route: &Route) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Deletes twnode's route; one already gone is not an error.
+    fn del_route(&self, route: &Route) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// The path MTU the kernel learnt toward `dst`, or the MTU on the route it would
+    /// use; `None` when neither.
+    fn route_mtu(&self, dst: IpAddr) -> impl Future<Output = Result<Option<u32>, NetError>> + Send;
+
+    /// Adds the rule; [`NetError::Exists`] if twnode's identical rule is there.
+    fn add_rule(&self, rule: &Rule) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Deletes twnode's rule; one that is not there is not an error.
+    fn del_rule(&self, rule: &Rule) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Whether twnode's rule is installed.
+    fn rule_exists(&self, rule: &Rule) -> impl Future<Output = Result<bool, NetError>> + Send;
+
+    /// The Ethernet next hop from `src` to `dst` for each `(dst, src)`, or why there is
+    /// none.
+    fn next_hops(
+        &self,
+        pairs: &[(IpAddr, IpAddr)],
+    ) -> impl Future<Output = Result<Vec<Result<NextHop, String>>, NetError>> + Send;
+}
+
+// Each method forwards to the inherent one of the same name (inherent methods win the
+// path resolution), which carries the netlink details and its own docs.
+impl Host for Netlink {
+    fn link_index(&self, name: &str) -> impl Future<Output = Result<Option<u32>, NetError>> + Send {
+        Netlink::link_index(self, name)
+    }
+
+    fn link_mtu(&self, index: u32) -> impl Future<Output = Result<u32, NetError>> + Send {
+        Netlink::link_mtu(self, index)
+    }
+
+    fn link_addrs(&self, index: u32) -> impl Future<Output = Result<Vec<IpAddr>, NetError>> + Send {
+        Netlink::link_addrs(self, index)
+    }
+
+    fn all_addrs(&self) -> impl Future<Output = Result<Vec<(u32, IpAddr)>, NetError>> + Send {
+        Netlink::all_addrs(self)
+    }
+
+    fn add_addr(
+        &self,
+        index: u32,
+        addr: IpAddr,
+        prefix: u8,
+    ) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::add_addr(self, index, addr, prefix)
+    }
+
+    fn add_route(&self, route: &Route) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::add_route(self, route)
+    }
+
+    fn del_route(&self, route: &Route) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::del_route(self, route)
+    }
+
+    fn route_mtu(&self, dst: IpAddr) -> impl Future<Output = Result<Option<u32>, NetError>> + Send {
+        Netlink::route_mtu(self, dst)
+    }
+
+    fn add_rule(&self, rule: &Rule) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::add_rule(self, rule)
+    }
+
+    fn del_rule(&self, rule: &Rule) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::del_rule(self, rule)
+    }
+
+    fn rule_exists(&self, rule: &Rule) -> impl Future<Output = Result<bool, NetError>> + Send {
+        Netlink::rule_exists(self, rule)
+    }
+
+    fn next_hops(
+        &self,
+        pairs: &[(IpAddr, IpAddr)],
+    ) -> impl Future<Output = Result<Vec<Result<NextHop, String>>, NetError>> + Send {
+        Netlink::next_hops(self, pairs)
+    }
+}
