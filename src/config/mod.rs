@@ -7,7 +7,6 @@
 //! holds private keys and is readable by other users is refused, as ssh refuses such keys.
 
 pub mod esp;
-pub mod keys;
 pub mod model;
 pub mod raw;
 
@@ -16,7 +15,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub use keys::{KeyError, PrivateKey, PublicKey};
+pub use crate::tunnel::keys::{KeyError, PrivateKey, PublicKey};
 pub use model::{Config, Line, LineKind, LineName, Mode, Mtu, Port, WireGuard};
 
 /// Default location of the configuration file.

@@ -8,12 +8,12 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::esp::{self as esp_cfg, Esp};
-use super::keys::{PrivateKey, PublicKey};
 use super::raw::{IntOrText, RawConfig, RawIpTunnel, RawLine, RawWireGuard};
 use super::ConfigError;
 use crate::tunnel::gre::GreOptions;
 use crate::tunnel::iptunnel::{IpVersion, Tos, Ttl, TunnelType};
 use crate::tunnel::keepalive::{KeepaliveConfig, DEFAULT_RETRIES};
+use crate::tunnel::keys::{PrivateKey, PublicKey};
 use crate::wire::gre::Key;
 
 /// Persistent keepalive when the config does not say: keeps NAT mappings open.
