@@ -2,7 +2,8 @@
 //! spelling needs (flag names in errors), then the model's own.
 
 use crate::config::esp::EspKey;
-use crate::config::model::{self as cfg, IpTunnel};
+use crate::config::iptunnel::{self as cfg, IpTunnel};
+use crate::config::validate::check_ip_tunnel;
 use crate::config::{self, Line, LineKind, LineName, Mode, PrivateKey, WireGuard};
 use crate::control::{IpTunnelArgs, LineSpec};
 use crate::tunnel::gre::GreOptions;
@@ -214,7 +215,7 @@ fn ip_tunnel_from_spec(
         keepalive,
         af_xdp: a.af_xdp,
     };
-    cfg::check_ip_tunnel(&t, spec.peer_ip, spec.local_vip, spec.mtu)
+    check_ip_tunnel(&t, spec.peer_ip, spec.local_vip, spec.mtu)
         .map_err(|(setting, e)| format!("{}: {e}", setting.flag))?;
     let mtu = spec
         .mtu

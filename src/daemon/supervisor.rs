@@ -343,7 +343,7 @@ impl Supervisor {
             warn!("{msg}");
             msg
         })?;
-        let diff = config::model::diff(&self.config, &new);
+        let diff = config::diff(&self.config, &new);
         for name in &diff.stop {
             self.take_down(name).await;
             self.failed.remove(name);
