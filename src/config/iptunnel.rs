@@ -4,7 +4,9 @@
 //! peer command (`cli_options`, `mirrored`).
 
 use super::esp::Esp;
+use super::names::seconds;
 use super::raw::{IntOrText, RawIpTunnel};
+use super::setting::Setting;
 use crate::tunnel::gre::GreOptions;
 use crate::tunnel::iptunnel::{Tos, Ttl, TunnelType};
 use crate::tunnel::keepalive::{KeepaliveConfig, DEFAULT_RETRIES};
@@ -209,32 +211,36 @@ pub fn parse_tos(s: &str) -> Result<Tos, String> {
     }
 }
 
-/// A keepalive: `secs` 0 is off; `retries` defaults to Cisco's 3.
+/// A keepalive: `secs` 0 is off; `retries` defaults to Cisco's 3. A problem names the
+/// setting at fault, the interval or the retries.
 pub fn keepalive(
     secs: u32,
     retries: Option<u32>,
-) -> Result<Option<KeepaliveConfig>, (bool, String)> {
+) -> Result<Option<KeepaliveConfig>, (Setting, String)> {
     if secs == 0 {
         return match retries {
             Some(_) => Err((
-                true,
-                "retries given without a keepalive interval; give SECS too".into(),
+                Setting::KeepaliveRetries,
+                "retries without a keepalive interval (0 or unset); give the interval too".into(),
             )),
             None => Ok(None),
         };
     }
-    if secs > u32::from(u16::MAX) {
-        return Err((false, format!("keepalive {secs} is above 65535 seconds")));
-    }
+    let interval = seconds(secs).map_err(|m| (Setting::Keepalive, m))?;
     let retries = match retries {
         None => DEFAULT_RETRIES,
         Some(r) => match u8::try_from(r) {
             Ok(r) if r >= 1 => r,
-            _ => return Err((true, format!("keepalive retries {r} is not 1-255"))),
+            _ => {
+                return Err((
+                    Setting::KeepaliveRetries,
+                    format!("keepalive retries {r} is not 1-255"),
+                ))
+            }
         },
     };
     Ok(Some(KeepaliveConfig {
-        interval: std::time::Duration::from_secs(secs.into()),
+        interval: std::time::Duration::from_secs(interval.into()),
         retries,
     }))
 }

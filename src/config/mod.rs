@@ -14,6 +14,7 @@ pub mod iptunnel;
 pub mod model;
 pub mod names;
 pub mod raw;
+pub mod setting;
 #[cfg(test)]
 mod testdata;
 pub mod validate;
@@ -28,6 +29,7 @@ pub use diff::{diff, Diff};
 pub use iptunnel::IpTunnel;
 pub use model::{Config, Line, LineKind, WireGuard};
 pub use names::{LineName, Mode, Mtu, Port};
+pub use setting::{Flags, Origin, Setting};
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/twnode/twnode.toml";
@@ -66,7 +68,9 @@ pub enum ConfigError {
     /// A value is well-formed but not acceptable.
     #[error("{key}: {message}")]
     Invalid {
-        /// TOML key path, e.g. `line[1] ("tunnel_base").peer_port`.
+        /// The setting as the user named it: a TOML key path, e.g.
+        /// `line[1] ("tunnel_base").peer_port`, or a `line create` argument, e.g.
+        /// `--peer-port` (see [`setting`]).
         key: String,
         /// What is wrong and what to do.
         message: String,

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 pub use super::iptunnel::IpTunnel;
 use super::names::{Mode, Mtu, ParentName, Port};
 use super::raw::{RawConfig, RawLine, RawWireGuard};
+use super::setting::{Flags, Origin};
 use super::{ConfigError, LineName};
 use crate::tunnel::keys::{PrivateKey, PublicKey};
 
@@ -188,11 +189,16 @@ impl Config {
         )
     }
 
-    /// A copy with `line` added; validation runs again over the whole result.
-    pub fn with_line(&self, line: Line) -> Result<Config, ConfigError> {
+    /// A copy with the line a `line create` request asked for added last, and that line.
+    /// The whole result is validated again; problems are named by the request's `flags`
+    /// and other lines by their names.
+    pub fn with_line(&self, line: RawLine, flags: &Flags) -> Result<(Config, Line), ConfigError> {
         let mut raw = self.to_raw();
-        raw.lines.push(line.to_raw());
-        Config::try_from(raw)
+        raw.lines.push(line);
+        let config = Config::from_raw(raw, Origin::Request(flags))?;
+        // Validation keeps every line, in order: the new one comes after ours.
+        let line = config.lines[self.lines.len()].clone();
+        Ok((config, line))
     }
 
     /// A copy without the named lines.

@@ -1,6 +1,7 @@
 //! The newtypes of a line's settings that cannot hold a bad value: [`LineName`] (also
-//! a parent's name), [`Port`], [`Mtu`], [`Mode`]. Each checks its own bounds and says
-//! what is wrong in a message without the setting's name; the caller names it.
+//! a parent's name), [`Port`], [`Mtu`], [`Mode`], and [`seconds`]. Each checks its own
+//! bounds and says what is wrong in a message without the setting's name; the caller
+//! names it.
 
 use std::fmt;
 
@@ -121,6 +122,11 @@ impl Mtu {
     pub fn get(self) -> u16 {
         self.0
     }
+}
+
+/// A number of seconds as the config and `--keepalive` take it: at most 65535.
+pub fn seconds(v: u32) -> Result<u16, String> {
+    u16::try_from(v).map_err(|_| format!("{v} is above 65535 seconds"))
 }
 
 /// Which end dials.

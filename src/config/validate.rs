@@ -1,62 +1,395 @@
-//! Raw configuration -> model: every rule a line must follow. Per line: names,
-//! addresses, MTU, type and its table, the IP tunnel options that must fit together;
-//! across lines: unique names, VIPs and ports, IP tunnels whose packets can be told
-//! apart, no cycle in the parent graph, AF_XDP only on an interface.
+//! Raw configuration -> model: every rule a line must follow, checked here once for a
+//! file and for a `line create` request alike. Per line: names, addresses, MTU, type
+//! and its table, the IP tunnel options that must fit together; across lines: unique
+//! names, VIPs and ports, IP tunnels whose packets can be told apart, no cycle in the
+//! parent graph, AF_XDP only on an interface.
+//!
+//! Rules: a rule answers with a [`Problem`] that names the setting at fault and words
+//! its message once; [`Origin`] turns it into the reader's words (TOML key paths for a
+//! file, the flags typed for a request).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use super::esp as esp_cfg;
+use super::esp::{parse_cipher, Esp, EspKey};
 use super::iptunnel::{keepalive, parse_key, parse_tos, parse_ttl, IpTunnel};
 use super::model::{Config, Line, LineKind, WireGuard, DEFAULT_KEEPALIVE, SUPPORTED_TYPES};
-use super::names::{LineName, Mode, Mtu, Port};
+use super::names::{seconds, LineName, Mode, Mtu, Port};
 use super::raw::{IntOrText, RawConfig, RawIpTunnel, RawLine, RawWireGuard};
+use super::setting::{Origin, Problem, Setting};
 use super::ConfigError;
+use crate::tunnel::esp::Cipher;
 use crate::tunnel::gre::GreOptions;
 use crate::tunnel::iptunnel::{IpVersion, Tos, Ttl, TunnelType};
 
-/// Which setting of an IP tunnel line a [`check_ip_tunnel`] problem is about, so the
-/// TOML loader and the CLI can each name it their way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Setting {
-    /// The key under `[[line]]` (e.g. `peer_ip`, `ip_tunnel.oseq`).
-    pub toml_key: &'static str,
-    /// The `line create` argument (e.g. `<peer_ip>`, `--oseq`).
-    pub flag: &'static str,
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigError;
+
+    /// Validates a file's lines; problems name its TOML keys.
+    fn try_from(raw: RawConfig) -> Result<Config, ConfigError> {
+        Config::from_raw(raw, Origin::File)
+    }
 }
 
-impl Setting {
-    const PEER_IP: Setting = Setting {
-        toml_key: "peer_ip",
-        flag: "<peer_ip>",
+impl Config {
+    /// Validates `raw`; a problem is worded for where the lines came from.
+    pub fn from_raw(raw: RawConfig, origin: Origin<'_>) -> Result<Config, ConfigError> {
+        let names: Vec<String> = raw.lines.iter().map(|l| l.name.clone()).collect();
+        validate(raw).map_err(|p| {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            p.render(&names, origin)
+        })
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, Problem> {
+    let lines = raw
+        .lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| convert_line(i, l))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_across(&lines)?;
+    Ok(Config {
+        lines: lines.into_iter().map(|c| c.line).collect(),
+    })
+}
+
+/// A line that passed its own checks, and the setting that asked for its encryption
+/// (for the checks across lines).
+struct Converted {
+    line: Line,
+    esp: Setting,
+}
+
+/// `message` as a problem of line `i` at `setting`: for the checks whose message says
+/// what is wrong without naming the setting.
+fn bad(i: usize, setting: Setting) -> impl Fn(String) -> Problem {
+    move |message| Problem::new(i, setting, message)
+}
+
+fn unicast(i: usize, setting: Setting, ip: IpAddr) -> Result<(), Problem> {
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+        return Err(Problem::new(
+            i,
+            setting,
+            format!("{ip} is not a unicast address usable for a tunnel"),
+        ));
+    }
+    match ip {
+        IpAddr::V4(v4) if v4.is_broadcast() => Err(Problem::new(
+            i,
+            setting,
+            format!("{ip} is a broadcast address"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn convert_line(i: usize, raw: RawLine) -> Result<Converted, Problem> {
+    use Setting as S;
+    let name = LineName::try_from(raw.name).map_err(bad(i, S::Name))?;
+    let parent = LineName::try_from(raw.parent).map_err(bad(i, S::Parent))?;
+    if parent == name {
+        return Err(Problem::new(
+            i,
+            S::Parent,
+            "a line cannot be its own parent",
+        ));
+    }
+    unicast(i, S::PeerIp, raw.peer_ip)?;
+    unicast(i, S::PeerVip, raw.peer_vip)?;
+    unicast(i, S::LocalVip, raw.local_vip)?;
+    if raw.local_vip.is_ipv4() != raw.peer_vip.is_ipv4() {
+        return Err(Problem::at(i, S::PeerVip)
+            .text(format!("{} and ", raw.peer_vip))
+            .key(S::LocalVip)
+            .text(format!(
+                " {} are of different IP families; use two IPv4 or two IPv6 VIPs",
+                raw.local_vip
+            )));
+    }
+    if raw.local_vip == raw.peer_vip {
+        return Err(Problem::at(i, S::PeerVip)
+            .text("equals ")
+            .key(S::LocalVip)
+            .text("; each end needs its own VIP"));
+    }
+    let mtu = raw
+        .mtu
+        .map(|m| Mtu::new(m, raw.local_vip.is_ipv6()))
+        .transpose()
+        .map_err(bad(i, S::Mtu))?;
+    let esp = S::Encrypt;
+    let kind = match raw.kind.as_str() {
+        "wireguard" => {
+            let Some(wg) = raw.wireguard else {
+                return Err(Problem::new(
+                    i,
+                    S::WireGuard,
+                    "a line of type wireguard needs a [line.wireguard] table (mode, keys, ports)",
+                ));
+            };
+            if let Some(t) = &raw.ip_tunnel {
+                return Err(ip_tunnel_on_wireguard(i, t));
+            }
+            LineKind::WireGuard(convert_wireguard(i, wg)?)
+        }
+        other => match TunnelType::from_name(other) {
+            Some(kind) => {
+                if raw.wireguard.is_some() {
+                    return Err(Problem::new(
+                        i,
+                        S::WireGuard,
+                        format!("a {kind} line takes no [line.wireguard] table; remove it"),
+                    ));
+                }
+                let t = convert_ip_tunnel(i, kind, esp, raw.ip_tunnel.unwrap_or_default())?;
+                check_ip_tunnel(i, &t, esp, raw.peer_ip, raw.local_vip, raw.mtu)?;
+                LineKind::IpTunnel(t)
+            }
+            None => {
+                return Err(Problem::new(
+                    i,
+                    S::Type,
+                    format!(
+                        "type {other:?} is not supported; supported: {}",
+                        SUPPORTED_TYPES.join(", ")
+                    ),
+                ))
+            }
+        },
     };
-    const VIPS: Setting = Setting {
-        toml_key: "local_vip",
-        flag: "<local_vip>",
+    Ok(Converted {
+        line: Line {
+            name,
+            parent,
+            peer_ip: raw.peer_ip,
+            peer_vip: raw.peer_vip,
+            local_vip: raw.local_vip,
+            mtu,
+            kind,
+        },
+        esp,
+    })
+}
+
+/// A wireguard line with a `[line.ip_tunnel]` table: named by the first option it sets.
+fn ip_tunnel_on_wireguard(i: usize, t: &RawIpTunnel) -> Problem {
+    use Setting as S;
+    let set = [
+        (t.ikey.is_some(), S::Ikey),
+        (t.okey.is_some(), S::Okey),
+        (t.iseq, S::Iseq),
+        (t.oseq, S::Oseq),
+        (t.icsum, S::Icsum),
+        (t.ocsum, S::Ocsum),
+        (t.ttl.is_some(), S::Ttl),
+        (t.tos.is_some(), S::Tos),
+        (t.pmtudisc.is_some(), S::Pmtudisc),
+        (t.keepalive.is_some(), S::Keepalive),
+        (t.keepalive_retries.is_some(), S::KeepaliveRetries),
+        (t.encrypt, S::Encrypt),
+        (t.cipher.is_some(), S::Cipher),
+        (t.enc_key.is_some(), S::EncKey),
+        (t.auth_key.is_some(), S::AuthKey),
+        (t.af_xdp, S::AfXdp),
+    ];
+    let setting = set
+        .iter()
+        .find(|(on, _)| *on)
+        .map_or(S::IpTunnel, |&(_, s)| s);
+    let file = "a wireguard line takes no [line.ip_tunnel] table; remove it";
+    let request = if setting == S::KeepaliveRetries {
+        "RETRIES applies to IP tunnel keepalives; a wireguard line takes --keepalive SECS"
+    } else {
+        "--key, --seq, --csum, --ttl, --tos, --[no]pmtudisc, --encrypt, --cipher, --enc-key, \
+         --auth-key and --af-xdp apply to the IP tunnel types (ipip, gre, sit, ip6ip6, ipip6, \
+         gre6; ipsec), not to wireguard"
     };
-    const MTU: Setting = Setting {
-        toml_key: "mtu",
-        flag: "--mtu",
+    Problem::at(i, setting).either(file, request)
+}
+
+fn convert_wireguard(i: usize, raw: RawWireGuard) -> Result<WireGuard, Problem> {
+    use Setting as S;
+    let mode: Mode = raw.mode.parse().map_err(bad(i, S::Mode))?;
+    let port = |v: Option<u32>, s: Setting| v.map(Port::new).transpose().map_err(bad(i, s));
+    let listen_port = port(raw.listen_port, S::ListenPort)?;
+    let peer_port = port(raw.peer_port, S::PeerPort)?;
+    match mode {
+        Mode::Server if listen_port.is_none() => {
+            return Err(Problem::new(
+                i,
+                S::ListenPort,
+                "a server needs a fixed port for its client to dial",
+            ))
+        }
+        Mode::Client if peer_port.is_none() => {
+            return Err(Problem::new(
+                i,
+                S::PeerPort,
+                "the server's listen port is required for a client (printed as --peer-port in \
+                 the server's peer command)",
+            ))
+        }
+        _ => {}
+    }
+    if raw.private_key.public_key() == raw.peer_public_key {
+        return Err(Problem::new(
+            i,
+            S::PeerPublicKey,
+            "is this line's own public key; use the peer's",
+        ));
+    }
+    let persistent_keepalive = raw
+        .persistent_keepalive
+        .map(seconds)
+        .transpose()
+        .map_err(bad(i, S::PersistentKeepalive))?
+        .unwrap_or(DEFAULT_KEEPALIVE);
+    Ok(WireGuard {
+        mode,
+        listen_port,
+        peer_port,
+        private_key: raw.private_key,
+        peer_public_key: raw.peer_public_key,
+        peer_private_key: raw.peer_private_key,
+        persistent_keepalive,
+    })
+}
+
+/// `esp` is the setting that asked for encryption (for its problems' names).
+fn convert_ip_tunnel(
+    i: usize,
+    kind: TunnelType,
+    esp: Setting,
+    raw: RawIpTunnel,
+) -> Result<IpTunnel, Problem> {
+    use Setting as S;
+    let text = |v: &IntOrText| match v {
+        IntOrText::Int(n) => n.to_string(),
+        IntOrText::Text(t) => t.clone(),
     };
-    const PMTUDISC: Setting = Setting {
-        toml_key: "ip_tunnel.pmtudisc",
-        flag: "--nopmtudisc",
+    let gre_key = |s: Setting, v: &Option<IntOrText>| {
+        v.as_ref()
+            .map(|v| parse_key(&text(v)))
+            .transpose()
+            .map_err(bad(i, s))
     };
-    const ENCRYPT: Setting = Setting {
-        toml_key: "ip_tunnel.encrypt",
-        flag: "--encrypt",
+    let ttl = match &raw.ttl {
+        None => Ttl::default_for(kind),
+        Some(IntOrText::Int(n)) => match u8::try_from(*n) {
+            Ok(0) => Ttl::Inherit,
+            Ok(v) => Ttl::Fixed(v),
+            Err(_) => {
+                return Err(Problem::new(
+                    i,
+                    S::Ttl,
+                    format!("TTL {n} is not 1-255 or \"inherit\""),
+                ))
+            }
+        },
+        Some(IntOrText::Text(t)) => parse_ttl(t).map_err(bad(i, S::Ttl))?,
     };
+    let tos = match &raw.tos {
+        None => Tos::default(),
+        Some(IntOrText::Int(n)) => u8::try_from(*n).map(Tos::Fixed).map_err(|_| {
+            Problem::new(
+                i,
+                S::Tos,
+                format!("TOS {n} is not 0-255, \"0xNN\" or \"inherit\""),
+            )
+        })?,
+        Some(IntOrText::Text(t)) => parse_tos(t).map_err(bad(i, S::Tos))?,
+    };
+    let keepalive = keepalive(raw.keepalive.unwrap_or(0), raw.keepalive_retries)
+        .map_err(|(s, m)| Problem::new(i, s, m))?;
+    let esp = esp_settings(
+        i,
+        raw.encrypt.then_some(esp),
+        raw.cipher.as_deref(),
+        raw.enc_key,
+        raw.auth_key,
+    )?;
+    Ok(IpTunnel {
+        esp,
+        kind,
+        gre: GreOptions {
+            ikey: gre_key(S::Ikey, &raw.ikey)?,
+            okey: gre_key(S::Okey, &raw.okey)?,
+            iseq: raw.iseq,
+            oseq: raw.oseq,
+            icsum: raw.icsum,
+            ocsum: raw.ocsum,
+        },
+        ttl,
+        tos,
+        pmtudisc: raw.pmtudisc.unwrap_or(true),
+        keepalive,
+        af_xdp: raw.af_xdp,
+    })
+}
+
+/// The ESP settings from what the line gives: `encrypt` (the setting that asked for
+/// it), an optional cipher and the two keys. `None` for a plain line.
+fn esp_settings(
+    i: usize,
+    encrypt: Option<Setting>,
+    cipher: Option<&str>,
+    enc_key: Option<EspKey>,
+    auth_key: Option<EspKey>,
+) -> Result<Option<Esp>, Problem> {
+    use Setting as S;
+    if encrypt.is_none() {
+        let given = [
+            (cipher.is_some(), S::Cipher),
+            (enc_key.is_some(), S::EncKey),
+            (auth_key.is_some(), S::AuthKey),
+        ];
+        if let Some(&(_, s)) = given.iter().find(|(on, _)| *on) {
+            return Err(Problem::at(i, s)
+                .text("applies to encrypted lines only; ")
+                .either(
+                    "set encrypt = true or remove it",
+                    "add --encrypt or remove it",
+                ));
+        }
+        return Ok(None);
+    }
+    let cipher = match cipher {
+        Some(c) => parse_cipher(c).map_err(bad(i, S::Cipher))?,
+        None => Cipher::default(),
+    };
+    let needs_both = |s: Setting| {
+        Problem::at(i, s)
+            .text("an encrypted line needs ")
+            .key(S::EncKey)
+            .text(" and ")
+            .key(S::AuthKey)
+            .text(" (0x + hex, the same on both ends)")
+    };
+    let enc_key = enc_key.ok_or_else(|| needs_both(S::EncKey))?;
+    let auth_key = auth_key.ok_or_else(|| needs_both(S::AuthKey))?;
+    Ok(Some(Esp {
+        cipher,
+        enc_key,
+        auth_key,
+    }))
 }
 
 /// Whether an IP tunnel line's settings fit together: underlay family, the VIPs' family
 /// carried by the type, GRE options on GRE types only, the IPv6 minimum MTU for types
-/// that carry IPv6, iproute2's `nopmtudisc` rules.
-pub fn check_ip_tunnel(
+/// that carry IPv6, ESP's limits, iproute2's `nopmtudisc` rules. `esp` is the setting
+/// that asked for encryption.
+fn check_ip_tunnel(
+    i: usize,
     t: &IpTunnel,
+    esp: Setting,
     peer_ip: IpAddr,
     local_vip: IpAddr,
     mtu: Option<u32>,
-) -> Result<(), (Setting, String)> {
+) -> Result<(), Problem> {
+    use Setting as S;
     let kind = t.kind;
     let (want, other) = if kind.outer_ipv6() {
         ("IPv6", "ip6ip6, ipip6 or gre6")
@@ -72,10 +405,12 @@ pub fn check_ip_tunnel(
             (false, TunnelType::Ipip) => "ipip6",
             (false, _) => "ip6ip6",
         };
-        return Err((
-            Setting::PEER_IP,
+        return Err(Problem::new(
+            i,
+            S::PeerIp,
             format!(
-                "type {kind} runs over {want} but peer address {peer_ip} is not; use an {want} peer address, or type {alt} for this peer (types over {want}: {other})"
+                "type {kind} runs over {want} but peer address {peer_ip} is not; use an \
+                 {want} peer address, or type {alt} for this peer (types over {want}: {other})"
             ),
         ));
     }
@@ -89,39 +424,44 @@ pub fn check_ip_tunnel(
             IpVersion::V4 => ("IPv4", "ipip, sit, ipip6, gre or gre6"),
             IpVersion::V6 => ("IPv6", "sit, ip6ip6, gre or gre6"),
         };
-        return Err((
-            Setting::VIPS,
+        return Err(Problem::new(
+            i,
+            S::LocalVip,
             format!(
-                "type {kind} does not carry {fam}, so its VIPs cannot be {fam} addresses;                  use VIPs of the family it carries, or a type that carries {fam} ({carriers})"
+                "type {kind} does not carry {fam}, so its VIPs cannot be {fam} addresses; use \
+                 VIPs of the family it carries, or a type that carries {fam} ({carriers})"
             ),
         ));
     }
     if !kind.is_gre() {
         let g = &t.gre;
         let set = [
-            (g.ikey.is_some(), "ip_tunnel.ikey", "--key"),
-            (g.okey.is_some(), "ip_tunnel.okey", "--key"),
-            (g.iseq, "ip_tunnel.iseq", "--seq"),
-            (g.oseq, "ip_tunnel.oseq", "--seq"),
-            (g.icsum, "ip_tunnel.icsum", "--csum"),
-            (g.ocsum, "ip_tunnel.ocsum", "--csum"),
+            (g.ikey.is_some(), S::Ikey),
+            (g.okey.is_some(), S::Okey),
+            (g.iseq, S::Iseq),
+            (g.oseq, S::Oseq),
+            (g.icsum, S::Icsum),
+            (g.ocsum, S::Ocsum),
         ];
-        if let Some(&(_, toml_key, flag)) = set.iter().find(|(on, _, _)| *on) {
-            let setting = Setting { toml_key, flag };
-            return Err((
-                setting,
+        if let Some(&(_, s)) = set.iter().find(|(on, _)| *on) {
+            return Err(Problem::new(
+                i,
+                s,
                 format!(
-                    "type {kind} has no GRE header; keys, sequence numbers and checksums apply to gre and gre6 only"
+                    "type {kind} has no GRE header; keys, sequence numbers and checksums \
+                     apply to gre and gre6 only"
                 ),
             ));
         }
     }
     if let Some(m) = mtu {
         if kind.carries(IpVersion::V6) && m < Mtu::MIN_V6 {
-            return Err((
-                Setting::MTU,
+            return Err(Problem::new(
+                i,
+                S::Mtu,
                 format!(
-                    "MTU {m} is below {}, the minimum for type {kind}, which carries IPv6                      (RFC 8200 §5)",
+                    "MTU {m} is below {}, the minimum for type {kind}, which carries IPv6 \
+                     (RFC 8200 §5)",
                     Mtu::MIN_V6
                 ),
             ));
@@ -129,395 +469,164 @@ pub fn check_ip_tunnel(
     }
     if t.esp.is_some() {
         if !kind.is_gre() {
-            return Err((
-                Setting::ENCRYPT,
-                format!(
-                    "type {kind} cannot be encrypted; ESP protects gre and gre6 lines \
-                     (--type gre --encrypt, or --type ipsec)"
-                ),
-            ));
+            return Err(Problem::at(i, esp)
+                .text(format!(
+                    "type {kind} cannot be encrypted; ESP protects gre and gre6 lines "
+                ))
+                .either(
+                    "(type \"gre\" with encrypt = true, or type \"ipsec\")",
+                    "(--type gre --encrypt, or --type ipsec)",
+                ));
         }
         if t.keepalive.is_some() {
-            return Err((
-                Setting::ENCRYPT,
-                "keepalive probes are not offered on encrypted lines yet; remove \
-                 --keepalive or --encrypt"
-                    .into(),
-            ));
+            return Err(Problem::at(i, esp)
+                .text("keepalive probes are not offered on encrypted lines yet; remove ")
+                .key(S::Keepalive)
+                .text(" or ")
+                .key(esp));
         }
     }
     if !t.pmtudisc {
         if kind.outer_ipv6() {
-            return Err((
-                Setting::PMTUDISC,
+            return Err(Problem::new(
+                i,
+                S::Pmtudisc,
                 format!(
-                    "type {kind} runs over IPv6, which never fragments on the way;                      pmtudisc applies to ipip, gre and sit only"
+                    "type {kind} runs over IPv6, which never fragments on the way; pmtudisc \
+                     applies to ipip, gre and sit only"
                 ),
             ));
         }
         if t.ttl != Ttl::Inherit {
-            return Err((
-                Setting::PMTUDISC,
-                "nopmtudisc needs ttl inherit (as iproute2: a fixed TTL with nopmtudisc is refused); add --ttl inherit or drop --nopmtudisc"
-                    .into(),
-            ));
+            return Err(Problem::at(i, S::Pmtudisc)
+                .text(
+                    "nopmtudisc needs ttl inherit (as iproute2: a fixed TTL with nopmtudisc \
+                     is refused); ",
+                )
+                .either(
+                    "set ttl = \"inherit\" or remove pmtudisc = false",
+                    "add --ttl inherit or drop --nopmtudisc",
+                ));
         }
     }
     Ok(())
 }
 
-fn line_key(i: usize, name: &str) -> String {
-    format!("line[{i}] ({name:?})")
-}
-
-fn convert_wireguard(key: &str, raw: RawWireGuard) -> Result<WireGuard, ConfigError> {
-    let err =
-        |field: &str, msg: String| ConfigError::invalid(format!("{key}.wireguard.{field}"), msg);
-    let mode: Mode = raw.mode.parse().map_err(|m| err("mode", m))?;
-    let listen_port = raw
-        .listen_port
-        .map(Port::new)
-        .transpose()
-        .map_err(|m| err("listen_port", m))?;
-    let peer_port = raw
-        .peer_port
-        .map(Port::new)
-        .transpose()
-        .map_err(|m| err("peer_port", m))?;
-    match mode {
-        Mode::Server if listen_port.is_none() => {
-            return Err(err(
-                "listen_port",
-                "a server needs a fixed port for its client to dial (--listen-port)".into(),
-            ))
-        }
-        Mode::Client if peer_port.is_none() => return Err(err(
-            "peer_port",
-            "a client needs the server's port (--peer-port, printed in the server's peer command)"
-                .into(),
-        )),
-        _ => {}
-    }
-    if raw.private_key.public_key() == raw.peer_public_key {
-        return Err(err(
-            "peer_public_key",
-            "is this line's own public key; use the peer's".into(),
-        ));
-    }
-    let persistent_keepalive = match raw.persistent_keepalive {
-        None => DEFAULT_KEEPALIVE,
-        Some(v) => u16::try_from(v).map_err(|_| {
-            err(
-                "persistent_keepalive",
-                format!("{v} is above 65535 seconds"),
-            )
-        })?,
-    };
-    Ok(WireGuard {
-        mode,
-        listen_port,
-        peer_port,
-        private_key: raw.private_key,
-        peer_public_key: raw.peer_public_key,
-        peer_private_key: raw.peer_private_key,
-        persistent_keepalive,
-    })
-}
-
-fn convert_ip_tunnel(
-    key: &str,
-    kind: TunnelType,
-    raw: RawIpTunnel,
-) -> Result<IpTunnel, ConfigError> {
-    let err =
-        |field: &str, msg: String| ConfigError::invalid(format!("{key}.ip_tunnel.{field}"), msg);
-    let text = |v: &IntOrText| match v {
-        IntOrText::Int(n) => n.to_string(),
-        IntOrText::Text(t) => t.clone(),
-    };
-    let gre_key = |field: &str, v: &Option<IntOrText>| {
-        v.as_ref()
-            .map(|v| parse_key(&text(v)))
-            .transpose()
-            .map_err(|m| err(field, m))
-    };
-    let ttl = match &raw.ttl {
-        None => Ttl::default_for(kind),
-        Some(IntOrText::Int(n)) => match u8::try_from(*n) {
-            Ok(0) => Ttl::Inherit,
-            Ok(v) => Ttl::Fixed(v),
-            Err(_) => return Err(err("ttl", format!("TTL {n} is not 1-255 or \"inherit\""))),
-        },
-        Some(IntOrText::Text(t)) => parse_ttl(t).map_err(|m| err("ttl", m))?,
-    };
-    let tos = match &raw.tos {
-        None => Tos::default(),
-        Some(IntOrText::Int(n)) => u8::try_from(*n).map(Tos::Fixed).map_err(|_| {
-            err(
-                "tos",
-                format!("TOS {n} is not 0-255, \"0xNN\" or \"inherit\""),
-            )
-        })?,
-        Some(IntOrText::Text(t)) => parse_tos(t).map_err(|m| err("tos", m))?,
-    };
-    let keepalive =
-        keepalive(raw.keepalive.unwrap_or(0), raw.keepalive_retries).map_err(|(retries, m)| {
-            err(
-                if retries {
-                    "keepalive_retries"
-                } else {
-                    "keepalive"
-                },
-                m,
-            )
-        })?;
-    let esp = esp_cfg::from_parts(
-        raw.encrypt,
-        raw.cipher.as_deref(),
-        raw.enc_key,
-        raw.auth_key,
-    )
-    .map_err(|(field, _, m)| err(field, m))?;
-    Ok(IpTunnel {
-        esp,
-        kind,
-        gre: GreOptions {
-            ikey: gre_key("ikey", &raw.ikey)?,
-            okey: gre_key("okey", &raw.okey)?,
-            iseq: raw.iseq,
-            oseq: raw.oseq,
-            icsum: raw.icsum,
-            ocsum: raw.ocsum,
-        },
-        ttl,
-        tos,
-        pmtudisc: raw.pmtudisc.unwrap_or(true),
-        keepalive,
-        af_xdp: raw.af_xdp,
-    })
-}
-
-fn convert_line(i: usize, raw: RawLine) -> Result<Line, ConfigError> {
-    let key = line_key(i, &raw.name);
-    let name = LineName::try_from(raw.name.clone())
-        .map_err(|m| ConfigError::invalid(format!("{key}.name"), m))?;
-    let parent = LineName::try_from(raw.parent.clone())
-        .map_err(|m| ConfigError::invalid(format!("{key}.parent"), m))?;
-    if parent == name {
-        return Err(ConfigError::invalid(
-            format!("{key}.parent"),
-            "a line cannot be its own parent",
-        ));
-    }
-    let addr_check = |field: &str, ip: IpAddr| -> Result<(), ConfigError> {
-        if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-            return Err(ConfigError::invalid(
-                format!("{key}.{field}"),
-                format!("{ip} is not a unicast address usable for a tunnel"),
+/// The rules between lines. Each clash is reported at the later line (a request's line
+/// is the last), naming the earlier one.
+fn check_across(lines: &[Converted]) -> Result<(), Problem> {
+    use Setting as S;
+    let mut names = HashSet::new();
+    let mut vips: HashMap<IpAddr, (usize, Setting)> = HashMap::new();
+    let mut ports: HashMap<(&str, u16), usize> = HashMap::new();
+    // IP tunnel lines are told apart on receive by peer, protocol and GRE key.
+    let mut demux: HashMap<(&str, IpAddr, u8, Option<u32>), usize> = HashMap::new();
+    for (i, c) in lines.iter().enumerate() {
+        let l = &c.line;
+        if !names.insert(l.name.as_str()) {
+            let taken = format!("a line named {} already exists; ", l.name);
+            return Err(Problem::at(i, S::Name).text(taken).either(
+                "names must be unique",
+                format!(
+                    "choose another name (or `twnode line delete {}` first)",
+                    l.name
+                ),
             ));
         }
-        if let IpAddr::V4(v4) = ip {
-            if v4.is_broadcast() {
-                return Err(ConfigError::invalid(
-                    format!("{key}.{field}"),
-                    format!("{ip} is a broadcast address"),
-                ));
-            }
-        }
-        Ok(())
-    };
-    addr_check("peer_ip", raw.peer_ip)?;
-    addr_check("peer_vip", raw.peer_vip)?;
-    addr_check("local_vip", raw.local_vip)?;
-    if raw.local_vip.is_ipv4() != raw.peer_vip.is_ipv4() {
-        return Err(ConfigError::invalid(
-            format!("{key}.peer_vip"),
-            format!(
-                "{} and local_vip {} are of different IP families; use two IPv4 or two IPv6 VIPs",
-                raw.peer_vip, raw.local_vip
-            ),
-        ));
-    }
-    if raw.local_vip == raw.peer_vip {
-        return Err(ConfigError::invalid(
-            format!("{key}.peer_vip"),
-            "equals local_vip; each end needs its own VIP",
-        ));
-    }
-    let mtu = raw
-        .mtu
-        .map(|m| Mtu::new(m, raw.local_vip.is_ipv6()))
-        .transpose()
-        .map_err(|m| ConfigError::invalid(format!("{key}.mtu"), m))?;
-    let kind = match raw.kind.as_str() {
-        "wireguard" => {
-            let wg = raw.wireguard.ok_or_else(|| {
-                ConfigError::invalid(
-                    format!("{key}.wireguard"),
-                    "a line of type wireguard needs a [line.wireguard] table (mode, keys, ports)",
-                )
-            })?;
-            if raw.ip_tunnel.is_some() {
-                return Err(ConfigError::invalid(
-                    format!("{key}.ip_tunnel"),
-                    "a wireguard line takes no [line.ip_tunnel] table; remove it",
-                ));
-            }
-            LineKind::WireGuard(convert_wireguard(&key, wg)?)
-        }
-        other => match TunnelType::from_name(other) {
-            Some(kind) => {
-                if raw.wireguard.is_some() {
-                    return Err(ConfigError::invalid(
-                        format!("{key}.wireguard"),
-                        format!("a {kind} line takes no [line.wireguard] table; remove it"),
-                    ));
-                }
-                let t = convert_ip_tunnel(&key, kind, raw.ip_tunnel.unwrap_or_default())?;
-                check_ip_tunnel(&t, raw.peer_ip, raw.local_vip, raw.mtu).map_err(
-                    |(setting, message)| {
-                        ConfigError::invalid(format!("{key}.{}", setting.toml_key), message)
-                    },
-                )?;
-                LineKind::IpTunnel(t)
-            }
-            None => {
-                return Err(ConfigError::invalid(
-                    format!("{key}.type"),
-                    format!(
-                        "type {other:?} is not supported; supported: {}",
-                        SUPPORTED_TYPES.join(", ")
-                    ),
-                ))
-            }
-        },
-    };
-    Ok(Line {
-        name,
-        parent,
-        peer_ip: raw.peer_ip,
-        peer_vip: raw.peer_vip,
-        local_vip: raw.local_vip,
-        mtu,
-        kind,
-    })
-}
-
-impl TryFrom<RawConfig> for Config {
-    type Error = ConfigError;
-
-    fn try_from(raw: RawConfig) -> Result<Config, ConfigError> {
-        let lines = raw
-            .lines
-            .into_iter()
-            .enumerate()
-            .map(|(i, l)| convert_line(i, l))
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let mut names = HashSet::new();
-        let mut vips: HashMap<IpAddr, (usize, &'static str)> = HashMap::new();
-        let mut ports: HashMap<(&str, u16), usize> = HashMap::new();
-        // IP tunnel lines are told apart on receive by peer, protocol and GRE key.
-        let mut demux: HashMap<(&str, IpAddr, u8, Option<u32>), usize> = HashMap::new();
-        for (i, l) in lines.iter().enumerate() {
-            let key = line_key(i, l.name.as_str());
-            if !names.insert(l.name.as_str()) {
-                return Err(ConfigError::invalid(
-                    format!("{key}.name"),
-                    format!(
-                        "a line named {} already exists; names must be unique",
-                        l.name
-                    ),
-                ));
-            }
-            for (field, vip) in [("local_vip", l.local_vip), ("peer_vip", l.peer_vip)] {
-                if let Some((j, other_field)) = vips.insert(vip, (i, field)) {
-                    return Err(ConfigError::invalid(
-                        format!("{key}.{field}"),
-                        format!(
-                            "{vip} is already the {other_field} of {}; every VIP on a node must be unique",
-                            line_key(j, lines[j].name.as_str())
-                        ),
-                    ));
-                }
-            }
-            if let Some(t) = l.ip_tunnel() {
-                // An encrypted line receives ESP (protocol 50), one per peer and parent.
-                let (ikey, protocol) = match t.esp {
-                    Some(_) => (None, crate::wire::IpProtocol::Esp.number()),
-                    None => (t.gre.ikey.map(|k| k.0), t.kind.protocol().number()),
+        for (setting, vip) in [(S::LocalVip, l.local_vip), (S::PeerVip, l.peer_vip)] {
+            if let Some((j, other)) = vips.insert(vip, (i, setting)) {
+                let (file, request) = match other {
+                    S::LocalVip => ("local_vip", "local VIP"),
+                    _ => ("peer_vip", "peer VIP"),
                 };
-                if let Some(j) = demux.insert((l.parent.as_str(), l.peer_ip, protocol, ikey), i) {
-                    let (field, what) = match ikey {
-                        _ if t.esp.is_some() => ("ip_tunnel.encrypt", "ESP".to_string()),
-                        Some(k) if t.kind.is_gre() => ("ip_tunnel.ikey", format!("GRE key {k}")),
-                        None if t.kind.is_gre() => ("ip_tunnel.ikey", "no GRE key".to_string()),
-                        _ => ("type", format!("IP protocol {protocol}")),
-                    };
-                    return Err(ConfigError::invalid(
-                        format!("{key}.{field}"),
-                        format!(
-                            "{} already receives {what} from {} on parent {}; received \
-                             packets could not be told apart: give the lines different \
-                             keys (--key), peers or parents",
-                            line_key(j, lines[j].name.as_str()),
-                            l.peer_ip,
-                            l.parent
-                        ),
-                    ));
-                }
-            }
-            if let Some(port) = l.wireguard().and_then(|w| w.listen_port) {
-                if let Some(j) = ports.insert((l.parent.as_str(), port.get()), i) {
-                    return Err(ConfigError::invalid(
-                        format!("{key}.wireguard.listen_port"),
-                        format!(
-                            "port {port} on parent {} is already used by {}",
-                            l.parent,
-                            line_key(j, lines[j].name.as_str())
-                        ),
-                    ));
-                }
+                return Err(Problem::at(i, setting)
+                    .text(format!("{vip} is already the "))
+                    .either(file, request)
+                    .text(" of ")
+                    .line(j)
+                    .text("; every VIP on a node must be unique"));
             }
         }
-        let config = Config { lines };
-        // Cycles: walk up from every line; more steps than lines means a loop.
-        for (i, l) in config.lines.iter().enumerate() {
-            let mut cur = l;
-            let mut path = vec![l.name.to_string()];
-            while let Some(p) = config.line(cur.parent.as_str()) {
-                path.push(p.name.to_string());
-                if p.name == l.name || path.len() > config.lines.len() + 1 {
-                    return Err(ConfigError::invalid(
-                        format!("{}.parent", line_key(i, l.name.as_str())),
-                        format!("the parent graph has a cycle: {}", path.join(" -> ")),
-                    ));
-                }
-                cur = p;
+        if let Some(t) = l.ip_tunnel() {
+            // An encrypted line receives ESP (protocol 50), one per peer and parent.
+            let (ikey, protocol) = match t.esp {
+                Some(_) => (None, crate::wire::IpProtocol::Esp.number()),
+                None => (t.gre.ikey.map(|k| k.0), t.kind.protocol().number()),
+            };
+            if let Some(j) = demux.insert((l.parent.as_str(), l.peer_ip, protocol, ikey), i) {
+                let (setting, what) = match ikey {
+                    _ if t.esp.is_some() => (c.esp, "ESP".to_string()),
+                    Some(k) if t.kind.is_gre() => (S::Ikey, format!("GRE key {k}")),
+                    None if t.kind.is_gre() => (S::Ikey, "no GRE key".to_string()),
+                    _ => (S::Type, format!("IP protocol {protocol}")),
+                };
+                return Err(Problem::at(i, setting)
+                    .line(j)
+                    .text(format!(
+                        " already receives {what} from {} on parent {}; received packets \
+                         could not be told apart: give the lines different keys ",
+                        l.peer_ip, l.parent
+                    ))
+                    .either("(ikey, okey)", "(--key)")
+                    .text(", peers or parents"));
             }
         }
-        // AF_XDP sends on an Ethernet device; a line on a line sends into its parent's
-        // TUN device.
-        for (i, l) in config.lines.iter().enumerate() {
-            if l.ip_tunnel().is_some_and(|t| t.af_xdp) && config.is_line(l.parent.as_str()) {
-                return Err(ConfigError::invalid(
-                    format!("{}.ip_tunnel.af_xdp", line_key(i, l.name.as_str())),
-                    format!(
-                        "AF_XDP sends on an Ethernet device, but the parent {} is a line \
-                         (its packets go into that line's TUN device); remove af_xdp \
-                         (--af-xdp) or give the line an interface as its parent",
+        if let Some(port) = l.wireguard().and_then(|w| w.listen_port) {
+            if let Some(j) = ports.insert((l.parent.as_str(), port.get()), i) {
+                return Err(Problem::at(i, S::ListenPort)
+                    .text(format!(
+                        "port {port} on parent {} is already used by ",
                         l.parent
-                    ),
+                    ))
+                    .line(j));
+            }
+        }
+    }
+    let line = |name: &str| {
+        lines
+            .iter()
+            .map(|c| &c.line)
+            .find(|l| l.name.as_str() == name)
+    };
+    // Cycles: walk up from every line; more steps than lines means a loop.
+    for (i, c) in lines.iter().enumerate() {
+        let l = &c.line;
+        let mut cur = l;
+        let mut path = vec![l.name.to_string()];
+        while let Some(p) = line(cur.parent.as_str()) {
+            path.push(p.name.to_string());
+            if p.name == l.name || path.len() > lines.len() + 1 {
+                return Err(Problem::new(
+                    i,
+                    S::Parent,
+                    format!("the parent graph has a cycle: {}", path.join(" -> ")),
                 ));
             }
+            cur = p;
         }
-        Ok(config)
     }
+    // AF_XDP sends on an Ethernet device; a line on a line sends into its parent's
+    // TUN device.
+    for (i, c) in lines.iter().enumerate() {
+        let l = &c.line;
+        if l.ip_tunnel().is_some_and(|t| t.af_xdp) && line(l.parent.as_str()).is_some() {
+            return Err(Problem::at(i, S::AfXdp)
+                .text(format!(
+                    "AF_XDP sends on an Ethernet device, but the parent {} is a line (its \
+                     packets go into that line's TUN device); remove ",
+                    l.parent
+                ))
+                .either("af_xdp", "--af-xdp (ip_tunnel.af_xdp in the config file)")
+                .text(" or give the line an interface as its parent"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::config::setting::Flags;
     use crate::config::testdata::{cfg, err, GRE_TOML, SERVER_TOML};
     use crate::wire::gre::Key;
     use proptest::prelude::*;
@@ -707,6 +816,44 @@ mod test {
         assert!(err(&fixed).contains("inherit"), "{}", err(&fixed));
         let ok = GRE_TOML.replace("ttl = \"inherit\"", "pmtudisc = false");
         assert!(cfg(&ok).is_ok());
+    }
+
+    /// The line create argument that `p` names, as a request with no flags of its own.
+    fn flag_of(p: Problem) -> String {
+        match p.render(&["x"], Origin::Request(&Flags::default())) {
+            ConfigError::Invalid { key, .. } => key,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn encrypt_needs_both_keys_and_keys_need_encrypt() {
+        let k = EspKey::parse("0x1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f").unwrap();
+        let on = Some(Setting::Encrypt);
+        assert_eq!(esp_settings(0, None, None, None, None).unwrap(), None);
+        assert_eq!(
+            flag_of(esp_settings(0, on, None, Some(k), None).unwrap_err()),
+            "--auth-key"
+        );
+        assert_eq!(
+            flag_of(esp_settings(0, on, None, None, Some(k)).unwrap_err()),
+            "--enc-key"
+        );
+        assert_eq!(
+            flag_of(esp_settings(0, None, None, Some(k), None).unwrap_err()),
+            "--enc-key"
+        );
+        assert_eq!(
+            flag_of(esp_settings(0, None, Some("aes-256-gcm"), None, None).unwrap_err()),
+            "--cipher"
+        );
+        let p = esp_settings(0, on, Some("des"), Some(k), Some(k)).unwrap_err();
+        let msg = p.render(&["x"], Origin::File).to_string();
+        assert!(msg.contains("chacha20-poly1305, aes-256-gcm"), "{msg}");
+        let e = esp_settings(0, on, Some("aes-256-gcm"), Some(k), Some(k))
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.cipher, Cipher::Aes256Gcm);
     }
 
     proptest! {

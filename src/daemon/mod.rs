@@ -5,7 +5,6 @@
 //! the retry tick are handled one at a time, so no state is shared between them.
 
 pub mod privileges;
-mod spec;
 pub mod supervisor;
 
 use std::path::PathBuf;

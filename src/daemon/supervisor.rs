@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use super::spec::line_from_spec;
 use crate::config::model::IpTunnel;
 use crate::config::{self, Config, Line, LineKind, LineName, Mode, WireGuard};
 use crate::control::{
@@ -386,17 +385,12 @@ impl Supervisor {
     }
 
     async fn create(&mut self, spec: LineSpec) -> Result<Created, String> {
-        let (line, generated) = line_from_spec(spec)?;
+        let requested = spec.into_raw().map_err(|e| e.to_string())?;
+        let generated = requested.generated_keys;
         self.check_file_unchanged()?;
-        if self.config.is_line(line.name.as_str()) {
-            return Err(format!(
-                "a line named {} already exists; choose another name (or `twnode line delete {}` first)",
-                line.name, line.name
-            ));
-        }
-        let new_config = self
+        let (new_config, line) = self
             .config
-            .with_line(line.clone())
+            .with_line(requested.line, &requested.flags)
             .map_err(|e| e.to_string())?;
         if let Some(parent) = self.config.line(line.parent.as_str()) {
             if !self.running.contains_key(&parent.name) {
