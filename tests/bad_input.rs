@@ -814,3 +814,31 @@ fn create_and_delete_refuse_to_overwrite_hand_edits_not_yet_reloaded() {
     let text = node.config_text();
     assert!(text.contains("51899") && text.contains("second"), "{text}");
 }
+
+/// Issue 22, item 6: the list of supported types that a mistyped `--type` prints names
+/// every type `--type` accepts, ipsec included.
+#[test]
+fn mistyped_type_lists_every_supported_type_ipsec_included() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("btype");
+    let node = server_with_line(&a);
+    let before = snapshot(&node);
+    let out = node.cli(&[
+        "line",
+        "create",
+        "eth0",
+        "198.51.100.20",
+        "10.0.1.2",
+        "10.0.1.1",
+        "tunnel_two",
+        "--type",
+        "wirguard",
+    ]);
+    assert_refused(
+        &out,
+        &["--type", "\"wirguard\"", "wireguard", "gre6", "ipsec"],
+    );
+    assert_eq!(snapshot(&node), before);
+}

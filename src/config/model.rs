@@ -41,7 +41,8 @@ pub enum LineKind {
 }
 
 impl LineKind {
-    /// The `type` key's spelling.
+    /// The `type` key's spelling, as written back: an encrypted GRE line is `gre` with
+    /// `encrypt = true`, however it was asked for (`type = "ipsec"`, `--type ipsec`).
     pub fn type_name(&self) -> &'static str {
         match self {
             LineKind::WireGuard(_) => "wireguard",
@@ -50,9 +51,20 @@ impl LineKind {
     }
 }
 
-/// The tunnel types `type` accepts today.
-pub const SUPPORTED_TYPES: &[&str] =
-    &["wireguard", "ipip", "gre", "sit", "ip6ip6", "ipip6", "gre6"];
+/// The tunnel types `type` and `--type` accept.
+pub const SUPPORTED_TYPES: &[&str] = &[
+    "wireguard",
+    "ipip",
+    "gre",
+    "sit",
+    "ip6ip6",
+    "ipip6",
+    "gre6",
+    IPSEC,
+];
+
+/// TrueWord Node's name for GRE over IPsec: the type `gre` with ESP (`encrypt = true`).
+pub const IPSEC: &str = "ipsec";
 
 /// One validated line.
 #[derive(Debug, Clone, PartialEq, Eq)]

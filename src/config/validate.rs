@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use super::esp::{parse_cipher, Esp, EspKey};
 use super::iptunnel::{keepalive, parse_key, parse_tos, parse_ttl, IpTunnel};
-use super::model::{Config, Line, LineKind, WireGuard, DEFAULT_KEEPALIVE, SUPPORTED_TYPES};
+use super::model::{Config, Line, LineKind, WireGuard, DEFAULT_KEEPALIVE, IPSEC, SUPPORTED_TYPES};
 use super::names::{seconds, LineName, Mode, Mtu, Port};
 use super::raw::{IntOrText, RawConfig, RawIpTunnel, RawLine, RawWireGuard};
 use super::setting::{Origin, Problem, Setting};
@@ -120,7 +120,7 @@ fn convert_line(i: usize, raw: RawLine) -> Result<Converted, Problem> {
         .map(|m| Mtu::new(m, raw.local_vip.is_ipv6()))
         .transpose()
         .map_err(bad(i, S::Mtu))?;
-    let esp = S::Encrypt;
+    let mut esp = S::Encrypt;
     let kind = match raw.kind.as_str() {
         "wireguard" => {
             let Some(wg) = raw.wireguard else {
@@ -135,16 +135,22 @@ fn convert_line(i: usize, raw: RawLine) -> Result<Converted, Problem> {
             }
             LineKind::WireGuard(convert_wireguard(i, wg)?)
         }
-        other => match TunnelType::from_name(other) {
-            Some(kind) => {
+        other => match ip_tunnel_type(other) {
+            Some((kind, ipsec)) => {
                 if raw.wireguard.is_some() {
                     return Err(Problem::new(
                         i,
                         S::WireGuard,
-                        format!("a {kind} line takes no [line.wireguard] table; remove it"),
+                        format!("a {other} line takes no [line.wireguard] table; remove it"),
                     ));
                 }
-                let t = convert_ip_tunnel(i, kind, esp, raw.ip_tunnel.unwrap_or_default())?;
+                let mut t = raw.ip_tunnel.unwrap_or_default();
+                if ipsec && !t.encrypt {
+                    // The type asked for the encryption: its problems name the type.
+                    t.encrypt = true;
+                    esp = S::Type;
+                }
+                let t = convert_ip_tunnel(i, kind, esp, t)?;
                 check_ip_tunnel(i, &t, esp, raw.peer_ip, raw.local_vip, raw.mtu)?;
                 LineKind::IpTunnel(t)
             }
@@ -172,6 +178,14 @@ fn convert_line(i: usize, raw: RawLine) -> Result<Converted, Problem> {
         },
         esp,
     })
+}
+
+/// The IP tunnel type a `type` names, and whether it is `ipsec` (gre with ESP).
+fn ip_tunnel_type(name: &str) -> Option<(TunnelType, bool)> {
+    match name {
+        IPSEC => Some((TunnelType::Gre, true)),
+        other => TunnelType::from_name(other).map(|kind| (kind, false)),
+    }
 }
 
 /// A wireguard line with a `[line.ip_tunnel]` table: named by the first option it sets.
@@ -816,6 +830,76 @@ mod test {
         assert!(err(&fixed).contains("inherit"), "{}", err(&fixed));
         let ok = GRE_TOML.replace("ttl = \"inherit\"", "pmtudisc = false");
         assert!(cfg(&ok).is_ok());
+    }
+
+    const IPSEC_TOML: &str = r#"
+[[line]]
+name = "sec"
+parent = "eth0"
+peer_ip = "198.51.100.20"
+peer_vip = "10.9.0.2"
+local_vip = "10.9.0.1"
+type = "ipsec"
+
+[line.ip_tunnel]
+enc_key = "0x9f8e7d6c5b4a39281716050403020100aabbccddeeff0011"
+auth_key = "0x1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f"
+"#;
+
+    #[test]
+    fn type_ipsec_in_the_file_means_gre_with_encrypt() {
+        let ipsec = cfg(IPSEC_TOML).unwrap();
+        let gre = cfg(&IPSEC_TOML.replace(
+            "type = \"ipsec\"\n\n[line.ip_tunnel]\n",
+            "type = \"gre\"\n\n[line.ip_tunnel]\nencrypt = true\n",
+        ))
+        .unwrap();
+        assert_eq!(ipsec, gre);
+        let t = ipsec.lines[0].ip_tunnel().unwrap();
+        assert_eq!(t.kind, TunnelType::Gre);
+        assert!(t.esp.is_some());
+        // Written back in the documented form, which reads back the same.
+        let written = ipsec.to_toml();
+        assert!(
+            written.contains("type = \"gre\"") && written.contains("encrypt = true"),
+            "{written}"
+        );
+        assert_eq!(cfg(&written).unwrap(), ipsec);
+        // Where the type asked for the encryption, its problems name the type.
+        let msg =
+            err(&IPSEC_TOML.replace("[line.ip_tunnel]\n", "[line.ip_tunnel]\nkeepalive = 5\n"));
+        assert!(
+            msg.starts_with("line[0] (\"sec\").type: keepalive probes")
+                && msg.ends_with("remove ip_tunnel.keepalive or type"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_esp_keys_in_the_file_are_named_by_the_files_keys() {
+        let gre = IPSEC_TOML
+            .replace("type = \"ipsec\"", "type = \"gre\"")
+            .replace("[line.ip_tunnel]\n", "[line.ip_tunnel]\nencrypt = true\n");
+        let msg = err(&gre.replace("enc_key", "# enc_key"));
+        assert!(
+            msg.contains("line[0] (\"sec\").ip_tunnel.enc_key")
+                && msg.contains("ip_tunnel.auth_key"),
+            "{msg}"
+        );
+        assert!(!msg.contains("--"), "a file's error names no flag: {msg}");
+        let msg = err(&IPSEC_TOML.replace("auth_key", "# auth_key"));
+        assert!(
+            msg.contains("line[0] (\"sec\").ip_tunnel.auth_key")
+                && msg.contains("ip_tunnel.enc_key"),
+            "{msg}"
+        );
+        assert!(!msg.contains("--"), "a file's error names no flag: {msg}");
+    }
+
+    #[test]
+    fn unsupported_type_lists_ipsec_too() {
+        let msg = err(&SERVER_TOML.replacen("type = \"wireguard\"", "type = \"pptp\"", 1));
+        assert!(msg.contains("gre6, ipsec"), "{msg}");
     }
 
     /// The line create argument that `p` names, as a request with no flags of its own.

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::esp::EspKey;
+use crate::config::model::IPSEC;
 use crate::config::raw::{IntOrText, RawIpTunnel, RawLine, RawWireGuard};
 use crate::config::{ConfigError, Flags, Mode, PrivateKey, PublicKey, Setting};
 
@@ -171,19 +172,11 @@ impl LineSpec {
                     ),
                 ));
             }
-            if self.kind == "ipsec" {
-                // TrueWord Node's name for GRE over IPsec: gre with ESP.
-                line.kind = "gre".into();
+            if self.kind == IPSEC {
+                // The file's `type = "ipsec"`: problems of the encryption name the type.
+                flags.typed(Setting::Type, "--type ipsec");
             }
             line.ip_tunnel = self.ip_tunnel_table(self.keepalive, &mut flags)?;
-            if self.kind == "ipsec" {
-                line.ip_tunnel
-                    .get_or_insert_with(RawIpTunnel::default)
-                    .encrypt = true;
-                if !self.ip_tunnel.encrypt {
-                    flags.typed(Setting::Encrypt, "--type ipsec");
-                }
-            }
         }
         Ok(Requested {
             line,
@@ -424,14 +417,15 @@ keepalive_retries = 2
     }
 
     #[test]
-    fn type_ipsec_is_gre_with_encrypt_and_its_errors_name_the_flags() {
+    fn type_ipsec_means_gre_with_encrypt_and_its_errors_name_the_flags() {
         let mut s = spec("sec", "ipsec");
         s.ip_tunnel.enc_key = Some(Secret(ENC.into()));
         s.ip_tunnel.auth_key = Some(Secret(ENC.into()));
-        let r = s.clone().into_raw().unwrap();
-        assert_eq!(r.line.kind, "gre");
-        assert!(r.line.ip_tunnel.as_ref().unwrap().encrypt);
-        assert!(create(&Config::default(), s.clone()).is_ok());
+        let ipsec = create(&Config::default(), s.clone()).unwrap();
+        let mut gre = s.clone();
+        gre.kind = "gre".into();
+        gre.ip_tunnel.encrypt = true;
+        assert_eq!(ipsec, create(&Config::default(), gre).unwrap());
 
         s.keepalive = Some(5);
         let msg = create(&Config::default(), s).unwrap_err();
