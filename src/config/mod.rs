@@ -16,7 +16,7 @@ pub mod names;
 pub mod raw;
 pub mod setting;
 #[cfg(test)]
-mod testdata;
+pub(crate) mod testdata;
 pub mod validate;
 
 use std::fs::{self, File, OpenOptions};

@@ -321,8 +321,8 @@ impl LineSpec {
 mod test {
     use super::*;
     use crate::config::raw::RawConfig;
-    use crate::config::{parse, Config};
-    use std::path::Path;
+    use crate::config::testdata::{cfg, GRE_TOML};
+    use crate::config::Config;
 
     const ENC: &str = "0x9f8e7d6c5b4a39281716050403020100aabbccddeeff0011";
 
@@ -359,39 +359,39 @@ mod test {
     #[test]
     fn a_gre_request_is_the_entry_a_file_holds() {
         let mut s = spec("gre1", "gre");
-        s.ip_tunnel.key = Some("0.0.0.7".into());
-        s.ip_tunnel.seq = true;
+        s.ip_tunnel.ikey = Some("0.0.0.7".into());
+        s.ip_tunnel.okey = Some("8".into());
+        s.ip_tunnel.iseq = true;
         s.ip_tunnel.ocsum = true;
         s.ip_tunnel.ttl = Some("inherit".into());
         s.ip_tunnel.tos = Some("0x28".into());
         s.keepalive = Some(5);
         s.keepalive_retries = Some(2);
         let created = create(&Config::default(), s).unwrap();
-        let file = parse(
-            r#"
-[[line]]
-name = "gre1"
-parent = "eth0"
-peer_ip = "198.51.100.20"
-peer_vip = "10.9.0.2"
-local_vip = "10.9.0.1"
-type = "gre"
+        let file = cfg(GRE_TOML).unwrap();
+        assert_eq!(created.lines[..], file.lines[..1]);
+    }
 
-[line.ip_tunnel]
-ikey = 7
-okey = "0.0.0.7"
-iseq = true
-oseq = true
-ocsum = true
-ttl = "inherit"
-tos = "0x28"
-keepalive = 5
-keepalive_retries = 2
-"#,
-            Path::new("t.toml"),
-        )
-        .unwrap();
-        assert_eq!(created, file);
+    #[test]
+    fn key_seq_and_csum_set_both_directions() {
+        let mut s = spec("gre1", "gre");
+        s.ip_tunnel.key = Some("7".into());
+        s.ip_tunnel.seq = true;
+        s.ip_tunnel.csum = true;
+        let r = s.into_raw().unwrap();
+        let t = r.line.ip_tunnel.unwrap();
+        let seven = Some(IntOrText::Text("7".into()));
+        assert_eq!((&t.ikey, &t.okey), (&seven, &seven));
+        assert!(t.iseq && t.oseq && t.icsum && t.ocsum);
+        for (setting, flag) in [
+            (Setting::Ikey, "--key"),
+            (Setting::Okey, "--key"),
+            (Setting::Oseq, "--seq"),
+            (Setting::Icsum, "--csum"),
+            (Setting::Ttl, "--ttl"),
+        ] {
+            assert_eq!(r.flags.flag(setting), flag);
+        }
     }
 
     #[test]
