@@ -103,6 +103,7 @@ impl Setting {
             LocalVip => "<local_vip>",
             Type => "--type",
             Mtu => "--mtu",
+            // The tables as a whole: a request fills them from its type (and --mode).
             WireGuard | Mode => "--mode",
             ListenPort => "--listen-port",
             PeerPort => "--peer-port",
@@ -131,8 +132,8 @@ impl Setting {
 }
 
 /// The arguments a `line create` request set its settings with, where they differ from
-/// [`Setting::flag`]: `--key` for both keys, `--seq`, `--csum`, `--type ipsec` for the
-/// encryption.
+/// [`Setting::flag`]: `--key` for both keys, `--seq`, `--csum`, and `--type ipsec` for a
+/// type that asked for the encryption.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flags(Vec<(Setting, &'static str)>);
 
