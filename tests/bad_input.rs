@@ -814,3 +814,112 @@ fn create_and_delete_refuse_to_overwrite_hand_edits_not_yet_reloaded() {
     let text = node.config_text();
     assert!(text.contains("51899") && text.contains("second"), "{text}");
 }
+
+/// Issue 22, item 6: the list of supported types that a mistyped `--type` prints names
+/// every type `--type` accepts, ipsec included.
+#[test]
+fn mistyped_type_lists_every_supported_type_ipsec_included() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("btype");
+    let node = server_with_line(&a);
+    let before = snapshot(&node);
+    let out = node.cli(&[
+        "line",
+        "create",
+        "eth0",
+        "198.51.100.20",
+        "10.0.1.2",
+        "10.0.1.1",
+        "tunnel_two",
+        "--type",
+        "wirguard",
+    ]);
+    assert_refused(
+        &out,
+        &["--type", "\"wirguard\"", "wireguard", "gre6", "ipsec"],
+    );
+    assert_eq!(snapshot(&node), before);
+}
+
+/// Issue 22, item 7: a `line create` refused because of another line names that line
+/// by its name and the setting by its argument, never by the config file's
+/// `line[N] ("name").key` paths.
+#[test]
+fn create_errors_name_other_lines_by_name_not_by_config_paths() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("bnames");
+    let node = server_with_line(&a);
+    let before = snapshot(&node);
+    let create = |peer_vip: &str, local_vip: &str, port: &str| {
+        node.cli(&[
+            "line",
+            "create",
+            "eth0",
+            "198.51.100.20",
+            peer_vip,
+            local_vip,
+            "tunnel_two",
+            "--type",
+            "wireguard",
+            "--mode",
+            "server",
+            "--listen-port",
+            port,
+        ])
+    };
+    for (out, needles) in [
+        (
+            create("10.0.1.2", "10.0.0.2", "51821"),
+            &["<local_vip>: 10.0.0.2 is already the peer VIP of line tunnel_base"][..],
+        ),
+        (
+            create("10.0.0.1", "10.0.1.1", "51821"),
+            &["<peer_vip>: 10.0.0.1 is already the local VIP of line tunnel_base"],
+        ),
+        (
+            create("10.0.1.2", "10.0.1.1", "51820"),
+            &["--listen-port: ", "51820", "line tunnel_base"],
+        ),
+    ] {
+        let line = assert_refused(&out, needles);
+        assert!(!line.contains("line["), "config-file path in {line}");
+        assert_eq!(snapshot(&node), before);
+    }
+}
+
+/// Issue 22, item 7: a VIP the host already has is refused naming the interface that
+/// holds it, not its index.
+#[test]
+fn vip_already_on_the_host_names_the_interface() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("bifname");
+    let node = server_with_line(&a);
+    let before = snapshot(&node);
+    let out = node.cli(&[
+        "line",
+        "create",
+        "eth0",
+        "198.51.100.20",
+        "10.0.1.2",
+        "203.0.113.10",
+        "tunnel_two",
+        "--type",
+        "wireguard",
+        "--mode",
+        "server",
+        "--listen-port",
+        "51821",
+    ]);
+    let line = assert_refused(
+        &out,
+        &["local VIP 203.0.113.10", "on eth0", "choose another VIP"],
+    );
+    assert!(!line.contains("index"), "{line}");
+    assert_eq!(snapshot(&node), before);
+}

@@ -12,6 +12,22 @@ use common::{dump_state, require_root_and_tools};
 
 const ENC: &str = "0x9f8e7d6c5b4a39281716050403020100aabbccddeeff0011";
 const AUTH: &str = "0x1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f";
+/// A good encrypted line `sec` from A (seed_pair) to B.
+const SEC_CREATE: &[&str] = &[
+    "line",
+    "create",
+    "eth0",
+    "198.51.100.20",
+    "10.0.0.2",
+    "10.0.0.1",
+    "sec",
+    "--type",
+    "ipsec",
+    "--enc-key",
+    ENC,
+    "--auth-key",
+    AUTH,
+];
 
 fn assert_refused(out: &Output, needles: &[&str]) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -36,6 +52,26 @@ fn assert_refused(out: &Output, needles: &[&str]) -> String {
         );
     }
     lines[0].to_string()
+}
+
+/// Runs `twnode daemon` in the foreground for the node's files; it must exit by itself
+/// (a refused start), so it runs under `timeout`.
+fn start_expecting_failure(node: &Node) -> Output {
+    let config = node.config();
+    let socket = node.socket();
+    let state = node.state_dir();
+    node.ns.exec(&[
+        "timeout",
+        "10",
+        twnode_bin(),
+        "daemon",
+        "--config",
+        config.to_str().unwrap(),
+        "--control",
+        socket.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ])
 }
 
 /// Config bytes and mode, the lines, the host.
@@ -66,21 +102,7 @@ fn malformed_or_missing_esp_options_are_refused_naming_the_flag() {
     let (a, _b) = seed_pair("besp");
     let node = Node::start(&a);
     // One good encrypted line, so "changes nothing" covers an existing one too.
-    node.cli_ok(&[
-        "line",
-        "create",
-        "eth0",
-        "198.51.100.20",
-        "10.0.0.2",
-        "10.0.0.1",
-        "sec",
-        "--type",
-        "ipsec",
-        "--enc-key",
-        ENC,
-        "--auth-key",
-        AUTH,
-    ]);
+    node.cli_ok(SEC_CREATE);
     let before = snapshot(&node);
     let create = |extra: &[&str]| {
         let mut args = vec![
@@ -253,43 +275,12 @@ fn daemon_refuses_world_readable_config_with_esp_keys_and_malformed_toml_keys() 
     let (a, _b) = seed_pair("bespc");
     let mut node = Node::new(&a);
     node.start_daemon();
-    node.cli_ok(&[
-        "line",
-        "create",
-        "eth0",
-        "198.51.100.20",
-        "10.0.0.2",
-        "10.0.0.1",
-        "sec",
-        "--type",
-        "ipsec",
-        "--enc-key",
-        ENC,
-        "--auth-key",
-        AUTH,
-    ]);
+    node.cli_ok(SEC_CREATE);
     node.stop_daemon();
     let text = node.config_text();
     let before_host = dump_state(&a);
-    let start = |node: &Node| {
-        let config = node.config();
-        let socket = node.socket();
-        let state = node.state_dir();
-        node.ns.exec(&[
-            "timeout",
-            "10",
-            twnode_bin(),
-            "daemon",
-            "--config",
-            config.to_str().unwrap(),
-            "--control",
-            socket.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-        ])
-    };
     std::fs::set_permissions(node.config(), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = start(&node);
+    let out = start_expecting_failure(&node);
     let chmod = format!("chmod 600 {}", node.config().display());
     assert_refused(&out, &[&chmod, "0644", "ESP"]);
     assert_eq!(node.config_text(), text);
@@ -302,8 +293,92 @@ fn daemon_refuses_world_readable_config_with_esp_keys_and_malformed_toml_keys() 
     );
     assert_ne!(bad, text, "{text}");
     std::fs::write(node.config(), &bad).unwrap();
-    let out = start(&node);
+    let out = start_expecting_failure(&node);
     assert_refused(&out, &["enc_key", "is not hex"]);
     assert_eq!(node.config_text(), bad);
     assert_eq!(dump_state(&a), before_host);
+}
+
+/// Issue 22, item 6: `type = "ipsec"` in the file means what `--type ipsec` means (gre
+/// with ESP), and a file's missing ESP key is named by its key in the file, not by a
+/// command-line flag.
+#[test]
+fn daemon_reads_type_ipsec_and_names_the_files_keys_when_one_is_missing() {
+    if !require_root_and_tools(&["ip", "timeout"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("bespt");
+    let mut node = Node::new(&a);
+    let config = format!(
+        "[[line]]\nname = \"sec\"\nparent = \"eth0\"\npeer_ip = \"198.51.100.20\"\n\
+         peer_vip = \"10.0.0.2\"\nlocal_vip = \"10.0.0.1\"\ntype = \"ipsec\"\n\n\
+         [line.ip_tunnel]\nenc_key = \"{ENC}\"\nauth_key = \"{AUTH}\"\n"
+    );
+    std::fs::write(node.config(), &config).unwrap();
+    std::fs::set_permissions(node.config(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    node.start_daemon();
+    let l: serde_json::Value =
+        serde_json::from_str(&node.cli_ok(&["line", "show", "sec", "--json"])).expect("json");
+    assert_eq!(l["type"], "gre", "{l}");
+    let options = l["options"].to_string();
+    assert!(options.contains("--encrypt"), "{l}");
+    node.stop_daemon();
+
+    let before_host = dump_state(&a);
+    let bad = config.replace(&format!("auth_key = \"{AUTH}\"\n"), "");
+    std::fs::write(node.config(), &bad).unwrap();
+    let out = start_expecting_failure(&node);
+    let line = assert_refused(
+        &out,
+        &["line[0] (\"sec\").ip_tunnel.auth_key", "ip_tunnel.enc_key"],
+    );
+    assert!(!line.contains("--"), "a file's error names no flag: {line}");
+    assert_eq!(node.config_text(), bad);
+    assert_eq!(dump_state(&a), before_host);
+}
+
+/// Issue 22, item 6: `line list` and `line show` say that an encrypted line is
+/// encrypted; `--json` keeps `type` the encapsulation with `--encrypt` in its options.
+#[test]
+fn an_encrypted_line_is_listed_and_shown_as_encrypted() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("bespl");
+    let node = Node::start(&a);
+    node.cli_ok(SEC_CREATE);
+    node.cli_ok(&[
+        "line",
+        "create",
+        "eth0",
+        "198.51.100.30",
+        "10.0.3.2",
+        "10.0.3.1",
+        "plain",
+        "--type",
+        "gre",
+    ]);
+    let list = node.cli_ok(&["line", "list"]);
+    let row = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in\n{list}"))
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(row("sec"), "GRE+ESP", "{list}");
+    assert_eq!(row("plain"), "GRE", "{list}");
+    let shown = node.cli_ok(&["line", "show", "sec"]);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["type:", "gre+esp"]),
+        "{shown}"
+    );
+    let l: serde_json::Value =
+        serde_json::from_str(&node.cli_ok(&["line", "show", "sec", "--json"])).expect("json");
+    assert_eq!(l["type"], "gre", "{l}");
+    assert!(l["options"].to_string().contains("--encrypt"), "{l}");
 }

@@ -9,9 +9,9 @@ pub fn created(c: &Created) {
     let l = &c.line;
     let mode = l.mode.as_deref().unwrap_or("-");
     if l.mode.is_some() {
-        println!("[Create {} line - {mode} mode]", type_label(&l.kind));
+        println!("[Create {} line - {mode} mode]", type_label(l));
     } else {
-        println!("[Create {} line]", type_label(&l.kind));
+        println!("[Create {} line]", type_label(l));
     }
     println!("Parent:     {}", l.parent);
     match l.local_ip {
@@ -45,9 +45,8 @@ pub fn created(c: &Created) {
         }
     }
     if l.mode.is_none() {
-        let encrypted = l.options.iter().any(|o| o == "--encrypt");
         let proto = match l.kind.as_str() {
-            "gre" | "gre6" if encrypted => "50, ESP",
+            "gre" | "gre6" if encrypted(l) => "50, ESP",
             "gre" | "gre6" => "47",
             "ipip" | "ipip6" => "4",
             _ => "41",
@@ -89,8 +88,25 @@ pub fn created(c: &Created) {
     }
 }
 
-fn type_label(kind: &str) -> &str {
-    match kind {
+/// Whether the line is GRE over ESP: its options say so (`--json` keeps `type` the
+/// encapsulation, `gre`, with `--encrypt` in `options`).
+fn encrypted(l: &LineStatus) -> bool {
+    l.options.iter().any(|o| o == "--encrypt")
+}
+
+/// The type in `line show`'s words: `gre+esp` for an encrypted GRE line.
+fn type_name(l: &LineStatus) -> String {
+    if encrypted(l) {
+        format!("{}+esp", l.kind)
+    } else {
+        l.kind.clone()
+    }
+}
+
+/// The type in the table's and `line create`'s words: `GRE+ESP` for an encrypted GRE
+/// line.
+fn type_label(l: &LineStatus) -> String {
+    let kind = match l.kind.as_str() {
         "wireguard" => "WireGuard",
         "ipip" => "IPIP",
         "gre" => "GRE",
@@ -99,6 +115,11 @@ fn type_label(kind: &str) -> &str {
         "ipip6" => "IPIP6",
         "gre6" => "GRE6",
         other => other,
+    };
+    if encrypted(l) {
+        format!("{kind}+ESP")
+    } else {
+        kind.to_string()
     }
 }
 
@@ -195,7 +216,7 @@ pub fn table(lines: &[LineStatus]) -> String {
             [
                 name,
                 l.parent.clone(),
-                type_label(&l.kind).to_string(),
+                type_label(l),
                 l.peer_ip.to_string(),
                 l.local_vip.to_string(),
                 l.mtu.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
@@ -239,7 +260,7 @@ pub fn detail(l: &LineStatus) -> String {
     let mut out = String::new();
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let _ = writeln!(out, "line:            {}", l.name);
-    let _ = writeln!(out, "type:            {}", l.kind);
+    let _ = writeln!(out, "type:            {}", type_name(l));
     let _ = writeln!(out, "mode:            {}", opt(l.mode.clone()));
     let _ = writeln!(out, "parent:          {} (depth {})", l.parent, l.depth);
     let _ = writeln!(out, "state:           {}", state_label(l));
@@ -345,15 +366,11 @@ mod test {
     }
 
     fn status(name: &str, parent: &str, depth: usize) -> LineStatus {
-        let json = format!(
-            r#"{{"name":"{name}","parent":"{parent}","type":"gre","mode":null,
-               "peer_ip":"198.51.100.20","peer_vip":"10.0.0.2","local_vip":"10.0.0.1",
-               "local_ip":null,"depth":{depth},"mtu":null,"state":"up","reason":null,
-               "listen_port":null,"endpoint":null,"public_key":null,"peer_public_key":null,
-               "last_handshake_secs":null,"rx_bytes":0,"tx_bytes":0,"rx_packets":0,
-               "tx_packets":0,"drops":[],"options":[],"keepalive":null}}"#
-        );
-        serde_json::from_str(&json).unwrap()
+        LineStatus {
+            parent: parent.into(),
+            depth,
+            ..gre_status(name, &[])
+        }
     }
 
     #[test]
@@ -372,6 +389,55 @@ mod test {
             .map(|r| r.split("  ").find(|c| !c.is_empty()).unwrap().to_string())
             .collect();
         assert_eq!(names, ["wg1", "└ kid2", "└ deep", "gre1", "└ kid1"]);
+    }
+
+    fn gre_status(name: &str, options: &[&str]) -> LineStatus {
+        LineStatus {
+            name: name.into(),
+            parent: "eth0".into(),
+            kind: "gre".into(),
+            mode: None,
+            peer_ip: "198.51.100.20".parse().unwrap(),
+            peer_vip: "10.0.0.2".parse().unwrap(),
+            local_vip: "10.0.0.1".parse().unwrap(),
+            local_ip: None,
+            depth: 0,
+            mtu: None,
+            state: LineState::Down,
+            reason: None,
+            listen_port: None,
+            endpoint: None,
+            public_key: None,
+            peer_public_key: None,
+            last_handshake_secs: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            rx_packets: 0,
+            tx_packets: 0,
+            drops: Vec::new(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+            keepalive: None,
+            esp: None,
+            transmit: None,
+            af_xdp_packets: None,
+        }
+    }
+
+    #[test]
+    fn an_encrypted_line_shows_its_type_as_encrypted() {
+        let lines = [
+            gre_status("sec", &["--encrypt"]),
+            gre_status("plain", &["--key", "7"]),
+        ];
+        let table = table(&lines);
+        let types: Vec<&str> = table
+            .lines()
+            .skip(1)
+            .map(|r| r.split_whitespace().nth(2).unwrap())
+            .collect();
+        assert_eq!(types, ["GRE+ESP", "GRE"], "{table}");
+        assert!(detail(&lines[0]).contains("type:            gre+esp\n"));
+        assert!(detail(&lines[1]).contains("type:            gre\n"));
     }
 
     #[test]

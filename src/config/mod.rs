@@ -1,23 +1,35 @@
-//! The TOML configuration: raw serde structs ([`raw`]) are turned by `TryFrom` into a
-//! validated model of newtypes ([`model`]); [`diff`] tells a reload which lines changed.
+//! The TOML configuration: raw serde structs ([`raw`]) are turned by `TryFrom`
+//! ([`validate`]) into a validated model ([`model`]: lines of the newtypes in [`names`],
+//! IP tunnel options in [`iptunnel`], ESP in [`esp`]); [`diff`] tells a reload which
+//! lines changed.
 //!
 //! Rules: everything that can be checked without looking at the host is checked at load
 //! time (duplicate names, unknown line parents, cycles, VIP and port clashes, MTU bounds);
 //! the file is written atomically (temp file, fsync, rename) with mode 0600; a file that
 //! holds private keys and is readable by other users is refused, as ssh refuses such keys.
 
+pub mod diff;
 pub mod esp;
-pub mod keys;
+pub mod iptunnel;
 pub mod model;
+pub mod names;
 pub mod raw;
+pub mod setting;
+#[cfg(test)]
+pub(crate) mod testdata;
+pub mod validate;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-pub use keys::{KeyError, PrivateKey, PublicKey};
-pub use model::{Config, Line, LineKind, LineName, Mode, Mtu, Port, WireGuard};
+pub use crate::tunnel::keys::{KeyError, PrivateKey, PublicKey};
+pub use diff::{diff, Diff};
+pub use iptunnel::IpTunnel;
+pub use model::{Config, Line, LineKind, WireGuard};
+pub use names::{LineName, Mode, Mtu, Port};
+pub use setting::{Flags, Origin, Setting};
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/twnode/twnode.toml";
@@ -56,7 +68,9 @@ pub enum ConfigError {
     /// A value is well-formed but not acceptable.
     #[error("{key}: {message}")]
     Invalid {
-        /// TOML key path, e.g. `line[1] ("tunnel_base").peer_port`.
+        /// The setting as the user named it: a TOML key path, e.g.
+        /// `line[1] ("tunnel_base").peer_port`, or a `line create` argument, e.g.
+        /// `--peer-port` (see [`setting`]).
         key: String,
         /// What is wrong and what to do.
         message: String,
@@ -270,7 +284,7 @@ mod test {
     fn save_is_0600_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/twnode.toml");
-        let cfg = parse(model::test::SERVER_TOML, Path::new("x")).unwrap();
+        let cfg = parse(testdata::SERVER_TOML, Path::new("x")).unwrap();
         save(&cfg, &path).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -287,7 +301,7 @@ mod test {
     fn world_readable_file_with_private_keys_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("twnode.toml");
-        fs::write(&path, model::test::SERVER_TOML).unwrap();
+        fs::write(&path, testdata::SERVER_TOML).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = load(&path).unwrap_err();
         let msg = err.to_string();
@@ -317,7 +331,7 @@ mod test {
 
     #[test]
     fn unknown_key_is_named() {
-        let text = model::test::SERVER_TOML.replace("mtu = 1420", "mtu = 1420\ncolour = \"red\"");
+        let text = testdata::SERVER_TOML.replace("mtu = 1420", "mtu = 1420\ncolour = \"red\"");
         let msg = parse(&text, Path::new("t.toml")).unwrap_err().to_string();
         assert!(msg.contains("t.toml:10:1: line[0].colour: "), "{msg}");
         assert!(!msg.contains('\n'), "one line: {msg}");
@@ -325,10 +339,10 @@ mod test {
 
     #[test]
     fn parse_error_key_path_counts_line_tables_and_subtables() {
-        let text = model::test::SERVER_TOML.replace("peer_port = 51821", "peer_port = \"x\"");
+        let text = testdata::SERVER_TOML.replace("peer_port = 51821", "peer_port = \"x\"");
         let msg = parse(&text, Path::new("t.toml")).unwrap_err().to_string();
         assert!(msg.contains("line[1].wireguard.peer_port"), "{msg}");
-        let text = model::test::SERVER_TOML.replace("[line.wireguard]", "[line.wireguard");
+        let text = testdata::SERVER_TOML.replace("[line.wireguard]", "[line.wireguard");
         let msg = parse(&text, Path::new("t.toml")).unwrap_err().to_string();
         assert!(msg.starts_with("t.toml:11:16: [line.wireguard: "), "{msg}");
     }

@@ -5,8 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::esp::EspKey;
-use super::keys::{PrivateKey, PublicKey};
+use crate::tunnel::keys::{EspKey, PrivateKey, PublicKey};
 
 /// The whole file.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

@@ -7,7 +7,10 @@
 //! field meant for it ([`PeerCommand::private_key`], the generated key of a client).
 
 pub mod client;
+mod line_spec;
 pub mod server;
+
+pub use line_spec::{IpTunnelArgs, LineSpec, Requested, Secret};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -117,108 +120,9 @@ pub enum Request {
     Reload,
 }
 
-/// The arguments of `line create`, as typed by the user. Its `Debug` hides the private
-/// key (the daemon logs requests at debug level).
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LineSpec {
-    pub parent: String,
-    pub peer_ip: IpAddr,
-    pub peer_vip: IpAddr,
-    pub local_vip: IpAddr,
-    pub name: String,
-    /// `type`: "wireguard", "ipip", "gre", "sit", "ip6ip6", "ipip6" or "gre6".
-    pub kind: String,
-    pub mode: Option<String>,
-    pub listen_port: Option<u32>,
-    pub peer_port: Option<u32>,
-    /// Base64; given with `--mode client`.
-    pub private_key: Option<String>,
-    pub peer_pubkey: Option<String>,
-    /// Seconds: WireGuard's persistent keepalive, or an IP tunnel's probe interval.
-    pub keepalive: Option<u32>,
-    pub mtu: Option<u32>,
-    /// IP tunnels: the `RETRIES` of `--keepalive SECS,RETRIES`.
-    #[serde(default)]
-    pub keepalive_retries: Option<u32>,
-    /// IP tunnels: iproute2's options, as typed (validated by the daemon).
-    #[serde(default)]
-    pub ip_tunnel: IpTunnelArgs,
-}
-
-impl fmt::Debug for LineSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LineSpec")
-            .field("parent", &self.parent)
-            .field("peer_ip", &self.peer_ip)
-            .field("peer_vip", &self.peer_vip)
-            .field("local_vip", &self.local_vip)
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("mode", &self.mode)
-            .field("listen_port", &self.listen_port)
-            .field("peer_port", &self.peer_port)
-            .field("private_key", &redacted(&self.private_key))
-            .field("peer_pubkey", &self.peer_pubkey)
-            .field("keepalive", &self.keepalive)
-            .field("mtu", &self.mtu)
-            .field("keepalive_retries", &self.keepalive_retries)
-            .field("ip_tunnel", &self.ip_tunnel)
-            .finish()
-    }
-}
-
 /// What `Debug` shows of a secret.
 fn redacted(secret: &Option<String>) -> Option<&'static str> {
     secret.as_ref().map(|_| "<redacted>")
-}
-
-/// `line create`'s IP tunnel options, as typed: iproute2's `[i|o]key`, `[i|o]seq`,
-/// `[i|o]csum`, `ttl`, `tos`, `[no]pmtudisc`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IpTunnelArgs {
-    pub key: Option<String>,
-    pub ikey: Option<String>,
-    pub okey: Option<String>,
-    pub seq: bool,
-    pub iseq: bool,
-    pub oseq: bool,
-    pub csum: bool,
-    pub icsum: bool,
-    pub ocsum: bool,
-    pub ttl: Option<String>,
-    pub tos: Option<String>,
-    /// `Some(true)` for `--pmtudisc`, `Some(false)` for `--nopmtudisc`.
-    pub pmtudisc: Option<bool>,
-    /// `--encrypt`: ESP under the GRE header.
-    pub encrypt: bool,
-    /// `--cipher`.
-    pub cipher: Option<String>,
-    /// `--enc-key`, as typed. Secret.
-    pub enc_key: Option<Secret>,
-    /// `--auth-key`, as typed. Secret.
-    pub auth_key: Option<Secret>,
-    /// `--af-xdp`.
-    pub af_xdp: bool,
-}
-
-/// A secret as typed (an ESP key): carried as is, never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl IpTunnelArgs {
-    /// Whether any option was given (they apply to IP tunnel types only).
-    pub fn any(&self) -> bool {
-        *self != IpTunnelArgs::default()
-    }
 }
 
 /// The daemon's answer.

@@ -43,19 +43,6 @@ pub enum RequestError {
     )]
     FileBroken(#[source] ConfigError),
 
-    /// `line create`'s arguments do not make a line (the message names the flag).
-    #[error("{0}")]
-    Spec(String),
-
-    /// `line create`: a line of that name is configured.
-    #[error(
-        "a line named {name} already exists; choose another name (or `twnode line delete {name}` first)"
-    )]
-    LineExists {
-        /// The name asked for.
-        name: LineName,
-    },
-
     /// `line create`: the new line does not fit the configuration.
     #[error(transparent)]
     Config(ConfigError),

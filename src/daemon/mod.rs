@@ -15,7 +15,6 @@ mod objects;
 pub mod privileges;
 mod requests;
 mod restarts;
-mod spec;
 mod status;
 pub mod supervisor;
 #[cfg(test)]

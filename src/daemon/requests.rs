@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use tracing::{info, warn};
 
 use super::error::RequestError;
-use super::spec::line_from_spec;
 use super::supervisor::Supervisor;
 use crate::config::model::IpTunnel;
 use crate::config::{self, Line, LineKind, Mode};
@@ -71,7 +70,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             warn!("{e}");
             e
         })?;
-        let diff = config::model::diff(&self.config, &new);
+        let diff = config::diff(&self.config, &new);
         for name in &diff.stop {
             self.take_down(name).await;
             self.failed.remove(name);
@@ -109,14 +108,12 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
     }
 
     async fn create(&mut self, spec: LineSpec) -> Result<Created, RequestError> {
-        let (line, generated) = line_from_spec(spec).map_err(RequestError::Spec)?;
+        let requested = spec.into_raw().map_err(RequestError::Config)?;
+        let generated = requested.generated_keys;
         self.check_file_unchanged()?;
-        if self.config.is_line(line.name.as_str()) {
-            return Err(RequestError::LineExists { name: line.name });
-        }
-        let new_config = self
+        let (new_config, line) = self
             .config
-            .with_line(line.clone())
+            .with_line(requested.line, &requested.flags)
             .map_err(RequestError::Config)?;
         if let Some(parent) = self.config.line(line.parent.as_str()) {
             if !self.running.contains_key(&parent.name) {

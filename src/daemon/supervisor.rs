@@ -299,8 +299,8 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         for (what, vip) in [("local VIP", line.local_vip), ("peer VIP", line.peer_vip)] {
             if let Some((idx, _)) = addrs.iter().find(|(_, a)| *a == vip) {
                 return Err(fail(format!(
-                    "{what} {vip} is already configured on this host (interface index {idx}); \
-                     choose another VIP"
+                    "{what} {vip} is already configured on this host, on {}; choose another VIP",
+                    crate::net::interface_name(*idx)
                 )));
             }
         }

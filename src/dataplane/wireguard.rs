@@ -41,7 +41,7 @@ use super::pool::{
 use super::stats::LineStats;
 use super::tun::Tun;
 use super::{gso, udp, DataplaneError};
-use crate::config::{PrivateKey, PublicKey};
+use crate::tunnel::keys::{PrivateKey, PublicKey};
 use crate::tunnel::wireguard::{Keys, Stats, WireGuardCore, MIN_OUT};
 use crate::tunnel::{Action, DropReason};
 

@@ -199,11 +199,38 @@ fn check_prefix(object: &Object, addr: IpAddr, prefix: u8) -> Result<(), NetErro
     Ok(())
 }
 
+/// The name of the interface with index `index` in this network namespace, for a
+/// message; its index in words if it has none (it went away meanwhile).
+pub fn interface_name(index: u32) -> String {
+    let mut buf: [libc::c_char; libc::IF_NAMESIZE] = [0; libc::IF_NAMESIZE];
+    // SAFETY: `buf` holds IF_NAMESIZE bytes, the most if_indextoname writes (the name
+    // and its NUL); the pointer is valid for the call.
+    let found = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if found.is_null() {
+        return format!("interface index {index}");
+    }
+    let bytes: Vec<u8> = buf.iter().map(|&c| c as u8).collect();
+    match std::ffi::CStr::from_bytes_until_nul(&bytes) {
+        Ok(name) => name.to_string_lossy().into_owned(),
+        Err(_) => format!("interface index {index}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
+
+    #[test]
+    fn interface_names_come_from_their_index() {
+        // Every network namespace has its loopback at index 1.
+        assert_eq!(interface_name(1), "lo");
+        assert_eq!(
+            interface_name(u32::MAX),
+            format!("interface index {}", u32::MAX)
+        );
+    }
 
     #[test]
     fn point_to_point_address_reports_local_not_peer() {

@@ -30,6 +30,7 @@ use rtnetlink::packet_route::AddressFamily;
 
 pub use self::error::{LinkId, NetError, Object};
 pub use self::host::Host;
+pub use self::link::interface_name;
 pub use self::nexthop::NextHop;
 pub use self::route::Route;
 pub use self::rule::Rule;

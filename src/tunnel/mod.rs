@@ -9,7 +9,8 @@
 //! The IP tunnels share one core, [`iptunnel::IpTunnelCore`] (outer header, TTL/TOS,
 //! RFC 6040 ECN, keepalive probes), and differ in the layer between outer and inner
 //! header: none for [`ipip`] (ipip, sit, ip6ip6, ipip6), a GRE header for [`gre`] (gre,
-//! gre6). [`keepalive`] is the liveness state machine both use.
+//! gre6). [`keepalive`] is the liveness state machine both use. [`keys`] holds the key
+//! types (WireGuard's and ESP's) that the config stores and the cores use.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod esp;
@@ -17,6 +18,7 @@ pub mod gre;
 pub mod ipip;
 pub mod iptunnel;
 pub mod keepalive;
+pub mod keys;
 pub mod pmtu;
 pub mod wireguard;
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 
+use super::keys::{PrivateKey, PublicKey};
 use super::{Action, DropReason};
-use crate::config::{PrivateKey, PublicKey};
 
 /// Bytes WireGuard adds to an inner packet: type 4, receiver index 4, counter 8, tag 16.
 pub const DATA_OVERHEAD: usize = 32;

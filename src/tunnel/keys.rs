@@ -1,9 +1,19 @@
-//! WireGuard keys: x25519 private and public keys in the base64 form `wg genkey` and
-//! `wg pubkey` use, so keys move freely between twnode, wireguard-tools and wireguard-go.
+//! The keys a line holds: WireGuard's x25519 private and public keys, and the two static
+//! keys of an encrypted GRE line's ESP ([`EspKey`]). They live here, below the config
+//! that stores them and the tunnel cores that use them, so that neither imports the
+//! other's room.
 //!
-//! A private key never prints: its `Debug` and `Display` are redacted, and only
-//! [`PrivateKey::to_base64`] reveals it, for the few places (config file, peer command)
-//! that must.
+//! WireGuard keys are in the base64 form `wg genkey` and `wg pubkey` use, so keys move
+//! freely between twnode, wireguard-tools and wireguard-go. ESP keys are written `0x`
+//! followed by hex digits, 16 to 64 bytes (32 to 128 digits); the bytes are the key, they
+//! are never hashed as text. Anything else (text without `0x`, an odd number of digits, a
+//! non-hex character, too short or too long) is refused with a message that says which.
+//! The ESP keys feed the KDF of [`super::esp`]; neither is used directly as a cipher key,
+//! and the two are interchangeable in strength (both go into the IKM).
+//!
+//! A secret never prints: `Debug` and `Display` of [`PrivateKey`] and [`EspKey`] are
+//! redacted; only [`PrivateKey::to_base64`] and [`EspKey::to_hex`] reveal them, for the
+//! few places (config file, peer command) that must.
 
 use std::fmt;
 use std::str::FromStr;
@@ -137,7 +147,104 @@ impl<'de> Deserialize<'de> for PublicKey {
     }
 }
 
+/// Shortest key: 128 bits.
+pub const MIN_KEY_BYTES: usize = 16;
+/// Longest key: 512 bits.
+pub const MAX_KEY_BYTES: usize = 64;
+
+/// An ESP key as given by the user. Fixed storage keeps the settings that hold it
+/// `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EspKey {
+    len: u8,
+    bytes: [u8; MAX_KEY_BYTES],
+}
+
+impl EspKey {
+    /// Parses `0x` + hex. The error says what is wrong without echoing the key.
+    pub fn parse(s: &str) -> Result<EspKey, String> {
+        let s = s.trim();
+        let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) else {
+            return Err(format!(
+                "is not hex: an ESP key is written 0x followed by {}-{} hex digits \
+                 (e.g. `openssl rand -hex 32`, prefixed with 0x); text keys are not accepted",
+                2 * MIN_KEY_BYTES,
+                2 * MAX_KEY_BYTES
+            ));
+        };
+        if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(format!(
+                "has {c:?} after 0x, which is not a hex digit (0-9, a-f)"
+            ));
+        }
+        if hex.len() % 2 != 0 {
+            return Err(format!(
+                "has {} hex digits after 0x; a key is whole bytes, so an even number",
+                hex.len()
+            ));
+        }
+        let n = hex.len() / 2;
+        if !(MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&n) {
+            return Err(format!(
+                "is {n} bytes; an ESP key is {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes \
+                 ({}-{} hex digits after 0x)",
+                2 * MIN_KEY_BYTES,
+                2 * MAX_KEY_BYTES
+            ));
+        }
+        let mut bytes = [0u8; MAX_KEY_BYTES];
+        for (i, b) in bytes.iter_mut().take(n).enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| "is not hex".to_string())?;
+        }
+        Ok(EspKey {
+            len: n as u8,
+            bytes,
+        })
+    }
+
+    /// The key bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// `0x` + hex: the one way to reveal the key.
+    pub fn to_hex(&self) -> String {
+        let mut s = String::from("0x");
+        for b in self.bytes() {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+}
+
+impl fmt::Debug for EspKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EspKey(<redacted, {} bytes>)", self.len)
+    }
+}
+
+impl fmt::Display for EspKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for EspKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for EspKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        EspKey::parse(&s).map_err(|e| serde::de::Error::custom(format!("the ESP key {e}")))
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod test {
     use super::*;
     use proptest::prelude::*;
@@ -145,6 +252,7 @@ mod test {
     // A pair produced by wireguard-tools: `echo <priv> | wg pubkey`.
     const WG_PRIVATE: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
     const WG_PUBLIC: &str = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=";
+    const SEED_AUTH: &str = "0x1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f";
 
     #[test]
     fn public_key_matches_wireguard_tools() {
@@ -174,6 +282,37 @@ mod test {
     fn private_key_debug_is_redacted() {
         let k: PrivateKey = WG_PRIVATE.parse().unwrap();
         assert!(!format!("{k:?}").contains(&WG_PRIVATE[..8]));
+    }
+
+    #[test]
+    fn hex_keys_are_bytes_not_text() {
+        let k = EspKey::parse(SEED_AUTH).unwrap();
+        assert_eq!(k.bytes().len(), 24);
+        assert_eq!(&k.bytes()[..3], &[0x1a, 0x2b, 0x3c]);
+        assert_eq!(k.to_hex(), SEED_AUTH);
+        assert_eq!(
+            EspKey::parse("0XABCDEF0123456789abcdef0123456789")
+                .unwrap()
+                .bytes()[0],
+            0xab
+        );
+    }
+
+    #[test]
+    fn malformed_keys_are_refused_with_the_reason() {
+        for (bad, why) in [
+            ("1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d", "is not hex"),
+            ("my secret passphrase", "is not hex"),
+            ("0x1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6dz0", "not a hex digit"),
+            ("0x1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7", "even number"),
+            ("0x1a2b", "is 2 bytes"),
+            (&format!("0x{}", "ab".repeat(65)), "is 65 bytes"),
+            ("0x", "is 0 bytes"),
+        ] {
+            let e = EspKey::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("1a2b3c"), "the error echoes the key: {e}");
+        }
     }
 
     proptest! {
