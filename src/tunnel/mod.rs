@@ -19,6 +19,7 @@ pub mod iptunnel;
 pub mod keepalive;
 pub mod pmtu;
 pub mod wireguard;
+pub mod wireguard_peer;
 
 /// Why a tunnel core cannot be built from its settings (the config layer checks the
 /// same things first, with the TOML key in its message).
