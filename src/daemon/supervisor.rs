@@ -628,11 +628,16 @@ impl Supervisor {
             Some(Running {
                 dataplane: LineDataplane::WireGuard(wg),
                 ..
-            }) if wg.status().up => (LineState::Up, None),
-            Some(_) => (
-                LineState::Connecting,
-                Some("no WireGuard session with the peer yet".into()),
-            ),
+            }) => match wg.status() {
+                s if s.up => (LineState::Up, None),
+                s => (
+                    LineState::Connecting,
+                    Some(
+                        s.problem
+                            .unwrap_or_else(|| "no WireGuard session with the peer yet".into()),
+                    ),
+                ),
+            },
             None => match self.failed.get(&line.name) {
                 Some(f) if f.parent_down => (LineState::ParentDown, Some(f.reason.clone())),
                 Some(f) => (LineState::Down, Some(f.reason.clone())),

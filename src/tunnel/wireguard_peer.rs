@@ -147,26 +147,38 @@ impl fmt::Display for Problem {
                 since,
             } => write!(
                 f,
-                "no answer to {initiations} handshake initiations sent to {to} since {} s ago: \
-                 the peer is unreachable, or does not know this line's key (check that the \
-                 peer's --peer-pubkey is this line's public key, and this line's \
+                "no answer to {initiations} handshake initiations sent to {to} over the last \
+                 {} s: the peer is unreachable, or does not know this line's key (check that \
+                 the peer's --peer-pubkey is this line's public key, and this line's \
                  --peer-pubkey the peer's)",
                 since.as_secs()
-            ),
+            )?,
+            Problem::Rejected {
+                messages: 1, from, ..
+            } => write!(
+                f,
+                "a handshake message from the peer's address {from} failed authentication"
+            )?,
             Problem::Rejected {
                 messages,
                 from,
                 since,
             } => write!(
                 f,
-                "{messages} handshake message{} from the peer's address {from} failed \
-                 authentication since {} s ago (counted as bad_auth): the peer does not use \
-                 the keys this line expects (check that its --peer-pubkey is this line's \
-                 public key, and this line's --peer-pubkey its public key)",
-                if *messages == 1 { "" } else { "s" },
+                "{messages} handshake messages from the peer's address {from} failed \
+                 authentication over the last {} s",
                 since.as_secs()
-            ),
+            )?,
         }
+        if let Problem::Rejected { .. } = self {
+            write!(
+                f,
+                " (counted as bad_auth): the peer does not use the keys this line expects \
+                 (check that its --peer-pubkey is this line's public key, and this line's \
+                 --peer-pubkey its public key)"
+            )?;
+        }
+        Ok(())
     }
 }
 
