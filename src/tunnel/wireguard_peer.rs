@@ -613,6 +613,7 @@ mod test {
 
     use super::*;
     use crate::config::{PrivateKey, PublicKey};
+    use crate::tunnel::wireguard::test::ipv4_packet;
 
     const A_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
     const B_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 20));
@@ -622,16 +623,6 @@ mod test {
     const B: SocketAddr = SocketAddr::new(B_IP, 51820);
     /// Someone else: forges, replays, floods.
     const MALLORY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 66)), 666);
-
-    fn ipv4_packet(payload: &[u8]) -> Vec<u8> {
-        let mut p = vec![
-            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-        ];
-        p.extend_from_slice(payload);
-        let len = p.len() as u16;
-        p[2..4].copy_from_slice(&len.to_be_bytes());
-        p
-    }
 
     /// A data message for a session nobody has (a peer that restarted sees these).
     fn stray_data() -> Vec<u8> {
@@ -719,7 +710,18 @@ mod test {
             init
         }
 
-        /// What `from` (a) sends to the server's TUN device once up.
+        /// The server's handshake back toward stray data from [`A`] at `at(secs)`.
+        fn b_handshakes_back(&mut self, secs: f64) -> Vec<u8> {
+            let now = self.at(secs);
+            match self.b.handle_datagram(A, &stray_data(), &mut self.out, now) {
+                Inbound::Drop {
+                    answer: Some(t), ..
+                } => sent(Some(t), A),
+                other => panic!("a handshake back at {secs} s: {other:?}"),
+            }
+        }
+
+        /// What the client sends to the server's TUN device once up.
         fn a_data(&mut self, payload: &[u8]) -> Vec<u8> {
             let now = self.at(0.0);
             sent_out(
@@ -960,13 +962,7 @@ mod test {
         // The server sends a handshake back toward data it cannot read; the client
         // answers it at 0.
         let now = p.at(0.0);
-        let Inbound::Drop {
-            answer: Some(t), ..
-        } = p.b.handle_datagram(A, &stray_data(), &mut p.out, now)
-        else {
-            panic!("a handshake back");
-        };
-        let b_init = t.datagram.to_vec();
+        let b_init = p.b_handshakes_back(0.0);
         reply(p.a.handle_datagram(B, &b_init, &mut p.out, now), B);
         let at1 = p.at(1.0);
         assert_eq!(
@@ -1104,13 +1100,7 @@ mod test {
         assert_eq!(tick(&mut p.b, now), vec![], "reported once");
         // The client answers the next one: the problem is gone.
         let at = p.at(15.0);
-        let Inbound::Drop {
-            answer: Some(t), ..
-        } = p.b.handle_datagram(A, &stray_data(), &mut p.out, at)
-        else {
-            panic!("a fourth initiation");
-        };
-        let init = t.datagram.to_vec();
+        let init = p.b_handshakes_back(15.0);
         let response = reply(p.a.handle_datagram(B, &init, &mut p.out, at), B);
         reply(p.b.handle_datagram(A, &response, &mut p.out, at), A);
         assert_eq!(p.b.problem(at), None);
