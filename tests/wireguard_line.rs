@@ -38,6 +38,7 @@ fn line_made_with_create_and_pasted_peer_command_carries_ping_and_tcp() {
 
     na.wait_state("tunnel_base", "up", 10);
     nb.wait_state("tunnel_base", "up", 10);
+    let up = Instant::now();
     a.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2"]);
     b.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.1"]);
     let route = a.run_ok(&["ip", "route", "get", "10.0.0.2"]);
@@ -58,6 +59,16 @@ fn line_made_with_create_and_pasted_peer_command_carries_ping_and_tcp() {
     let l = &json[0];
     assert!(l["rx_bytes"].as_u64().unwrap() > 0 && l["tx_bytes"].as_u64().unwrap() > 10 << 20);
     assert!(l["last_handshake_secs"].as_u64().is_some());
+
+    // A warning means something is wrong: a healthy line logs none, also past
+    // WireGuard's 5 s handshake retry (boringtun warned then, issue 22 item 3).
+    std::thread::sleep(Duration::from_secs(7).saturating_sub(up.elapsed()));
+    for (who, log) in [("server", na.log()), ("client", nb.log())] {
+        assert!(
+            !log.contains(" WARN "),
+            "the {who} warns on a healthy line:\n{log}"
+        );
+    }
 
     // Restart: lines come back from the config, traffic flows again.
     na.stop_daemon();
