@@ -20,7 +20,8 @@ use std::time::Instant;
 use libfuzzer_sys::fuzz_target;
 use twnode::tunnel::esp::{self, Cipher, EspCore, SaCrypto, SaPair};
 use twnode::tunnel::gre::GreOptions;
-use twnode::tunnel::iptunnel::{IpTunnelCore, Settings, Tos, Ttl, TunnelType};
+use twnode::tunnel::iptunnel::{IpTunnelCore, Settings};
+use twnode::tunnel::iptype::{Tos, Ttl, TunnelType};
 use twnode::tunnel::Action;
 use twnode::wire::{ipv4, IpProtocol, TrafficClass};
 

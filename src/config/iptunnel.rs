@@ -8,7 +8,7 @@ use super::names::seconds;
 use super::raw::{IntOrText, RawIpTunnel};
 use super::setting::Setting;
 use crate::tunnel::gre::GreOptions;
-use crate::tunnel::iptunnel::{Tos, Ttl, TunnelType};
+use crate::tunnel::iptype::{Tos, Ttl, TunnelType};
 use crate::tunnel::keepalive::{KeepaliveConfig, DEFAULT_RETRIES};
 use crate::wire::gre::Key;
 

@@ -20,7 +20,7 @@ use super::setting::{Origin, Problem, Setting};
 use super::ConfigError;
 use crate::tunnel::esp::Cipher;
 use crate::tunnel::gre::GreOptions;
-use crate::tunnel::iptunnel::{IpVersion, Tos, Ttl, TunnelType};
+use crate::tunnel::iptype::{IpVersion, Tos, Ttl, TunnelType};
 
 impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;

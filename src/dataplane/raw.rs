@@ -54,7 +54,8 @@ use super::tun::Tun;
 use super::{gso, udp, xsk, DataplaneError};
 use crate::net::NextHop;
 use crate::tunnel::esp::EspCore;
-use crate::tunnel::iptunnel::{IpTunnelCore, IpVersion};
+use crate::tunnel::iptunnel::IpTunnelCore;
+use crate::tunnel::iptype::IpVersion;
 use crate::tunnel::keepalive::{KeepaliveStatus, Liveness};
 use crate::tunnel::{Action, DropReason};
 use crate::wire::gre::Key;
@@ -81,7 +82,7 @@ struct Route {
     peer: IpAddr,
     ikey: Option<Key>,
     /// The protocol is the line's own (not one it merely accepts, see
-    /// [`crate::tunnel::iptunnel::TunnelType::protocols`]).
+    /// [`crate::tunnel::iptype::TunnelType::protocols`]).
     own: bool,
     io: Arc<LineIo>,
 }
@@ -719,7 +720,8 @@ async fn keepalive(io: Arc<LineIo>) {
         tick.tick().await;
         let (probe, liveness) = {
             let mut core = io.lock();
-            let probe = match core.poll_keepalive(Instant::now(), &mut buf) {
+            let now = Instant::now();
+            let probe = match core.poll_keepalive(now, &mut buf) {
                 Action::WriteToNetwork(p) => Some(p.len()),
                 Action::Drop(r) => {
                     io.stats.count_drop(r, 1);
@@ -727,7 +729,7 @@ async fn keepalive(io: Arc<LineIo>) {
                 }
                 Action::Done | Action::WriteToTun(_) => None,
             };
-            (probe, core.liveness())
+            (probe, core.keepalive_status(now).map(|k| k.liveness))
         };
         if let Some(len) = probe {
             if udp::send_one(&io.tx.socket, &buf[..len], io.peer).is_err() {

@@ -3,8 +3,8 @@
 //! a row went unanswered, and up again at the first reply.
 //!
 //! The probe itself (a packet the peer reflects back without any keepalive support of
-//! its own) is built by [`super::iptunnel::IpTunnelCore::poll_keepalive`]; this file is
-//! only the clock-driven state machine. Time comes in as `now`.
+//! its own) is [`super::probe`]'s; this file is only the clock-driven state machine.
+//! Time comes in as `now`.
 
 use std::time::{Duration, Instant};
 
