@@ -34,20 +34,6 @@ pub struct IpTunnel {
 }
 
 impl IpTunnel {
-    /// A line of `kind` with Linux's defaults.
-    pub fn new(kind: TunnelType) -> IpTunnel {
-        IpTunnel {
-            kind,
-            gre: GreOptions::default(),
-            ttl: Ttl::default_for(kind),
-            tos: Tos::default(),
-            pmtudisc: true,
-            keepalive: None,
-            esp: None,
-            af_xdp: false,
-        }
-    }
-
     /// The same line seen from the peer: input and output options swapped.
     pub fn mirrored(&self) -> IpTunnel {
         IpTunnel {
@@ -250,6 +236,20 @@ mod test {
     use super::*;
     use crate::config::testdata::{cfg, GRE_TOML};
 
+    /// A line of `kind` with Linux's defaults.
+    fn linux_defaults(kind: TunnelType) -> IpTunnel {
+        IpTunnel {
+            kind,
+            gre: GreOptions::default(),
+            ttl: Ttl::default_for(kind),
+            tos: Tos::default(),
+            pmtudisc: true,
+            keepalive: None,
+            esp: None,
+            af_xdp: false,
+        }
+    }
+
     #[test]
     fn ip_tunnel_lines_parse_with_defaults_and_round_trip() {
         let c = cfg(GRE_TOML).unwrap();
@@ -263,7 +263,7 @@ mod test {
         let k = g.keepalive.unwrap();
         assert_eq!((k.interval.as_secs(), k.retries), (5, 2));
         let i = c.lines[1].ip_tunnel().unwrap();
-        assert_eq!(*i, IpTunnel::new(TunnelType::Ipip));
+        assert_eq!(*i, linux_defaults(TunnelType::Ipip));
         assert!(!c.has_private_keys());
         let written = c.to_toml();
         assert!(!written.contains("[line.wireguard]"), "{written}");
@@ -312,7 +312,7 @@ mod test {
             g.mirrored().cli_options().join(" "),
             "--ikey 8 --okey 7 --oseq --icsum --tos 0x28 --keepalive 5,2"
         );
-        let mut both = IpTunnel::new(TunnelType::Gre6);
+        let mut both = linux_defaults(TunnelType::Gre6);
         both.gre.ikey = Some(Key(3));
         both.gre.okey = Some(Key(3));
         both.gre.iseq = true;
