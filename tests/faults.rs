@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::node::{create_and_paste, seed_pair, tcp_transfer, Node, SECURE_CREATE, SERVER_CREATE};
 use common::soak::{self, time_until_ping};
-use common::{require_root_and_tools, wait_for_log, Netns};
+use common::{require_fault_injection, require_root_and_tools, wait_for_log, Netns};
 
 fn report(text: &str) {
     // Straight to fd 2: libtest swallows eprintln! of passing tests.
@@ -169,7 +169,7 @@ fn lines_recover_by_themselves_after_the_underlay_is_down_20_s() {
 /// and brings it up again, and the log says what happened.
 #[test]
 fn a_line_whose_packet_path_panicked_is_restarted_and_carries_traffic_again() {
-    if !require_root_and_tools(&["ip", "ping"]) {
+    if !require_fault_injection(&["ip", "ping"]) {
         return;
     }
     let (a, b) = seed_pair("panic");
@@ -207,7 +207,7 @@ fn a_line_whose_packet_path_panicked_is_restarted_and_carries_traffic_again() {
 /// and 8 s, `line list` saying why and when; the daemon and its control socket carry on.
 #[test]
 fn a_line_whose_packet_path_keeps_panicking_is_restarted_ever_more_slowly() {
-    if !require_root_and_tools(&["ip", "ping"]) {
+    if !require_fault_injection(&["ip", "ping"]) {
         return;
     }
     let (a, b) = seed_pair("panics");

@@ -11,7 +11,7 @@ use super::supervisor::{Running, Supervisor};
 use crate::config::{Line, LineKind};
 use crate::control::{EspInfo, KeepaliveInfo, LineState, LineStatus};
 use crate::dataplane::lines::Liveness;
-use crate::dataplane::{Dataplane, DataplaneStatus, LineStats, RawStatus, RunningLine};
+use crate::dataplane::{Dataplane, DataplaneStatus, IpTunnelStatus, LineStats, RunningLine};
 use crate::net::Host;
 
 impl<H: Host, D: Dataplane> Supervisor<H, D> {
@@ -140,7 +140,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
 }
 
 /// An IP tunnel line's state: its keepalive's verdict, or up-but-unknown without one.
-fn raw_state(line: &Line, raw: &RawStatus) -> (LineState, Option<String>) {
+fn raw_state(line: &Line, raw: &IpTunnelStatus) -> (LineState, Option<String>) {
     let Some(k) = raw.keepalive else {
         return (
             LineState::Up,

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 
-use super::raw::{RawLine, RawSockets, RawStatus};
+use super::iptunnel::{IpTunnelLine, IpTunnelStatus, RawSockets};
 use super::setup::IpTunnelSpec;
 use super::stats::LineStats;
 use super::wireguard::{WireGuardLine, WireGuardSpec, WireGuardStatus};
@@ -68,7 +68,7 @@ pub enum DataplaneStatus {
     /// A WireGuard line: its session and endpoint.
     WireGuard(WireGuardStatus),
     /// An IP tunnel line: its keepalive, ESP and transmit path.
-    IpTunnel(RawStatus),
+    IpTunnel(IpTunnelStatus),
 }
 
 /// The host's data plane: TUN devices, sockets and the data-plane threads.
@@ -93,7 +93,7 @@ impl Dataplane for Devices {
     }
 
     fn start_ip_tunnel(&self, spec: IpTunnelSpec) -> Result<LineDataplane, DataplaneError> {
-        RawLine::start(spec.into_raw()?, &self.raw_sockets).map(LineDataplane::Raw)
+        IpTunnelLine::start(spec.into_setup()?, &self.raw_sockets).map(LineDataplane::IpTunnel)
     }
 
     fn revive_receives(&self) -> Vec<String> {
@@ -117,19 +117,19 @@ impl RunningLine for LineDataplane {
     fn status(&self) -> DataplaneStatus {
         match self {
             LineDataplane::WireGuard(l) => DataplaneStatus::WireGuard(l.status()),
-            LineDataplane::Raw(l) => DataplaneStatus::IpTunnel(l.status()),
+            LineDataplane::IpTunnel(l) => DataplaneStatus::IpTunnel(l.status()),
         }
     }
 
     fn af_xdp(&self) -> bool {
         match self {
             LineDataplane::WireGuard(_) => false,
-            LineDataplane::Raw(l) => l.af_xdp(),
+            LineDataplane::IpTunnel(l) => l.af_xdp(),
         }
     }
 
     fn update_next_hop(&self, hop: Result<NextHop, String>) {
-        if let LineDataplane::Raw(l) = self {
+        if let LineDataplane::IpTunnel(l) = self {
             l.update_next_hop(hop);
         }
     }

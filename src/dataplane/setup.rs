@@ -1,6 +1,6 @@
 //! From a configured line to what its data plane runs with: the headers the line adds
 //! (and so the MTU it offers under its parent, and its [`PathMtu`]), an IP tunnel
-//! line's core settings ([`RawSpec`]), and an encrypted line's ESP: SAs derived from
+//! line's core settings ([`IpTunnelSetup`]), and an encrypted line's ESP: SAs derived from
 //! the keys, and the core started from the sequence-number files in the state
 //! directory that keep its numbers unique across restarts.
 //!
@@ -104,15 +104,15 @@ pub struct IpTunnelSpec {
 }
 
 impl IpTunnelSpec {
-    /// The raw-socket line's settings: the core's, and for an encrypted line its SAs and
-    /// their files. An encrypted line whose keys give no SAs fails here ("ESP: ...").
-    pub(super) fn into_raw(self) -> Result<RawSpec, DataplaneError> {
+    /// What the line starts with: the core's settings, and for an encrypted line its SAs
+    /// and their files. An encrypted line whose keys give no SAs fails here ("ESP: ...").
+    pub(super) fn into_setup(self) -> Result<IpTunnelSetup, DataplaneError> {
         let t = self.tunnel;
         let esp = match t.esp {
             Some(e) => Some(esp_spec(&e, self.local, self.peer, &self.state_dir)?),
             None => None,
         };
-        Ok(RawSpec {
+        Ok(IpTunnelSetup {
             name: self.name,
             mtu: self.mtu,
             settings: Settings {
@@ -132,8 +132,9 @@ impl IpTunnelSpec {
     }
 }
 
-/// Everything the data plane needs to run one IP tunnel line.
-pub struct RawSpec {
+/// Everything the data plane needs to run one IP tunnel line, resolved from its
+/// [`IpTunnelSpec`].
+pub struct IpTunnelSetup {
     /// Line (and TUN device) name.
     pub name: String,
     pub mtu: u16,

@@ -1,4 +1,7 @@
-//! TUN devices, created with tun-rs and driven non-blocking through tokio's reactor.
+//! TUN devices, created with tun-rs, non-blocking, read and written on the data-plane
+//! threads ([`super::poller`]): offloads (TSO/USO with GRO on writes) unless turned off,
+//! reads split into segments into the thread's buffers ([`super::pool`]), and a read turn
+//! per device so that one flow is never read by two threads at once.
 
 use std::io;
 use std::os::fd::AsRawFd;

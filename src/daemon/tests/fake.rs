@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::dataplane::{
-    Dataplane, DataplaneError, DataplaneStatus, IpTunnelSpec, LineStats, RawStatus, RunningLine,
-    WireGuardSpec,
+    Dataplane, DataplaneError, DataplaneStatus, IpTunnelSpec, IpTunnelStatus, LineStats,
+    RunningLine, WireGuardSpec,
 };
 use crate::net::{Host, LinkId, NetError, NextHop, Object, Route, Rule};
 
@@ -256,7 +256,7 @@ impl RunningLine for FakeLine {
     }
 
     fn status(&self) -> DataplaneStatus {
-        DataplaneStatus::IpTunnel(RawStatus {
+        DataplaneStatus::IpTunnel(IpTunnelStatus {
             local: self.local,
             keepalive: None,
             esp: None,
