@@ -139,8 +139,12 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
     }
 }
 
-/// An IP tunnel line's state: its keepalive's verdict, or up-but-unknown without one.
+/// An IP tunnel line's state: down while it cannot receive; else its keepalive's
+/// verdict, or up-but-unknown without one.
 fn raw_state(line: &Line, raw: &IpTunnelStatus) -> (LineState, Option<String>) {
+    if let Some(why) = &raw.receive_problem {
+        return (LineState::Down, Some(why.clone()));
+    }
     let Some(k) = raw.keepalive else {
         return (
             LineState::Up,

@@ -262,6 +262,7 @@ impl RunningLine for FakeLine {
             esp: None,
             transmit: None,
             af_xdp_packets: None,
+            receive_problem: None,
         })
     }
 

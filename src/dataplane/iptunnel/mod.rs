@@ -16,7 +16,8 @@
 //! floor.
 //!
 //! Rules: the files below import each other one way (sockets -> outbound <- tasks, this
-//! file over all three); no lock is held across an `.await`.
+//! file over all three); no lock is held across an `.await`; a line that cannot receive
+//! (its socket's receive path stopped) says so in its status.
 
 mod outbound;
 mod sockets;
@@ -62,6 +63,9 @@ pub struct IpTunnelStatus {
     pub transmit: Option<String>,
     /// `af_xdp` lines: packets sent through AF_XDP so far.
     pub af_xdp_packets: Option<u64>,
+    /// Why the line receives nothing now: the receive path of a raw socket it shares
+    /// stopped, or cannot be registered again; `None` while every one of them runs.
+    pub receive_problem: Option<String>,
 }
 
 /// A running IP tunnel line. Dropping it stops its paths and tasks and releases its
@@ -215,6 +219,7 @@ impl IpTunnelLine {
 
     /// A snapshot of the protocol state.
     pub fn status(&self) -> IpTunnelStatus {
+        let receive_problem = self.sockets.receive_problem(self.id);
         let core = self.io.lock();
         IpTunnelStatus {
             local: core.settings().local,
@@ -230,6 +235,7 @@ impl IpTunnelLine {
             }),
             transmit: self.io.xdp.as_ref().map(xsk::Transmit::describe),
             af_xdp_packets: self.io.xdp.as_ref().map(xsk::Transmit::sent),
+            receive_problem,
         }
     }
 

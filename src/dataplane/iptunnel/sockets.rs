@@ -12,6 +12,10 @@
 //! and receive it. IPv6 sockets use `IPV6_HDRINCL` (Linux 4.5 and later) to send, but
 //! receive only the payload: the source comes from the socket address and the traffic
 //! class (for ECN) from an `IPV6_RECVTCLASS` message.
+//!
+//! A receive path that stopped (a panic, a data-plane thread that failed) is registered
+//! again by [`RawSockets::revive_receives`]; until then, or while that fails, every line
+//! on the socket reports it ([`RawSockets::receive_problem`]) and counts as down.
 
 use std::collections::HashMap;
 use std::io;
@@ -22,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use super::super::batch::{offset_in, with_batch, Batch, BATCH, SLOT};
 use super::super::fault::Path;
@@ -91,8 +95,9 @@ impl Endpoint {
 
 struct Shared {
     endpoint: Arc<Endpoint>,
-    /// The receive path on a data-plane thread; dropping it stops the path.
-    receive: Registration,
+    /// The receive path on a data-plane thread (dropping it stops the path), or why it
+    /// could not be registered again after it stopped.
+    receive: Result<Registration, String>,
 }
 
 /// The raw sockets of a daemon, shared by its IP tunnel lines. Cloning shares them.
@@ -147,26 +152,79 @@ impl RawSockets {
             key,
             Shared {
                 endpoint: endpoint.clone(),
-                receive,
+                receive: Ok(receive),
             },
         );
         Ok(endpoint)
     }
 
-    /// Registers a receive path again where one stopped after a panic (its lines would
-    /// otherwise receive nothing while they look up); returns what was revived.
+    /// Registers a receive path again where one stopped (after a panic, or with its
+    /// data-plane thread): its lines receive nothing meanwhile. Returns what was revived;
+    /// a path that cannot be registered is logged (once per reason), retried at the
+    /// next call, and reported by [`RawSockets::receive_problem`].
     pub fn revive_receives(&self) -> Vec<String> {
         let mut sockets = lock(&self.sockets);
         let mut revived = Vec::new();
         for s in sockets.values_mut() {
-            if s.receive.stopped() {
-                if let Ok(r) = register_receive(&s.endpoint) {
-                    revived.push(s.receive.what().to_string());
-                    s.receive = r;
+            if matches!(&s.receive, Ok(r) if !r.stopped()) {
+                continue;
+            }
+            let what = s.endpoint.receive_name();
+            // The stopped registration still holds the descriptor in its thread's epoll
+            // set: it goes first, or registering the descriptor again is refused
+            // (EEXIST) and every line on the socket stays deaf.
+            let before = std::mem::replace(&mut s.receive, Err(String::new()));
+            let failed_before = before.err();
+            let injected = s
+                .endpoint
+                .routes()
+                .iter()
+                .any(|r| r.io.faults.take_revive_failure());
+            let registered = if injected {
+                Err(io::Error::other(
+                    "registration refused (fault injected by the tests)",
+                ))
+            } else {
+                register_receive(&s.endpoint)
+            };
+            match registered {
+                Ok(r) => {
+                    s.receive = Ok(r);
+                    revived.push(what);
+                }
+                Err(e) => {
+                    let why = format!(
+                        "{what} stopped and cannot be registered with a data-plane thread \
+                         again ({e}); retrying at every supervisor pass"
+                    );
+                    if failed_before.as_ref() != Some(&why) {
+                        error!(path = %what, error = %e,
+                               "cannot register a stopped receive path again; its lines receive nothing");
+                    }
+                    s.receive = Err(why);
                 }
             }
         }
         revived
+    }
+
+    /// Why line `line` cannot receive now: a receive path of one of its sockets stopped
+    /// (until [`RawSockets::revive_receives`] registers it again) or cannot be
+    /// registered; `None` when all of them run.
+    pub(super) fn receive_problem(&self, line: u64) -> Option<String> {
+        let sockets = lock(&self.sockets);
+        sockets
+            .values()
+            .filter(|s| s.endpoint.routes().iter().any(|r| r.line == line))
+            .find_map(|s| match &s.receive {
+                Ok(r) if r.stopped() => Some(format!(
+                    "{} stopped after an internal error (a bug; the daemon's log has it); \
+                     it is registered again at the next supervisor pass",
+                    r.what()
+                )),
+                Ok(_) => None,
+                Err(why) => Some(why.clone()),
+            })
     }
 
     /// Adds a route to an open socket; refuses one that would take another line's packets.
