@@ -49,7 +49,7 @@ pub struct Buffers {
     pub rx: Vec<u8>,
     pub rx_msgs: [Received; RX_MSGS_MAX],
     /// Decrypted packets at [`TUN_OFFSET`], growable for GRO; each reserves its 64 KB
-    /// on first use ([`Buffers::dec_slot`]).
+    /// on first use ([`dec_slot`]).
     pub dec: Vec<Vec<u8>>,
     /// GRO state for TUN writes with offloads, made on first use (tun-rs preallocates
     /// about a megabyte of flow tables).

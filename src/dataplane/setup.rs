@@ -7,7 +7,7 @@
 //! Rules: the daemon hands over config-level settings and addresses; everything that
 //! needs the tunnel cores' own types (headers, SAs, settings) is decided here, so the
 //! daemon never reaches past the data plane. Nothing here opens a device or a socket;
-//! the ESP files are read and written only when the line starts ([`EspSpec::start`]),
+//! the ESP files are read and written only when the line starts (`EspSpec::start`),
 //! before any sequence number is used.
 
 use std::net::IpAddr;

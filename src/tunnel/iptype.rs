@@ -1,7 +1,7 @@
 //! The IP tunnels' vocabulary, shared by the core ([`super::iptunnel`]) and the layers
 //! under its outer header ([`super::gre`], [`super::ipip`]): the six tunnel types as
 //! iproute2 names them, the inner packet's IP version, iproute2's `ttl` and `tos`, and
-//! what a layer found after the outer header ([`Layer`]).
+//! what a layer found after the outer header (`Layer`).
 //!
 //! Rules: plain values, no I/O; this file imports nothing of the tunnel room, so every
 //! IP tunnel file can use it without a circle.

@@ -7,7 +7,7 @@
 //! The probe is an outer packet to the peer whose inner packet goes from the peer's
 //! underlay address back to ours. The peer decapsulates it and routes it back, so it
 //! needs no keepalive support of its own; we recognise the packet that returns as a reply
-//! ([`Layer::KeepaliveReply`](super::iptype::Layer::KeepaliveReply)). For GRE the
+//! (`Layer::KeepaliveReply`). For GRE the
 //! returning packet is a GRE packet of protocol type 0; for the IP-in-IP types it is an
 //! IP packet of the line's protocol with an empty payload. A twnode peer reflects probes
 //! itself (the decapsulated probe is sent straight back, its TTL decremented as a router

@@ -1,14 +1,14 @@
 //! IP tunnel lines' I/O: a TUN device per line, raw IP sockets (protocols 4, 41, 47 and
-//! 50) shared between lines ([`sockets`]), and an [`IpTunnelCore`] per line.
+//! 50) shared between lines (`sockets`), and an [`IpTunnelCore`] per line.
 //!
 //! Paths, on the data-plane threads ([`super::poller`]): per socket, the receive path
 //! (underlay -> TUN, in place, a line's core locked once per run of its packets,
-//! [`sockets`]); per line, the outbound path (TUN -> underlay, one `sendmmsg` per batch,
-//! [`outbound`]). An `af_xdp` line sends its batches through an AF_XDP port on the next
+//! `sockets`); per line, the outbound path (TUN -> underlay, one `sendmmsg` per batch,
+//! `outbound`). An `af_xdp` line sends its batches through an AF_XDP port on the next
 //! hop's device instead, once the daemon has found that next hop ([`xsk::Transmit`]);
 //! the raw socket still receives, and sends what the port does not take.
 //!
-//! Tokio tasks, per line ([`tasks`]): with a keepalive, `keepalive` (probes on a tick);
+//! Tokio tasks, per line (`tasks`): with a keepalive, `keepalive` (probes on a tick);
 //! for an encrypted GRE line (ESP, protocol 50), `reserve`, which keeps the ESP
 //! sequence-number mark on disk ahead of the numbers sent. Such a line is told apart on
 //! its socket by peer and inbound SPI, where a GRE line is told apart by peer and GRE

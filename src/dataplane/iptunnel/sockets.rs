@@ -161,7 +161,7 @@ impl RawSockets {
     /// Registers a receive path again where one stopped (after a panic, or with its
     /// data-plane thread): its lines receive nothing meanwhile. Returns what was revived;
     /// a path that cannot be registered is logged (once per reason), retried at the
-    /// next call, and reported by [`RawSockets::receive_problem`].
+    /// next call, and reported to the lines on the socket (`receive_problem`).
     pub fn revive_receives(&self) -> Vec<String> {
         let mut sockets = lock(&self.sockets);
         let mut revived = Vec::new();
