@@ -3,6 +3,7 @@
 //! with a driven clock, and shutdown order. No root, no devices.
 
 mod fake;
+mod repair;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -16,11 +17,11 @@ use crate::control::{IpTunnelArgs, LineSpec, LineState, Request, Response};
 use crate::net::{Family, Rule, MAIN_TABLE, PROTECT_RULE_PREF, VIP_RULE_PREF, VIP_TABLE};
 use fake::{FakeDataplane, FakeHost, Shared, World};
 
-type Sup = Supervisor<FakeHost, FakeDataplane>;
+pub(super) type Sup = Supervisor<FakeHost, FakeDataplane>;
 
 /// A gre line `a` on eth0, and an ipip line `b` over it (listed first: the file's order
 /// is not the bring-up order).
-const STACK: &str = r#"
+pub(super) const STACK: &str = r#"
 [[line]]
 name = "b"
 parent = "a"
@@ -39,7 +40,7 @@ type = "gre"
 "#;
 
 /// A line whose parent interface is not there yet.
-const LATE: &str = r#"
+pub(super) const LATE: &str = r#"
 [[line]]
 name = "c"
 parent = "eth1"
@@ -50,7 +51,7 @@ type = "gre"
 "#;
 
 /// A second line to a's peer: it shares a's protection rule and the VIP rule.
-const TWIN: &str = r#"
+pub(super) const TWIN: &str = r#"
 [[line]]
 name = "e"
 parent = "eth0"
@@ -60,17 +61,17 @@ local_vip = "10.3.0.1"
 type = "ipip"
 "#;
 
-fn ip(s: &str) -> IpAddr {
+pub(super) fn ip(s: &str) -> IpAddr {
     s.parse().expect("an address")
 }
 
-fn name(s: &str) -> LineName {
+pub(super) fn name(s: &str) -> LineName {
     s.parse().expect("a line name")
 }
 
 /// The host with eth0 (192.0.2.1, MTU 1500), a config file holding `toml`, and a
 /// supervisor for them; the directory lives as long as the returned guard.
-fn setup(toml: &str) -> (Sup, Shared, PathBuf, TempDir) {
+pub(super) fn setup(toml: &str) -> (Sup, Shared, PathBuf, TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("twnode.toml");
     std::fs::write(&path, toml).expect("config written");
@@ -87,17 +88,17 @@ fn setup(toml: &str) -> (Sup, Shared, PathBuf, TempDir) {
     (sup, shared, path, dir)
 }
 
-fn position(log: &[String], entry: &str) -> usize {
+pub(super) fn position(log: &[String], entry: &str) -> usize {
     log.iter()
         .position(|e| e == entry)
         .unwrap_or_else(|| panic!("{entry:?} is not in the log {log:#?}"))
 }
 
-fn vip_rule() -> Rule {
+pub(super) fn vip_rule() -> Rule {
     Rule::from_all(Family::V4, VIP_RULE_PREF, VIP_TABLE)
 }
 
-fn protect_rule(peer: &str, table: u32) -> Rule {
+pub(super) fn protect_rule(peer: &str, table: u32) -> Rule {
     Rule::to_prefix(PROTECT_RULE_PREF, ip(peer), 32, table)
 }
 
