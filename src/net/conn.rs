@@ -241,7 +241,7 @@ impl Netlink {
         };
         let Ok(answer) = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await else {
             let hold = self.conn.stalled(&open);
-            warn!(request = call.name, op = call.op, object = %call.object,
+            warn!(request = %call.name, op = call.op, object = %call.object,
                   timeout_s = REQUEST_TIMEOUT.as_secs(), hold_ms = hold.as_millis() as u64,
                   "netlink request got no answer; connection closed, re-opened after the hold");
             return Err(NetError::Timeout {
@@ -252,15 +252,15 @@ impl Netlink {
         if !open.alive() {
             self.conn.lost(&open);
             warn!(
-                request = call.name,
+                request = %call.name,
                 "netlink connection lost; re-opened for the next request"
             );
-            return Err(match answer {
-                Err(err) => classify(call.op, call.object, err),
-                Ok(_) => NetError::Lost {
-                    op: call.op,
-                    object: call.object,
-                },
+            // Whatever came back (an error, or a reply stream cut short) says nothing
+            // about what the kernel did.
+            drop(answer);
+            return Err(NetError::Lost {
+                op: call.op,
+                object: call.object,
             });
         }
         match answer {

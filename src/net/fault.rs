@@ -4,9 +4,13 @@
 //! (the connection dies just before the request, as after a read error).
 //!
 //! Syntax: a comma-separated list of `KIND:CALL[:COUNT]`, where KIND is `stall` or
-//! `fail`, CALL the [`super::Netlink`] method that makes the request (`add_route`,
-//! `link_index`, `route_mtu`...; `*` for every one), and COUNT how many requests it
-//! hits (default: every one for `stall`, one for `fail`). For example
+//! `fail`, CALL the request as the daemon's timeout warnings name it (`request=`):
+//! `link_index`, `link` (an interface's attributes: `link_mtu`, `next_hops`),
+//! `set_link_up`, `set_link_mtu`, `add_addr`, `del_addr`, `dump_addrs` (`all_addrs`,
+//! `link_addrs`), `add_route`, `del_route`, `route_mtu`, `next_hops` (its route
+//! look-ups), `dump_routes`, `add_rule`, `del_rule`, `dump_rules` (`rule_exists` too),
+//! `neighbours`, or `*` for every one; COUNT is how many requests it hits (default:
+//! every one for `stall`, one for `fail`). For example
 //! `TWNODE_NETLINK_FAULT=fail:add_addr,stall:route_mtu:2`.
 //!
 //! Rules: read once, at the first request; a malformed entry is logged and ignored.

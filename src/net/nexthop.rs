@@ -137,7 +137,12 @@ impl Netlink {
         dst: IpAddr,
         src: IpAddr,
     ) -> Result<Result<RouteTo, String>, NetError> {
-        let Some(route) = self.route_get(dst, Some(src)).await?.into_iter().next() else {
+        let Some(route) = self
+            .route_get("next_hops", dst, Some(src))
+            .await?
+            .into_iter()
+            .next()
+        else {
             return Ok(Err(format!("no route to {dst}")));
         };
         if route.header.kind != RouteType::Unicast {

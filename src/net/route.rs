@@ -182,7 +182,7 @@ impl Netlink {
     /// or packet too big, as `ip route get` shows it: `cache ... mtu N`), or the MTU set
     /// on the route it would use; `None` when neither (the interface's MTU applies).
     pub async fn route_mtu(&self, dst: IpAddr) -> Result<Option<u32>, NetError> {
-        let answers = self.route_get(dst, None).await?;
+        let answers = self.route_get("route_mtu", dst, None).await?;
         Ok(answers
             .iter()
             .flat_map(|m| m.attributes.iter())
@@ -197,9 +197,10 @@ impl Netlink {
     }
 
     /// `ip route get <dst> [from <src>]`: the kernel's answers (one, for a unicast
-    /// destination).
+    /// destination); `call` names the method asking, for fault injection.
     pub(super) async fn route_get(
         &self,
+        call: &'static str,
         dst: IpAddr,
         src: Option<IpAddr>,
     ) -> Result<Vec<RouteMessage>, NetError> {
@@ -221,7 +222,7 @@ impl Netlink {
             table: 0,
             src,
         });
-        self.request(Call::new("route_get", "look up", object), |handle| {
+        self.request(Call::new(call, "look up", object), |handle| {
             handle.route().get(query).execute().try_collect()
         })
         .await
