@@ -694,3 +694,58 @@ fn rules_routes_and_vips_removed_by_hand_are_put_back_and_logged() {
         a.run_ok(&["ping", "-c", "1", "-W", "2", peer]);
     }
 }
+
+/// Issue 22, item 4: a reload whose line cannot come up (a parent typed `eht0` in the
+/// file) says so: `twnode reload` names the line and why and exits 1, and SIGHUP logs
+/// it; the new configuration is in force all the same.
+#[test]
+fn a_reload_whose_line_cannot_come_up_names_it_and_exits_non_zero() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("creloadbad");
+    let node = Node::start(&a);
+    node.cli_ok(GRE_CREATE);
+    node.wait_state("gre1", "up", 10);
+    let good = node.config_text();
+    assert!(good.contains("parent = \"eth0\""), "{good}");
+    std::fs::write(
+        node.config(),
+        good.replace("parent = \"eth0\"", "parent = \"eht0\""),
+    )
+    .unwrap();
+
+    let out = node.cli(&["reload"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim(), "reloaded: 1 line(s) stopped, 0 started");
+    let line = stderr_line(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        line.contains("1 line(s) did not come up")
+            && line.contains("gre1: parent interface eht0 does not exist"),
+        "{line}"
+    );
+    let shown = node.lines();
+    assert_eq!(
+        shown[0]["parent"], "eht0",
+        "the new config is in force: {shown}"
+    );
+    assert_eq!(shown[0]["state"], "down", "{shown}");
+
+    // SIGHUP says it in the log.
+    std::fs::write(node.config(), &good).unwrap();
+    node.cli_ok(&["reload"]);
+    std::fs::write(
+        node.config(),
+        good.replace("parent = \"eth0\"", "parent = \"eht0\""),
+    )
+    .unwrap();
+    node.signal(libc::SIGHUP);
+    common::wait_for_log(
+        || node.log(),
+        "reloaded, but the line did not come up; retrying line=gre1",
+        10,
+        Duration::from_millis(100),
+        "SIGHUP's reload did not log the line that stayed down",
+    );
+}

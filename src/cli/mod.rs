@@ -281,17 +281,33 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", key.public_key());
             Ok(())
         }
-        Command::Reload => {
-            let r = call(&cli, Request::Reload)?;
-            if let Response::Reloaded { stopped, started } = r {
+        Command::Reload => match call(&cli, Request::Reload)? {
+            Response::Reloaded {
+                stopped,
+                started,
+                not_up,
+            } => {
                 println!(
                     "reloaded: {} line(s) stopped, {} started",
                     stopped.len(),
                     started.len()
                 );
+                if not_up.is_empty() {
+                    return Ok(());
+                }
+                let lines: Vec<String> = not_up
+                    .iter()
+                    .map(|l| format!("{}: {}", l.name, l.reason))
+                    .collect();
+                bail!(
+                    "reloaded, but {} line(s) did not come up (the daemon keeps trying; \
+                     `twnode line show NAME` follows them): {}",
+                    not_up.len(),
+                    lines.join("; ")
+                )
             }
-            Ok(())
-        }
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        },
         Command::Line(cmd) => line(&cli, cmd),
     }
 }

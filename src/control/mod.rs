@@ -152,18 +152,31 @@ pub enum Response {
         /// Lines removed, children first.
         names: Vec<String>,
     },
-    /// Answer to [`Request::Reload`].
+    /// Answer to [`Request::Reload`]: the new configuration is in force, and these lines
+    /// changed.
     Reloaded {
         /// Lines stopped.
         stopped: Vec<String>,
-        /// Lines started.
+        /// Lines (re)started that came up.
         started: Vec<String>,
+        /// Lines the reload (re)started that did not come up, and why; the daemon keeps
+        /// trying them. Absent when empty, so an older `twnode` reads every other
+        /// answer as before.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        not_up: Vec<NotUp>,
     },
     /// The request failed; nothing was changed.
     Error {
         /// One line: what is wrong and what to do.
         message: String,
     },
+}
+
+/// A line that did not come up, and why (as `line show` says).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NotUp {
+    pub name: String,
+    pub reason: String,
 }
 
 /// Who the daemon is.

@@ -14,7 +14,7 @@ use super::error::RequestError;
 use super::supervisor::Supervisor;
 use crate::config::model::IpTunnel;
 use crate::config::{self, Line, LineKind, Mode};
-use crate::control::{Created, DaemonStatus, LineSpec, PeerCommand, Request, Response};
+use crate::control::{Created, DaemonStatus, LineSpec, NotUp, PeerCommand, Request, Response};
 use crate::dataplane::{setup, Dataplane};
 use crate::net::Host;
 
@@ -46,10 +46,11 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                 .delete(&name, cascade)
                 .await
                 .map(|names| Response::Deleted { names }),
-            Request::Reload => self
-                .reload()
-                .await
-                .map(|(stopped, started)| Response::Reloaded { stopped, started }),
+            Request::Reload => self.reload().await.map(|r| Response::Reloaded {
+                stopped: r.stopped,
+                started: r.started,
+                not_up: r.not_up,
+            }),
         };
         result.unwrap_or_else(|e| Response::Error {
             message: e.to_string(),
@@ -63,8 +64,9 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
     }
 
     /// Re-reads the config file and applies the difference. A config that does not load
-    /// changes nothing.
-    pub async fn reload(&mut self) -> Result<(Vec<String>, Vec<String>), RequestError> {
+    /// changes nothing; one that does is in force even if some of the lines it (re)starts
+    /// cannot come up: those are reported (and logged), and retried every pass.
+    pub async fn reload(&mut self) -> Result<Reloaded, RequestError> {
         let new = config::load(&self.config_path).map_err(|e| {
             let e = RequestError::ReloadRefused(e);
             warn!("{e}");
@@ -88,11 +90,30 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         }
         self.config = new;
         self.reconcile().await;
-        info!(stopped = ?diff.stop, started = ?diff.start, "configuration reloaded");
-        Ok((
-            diff.stop.iter().map(|n| n.to_string()).collect(),
-            diff.start.iter().map(|n| n.to_string()).collect(),
-        ))
+        let (up, down): (Vec<_>, Vec<_>) = diff
+            .start
+            .iter()
+            .partition(|n| self.running.contains_key(*n));
+        let not_up: Vec<NotUp> = down
+            .into_iter()
+            .map(|n| NotUp {
+                name: n.to_string(),
+                reason: self
+                    .failed
+                    .get(n)
+                    .map_or_else(|| "starting".to_string(), |f| f.reason.clone()),
+            })
+            .collect();
+        info!(stopped = ?diff.stop, started = ?up, "configuration reloaded");
+        for line in &not_up {
+            warn!(line = %line.name, reason = %line.reason,
+                  "reloaded, but the line did not come up; retrying");
+        }
+        Ok(Reloaded {
+            stopped: diff.stop.iter().map(|n| n.to_string()).collect(),
+            started: up.iter().map(|n| n.to_string()).collect(),
+            not_up,
+        })
     }
 
     /// Refuses to write the config file over hand edits the daemon has not loaded: the
@@ -298,6 +319,17 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                     .unwrap_or_else(|| "starting".into()),
             })
     }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Lines stopped (removed, changed, or below a changed line).
+    pub stopped: Vec<String>,
+    /// Lines (re)started that came up.
+    pub started: Vec<String>,
+    /// Lines (re)started that did not come up, and why.
+    pub not_up: Vec<NotUp>,
 }
 
 /// The peer command's common part: the same line with the addresses swapped (our

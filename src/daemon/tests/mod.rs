@@ -358,3 +358,53 @@ async fn shutdown_removes_every_installed_object_children_first() {
     }
     assert!(position(teardown, "del route 10.1.0.2/32 table 80") < stop_b);
 }
+
+/// Issue 22, item 4: a reload whose lines cannot come up says which and why (and keeps
+/// the new configuration, whose lines are retried every pass).
+#[tokio::test]
+async fn a_reload_reports_the_lines_it_started_that_did_not_come_up() {
+    let (mut sup, _shared, path, _dir) = setup(STACK);
+    sup.reconcile().await;
+    assert_eq!(sup.running.len(), 2);
+    let text = std::fs::read_to_string(&path).expect("config file");
+    std::fs::write(
+        &path,
+        text.replace("parent = \"eth0\"", "parent = \"eht0\""),
+    )
+    .expect("config written");
+
+    let answer = sup.handle(Request::Reload).await;
+
+    let Response::Reloaded {
+        stopped,
+        started,
+        not_up,
+    } = answer
+    else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(stopped, ["b", "a"]);
+    assert!(started.is_empty(), "{started:?}");
+    let names: Vec<&str> = not_up.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(
+        not_up[0]
+            .reason
+            .starts_with("parent interface eht0 does not exist on this host"),
+        "{not_up:?}"
+    );
+    assert_eq!(not_up[1].reason, "parent line a is not running");
+    assert_eq!(
+        sup.config.line("a").map(|l| l.parent.as_str()),
+        Some("eht0")
+    );
+
+    // A reload where everything comes up reports nothing missing.
+    std::fs::write(&path, text).expect("config written");
+    let answer = sup.handle(Request::Reload).await;
+    assert!(
+        matches!(&answer, Response::Reloaded { started, not_up, .. }
+            if started == &["a", "b"] && not_up.is_empty()),
+        "{answer:?}"
+    );
+}
