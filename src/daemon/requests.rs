@@ -14,7 +14,9 @@ use super::error::RequestError;
 use super::supervisor::Supervisor;
 use crate::config::model::IpTunnel;
 use crate::config::{self, Line, LineKind, Mode};
-use crate::control::{Created, DaemonStatus, LineSpec, NotUp, PeerCommand, Request, Response};
+use crate::control::{
+    Created, DaemonStatus, LineSpec, NotUp, ParentLine, PeerCommand, Request, Response,
+};
 use crate::dataplane::{setup, Dataplane};
 use crate::net::Host;
 
@@ -228,7 +230,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                 .map(|m| vec!["--mtu".to_string(), m.get().to_string()])
                 .unwrap_or_default(),
             secret: true,
-            ..seen_from_the_peer(line, local_ip)
+            ..self.seen_from_the_peer(line, local_ip)
         })
     }
 
@@ -301,8 +303,30 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         Ok(PeerCommand {
             options,
             secret: t.esp.is_some(),
-            ..seen_from_the_peer(line, local_ip)
+            ..self.seen_from_the_peer(line, local_ip)
         })
+    }
+
+    /// The peer command's common part: the same line with the addresses swapped (our
+    /// underlay address `local_ip` is the peer's `peer_ip`), no keys and no options;
+    /// for a line on a line, which one (the peer's `<parent>` is a line too).
+    fn seen_from_the_peer(&self, line: &Line, local_ip: IpAddr) -> PeerCommand {
+        PeerCommand {
+            peer_ip: local_ip,
+            peer_vip: line.local_vip,
+            local_vip: line.peer_vip,
+            name: line.name.to_string(),
+            kind: line.kind.type_name().to_string(),
+            private_key: None,
+            peer_pubkey: None,
+            peer_port: None,
+            options: Vec::new(),
+            secret: false,
+            parent_line: self.config.line(line.parent.as_str()).map(|p| ParentLine {
+                name: p.name.to_string(),
+                relay: p.peer_vip != line.peer_ip,
+            }),
+        }
     }
 
     /// The underlay address a running line uses, or why it is not known.
@@ -330,21 +354,4 @@ pub struct Reloaded {
     pub started: Vec<String>,
     /// Lines (re)started that did not come up, and why.
     pub not_up: Vec<NotUp>,
-}
-
-/// The peer command's common part: the same line with the addresses swapped (our
-/// underlay address `local_ip` is the peer's `peer_ip`), no keys and no options.
-fn seen_from_the_peer(line: &Line, local_ip: IpAddr) -> PeerCommand {
-    PeerCommand {
-        peer_ip: local_ip,
-        peer_vip: line.local_vip,
-        local_vip: line.peer_vip,
-        name: line.name.to_string(),
-        kind: line.kind.type_name().to_string(),
-        private_key: None,
-        peer_pubkey: None,
-        peer_port: None,
-        options: Vec::new(),
-        secret: false,
-    }
 }

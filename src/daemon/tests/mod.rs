@@ -408,3 +408,30 @@ async fn a_reload_reports_the_lines_it_started_that_did_not_come_up() {
         "{answer:?}"
     );
 }
+
+/// Issue 22, item 8: the peer command of a line on a line says that the peer's parent
+/// is its own line (the far end of ours), and of a line on an interface, nothing.
+#[tokio::test]
+async fn a_child_lines_peer_command_names_the_parent_line() {
+    let (mut sup, _shared, _, _dir) = setup(STACK);
+    sup.reconcile().await;
+    let peer = |r: Response| match r {
+        Response::Peer(p) => p,
+        other => panic!("{other:?}"),
+    };
+    let b = peer(sup.handle(Request::ShowPeer { name: "b".into() }).await);
+    assert_eq!(
+        b.parent_line,
+        Some(crate::control::ParentLine {
+            name: "a".into(),
+            relay: false
+        })
+    );
+    assert!(
+        b.parent_hint().contains("its end of line a"),
+        "{}",
+        b.parent_hint()
+    );
+    let a = peer(sup.handle(Request::ShowPeer { name: "a".into() }).await);
+    assert_eq!(a.parent_line, None);
+}
