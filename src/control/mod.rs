@@ -137,7 +137,7 @@ pub enum Response {
         lines: Vec<LineStatus>,
     },
     /// Answer to [`Request::ShowLine`].
-    Line(LineStatus),
+    Line(Box<LineStatus>),
     /// Answer to [`Request::ShowPeer`].
     Peer(PeerCommand),
     /// Answer to [`Request::ShowXfrm`]: shell commands, one per entry. Secret.
@@ -146,7 +146,7 @@ pub enum Response {
         commands: Vec<String>,
     },
     /// Answer to [`Request::CreateLine`].
-    Created(Created),
+    Created(Box<Created>),
     /// Answer to [`Request::DeleteLine`].
     Deleted {
         /// Lines removed, children first.

@@ -38,12 +38,17 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                     .map(|l| self.status(l))
                     .collect(),
             }),
-            Request::ShowLine { name } => self.known(&name).map(|l| Response::Line(self.status(l))),
+            Request::ShowLine { name } => self
+                .known(&name)
+                .map(|l| Response::Line(Box::new(self.status(l)))),
             Request::ShowPeer { name } => self.show_peer(&name).await.map(Response::Peer),
             Request::ShowXfrm { name } => self
                 .show_xfrm(&name)
                 .map(|commands| Response::Xfrm { commands }),
-            Request::CreateLine(spec) => self.create(*spec).await.map(Response::Created),
+            Request::CreateLine(spec) => self
+                .create(*spec)
+                .await
+                .map(|c| Response::Created(Box::new(c))),
             Request::DeleteLine { name, cascade } => self
                 .delete(&name, cascade)
                 .await
