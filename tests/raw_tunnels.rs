@@ -275,10 +275,24 @@ fn gre_key_seq_and_csum_work_end_to_end_and_tshark_reads_them() {
         ("10.0.0.1", "10.0.0.2"),
         &["--key", "1.2.3.4", "--seq", "--csum"],
     );
+    // The key comes back as typed (issue 22, item 8), in the peer command, in `line
+    // show` and in the file, on both ends.
     assert!(
-        peer.trim_end().ends_with("--key 16909060 --seq --csum"),
+        peer.trim_end().ends_with("--key 1.2.3.4 --seq --csum"),
         "the peer gets the same key, sequence numbers and checksums: {peer}"
     );
+    for (n, name) in [(&na, "A"), (&nb, "B")] {
+        let shown = n.cli_ok(&["line", "show", "gks"]);
+        assert!(
+            shown.contains("options:         --key 1.2.3.4 --seq --csum"),
+            "{name}: {shown}"
+        );
+        let file = n.config_text();
+        assert!(
+            file.contains("ikey = \"1.2.3.4\"") && file.contains("okey = \"1.2.3.4\""),
+            "{name}: {file}"
+        );
+    }
     let l = line_json(&na, "gks");
     assert_eq!(l["mtu"], 1500 - 20 - 16, "{l}");
 
