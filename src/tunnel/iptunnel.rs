@@ -1032,6 +1032,36 @@ mod test {
         IpTunnelCore::new(s).unwrap()
     }
 
+    /// A with keepalive (one probe a second, down after `retries`), B its mirror
+    /// without; A's settings.
+    fn keepalive_pair(
+        kind: TunnelType,
+        gre: GreOptions,
+        retries: u8,
+    ) -> (Settings, IpTunnelCore, IpTunnelCore) {
+        let s = Settings {
+            keepalive: Some(KeepaliveConfig {
+                interval: SEC,
+                retries,
+            }),
+            ..settings(kind, gre)
+        };
+        let b = core(Settings {
+            keepalive: None,
+            ..mirror(&s)
+        });
+        (s, core(s), b)
+    }
+
+    /// An inner packet `kind` carries.
+    fn inner_for(kind: TunnelType) -> &'static [u8] {
+        if kind.carries(IpVersion::V4) {
+            &INNER_V4
+        } else {
+            &INNER_V6
+        }
+    }
+
     #[test]
     fn ipip_encapsulation_matches_fixture_and_decapsulates_back() {
         let s = settings(TunnelType::Ipip, GreOptions::default());
@@ -1409,18 +1439,7 @@ mod test {
             } else {
                 GreOptions::default()
             };
-            let s = Settings {
-                keepalive: Some(KeepaliveConfig {
-                    interval: SEC,
-                    retries: 2,
-                }),
-                ..settings(kind, gre)
-            };
-            let mut a = core(s);
-            let mut b = core(Settings {
-                keepalive: None,
-                ..mirror(&s)
-            });
+            let (s, mut a, mut b) = keepalive_pair(kind, gre, 2);
             let t0 = Instant::now();
             let mut out = vec![0u8; 256];
             assert_eq!(a.liveness(), Some(Liveness::Waiting));
@@ -1439,11 +1458,7 @@ mod test {
             assert_eq!(decap(&mut a, &reflected, t0), Got::Done, "{kind}");
             assert_eq!(a.liveness(), Some(Liveness::Up), "{kind}");
             // Data still flows after a keepalive (sequence numbers untouched by replies).
-            let inner: &[u8] = if kind.carries(IpVersion::V4) {
-                &INNER_V4
-            } else {
-                &INNER_V6
-            };
+            let inner = inner_for(kind);
             let data = net(encap(&mut a, inner));
             assert_eq!(decap(&mut b, &data, t0), Got::Tun(inner.to_vec()));
 
@@ -1478,27 +1493,12 @@ mod test {
             } else {
                 GreOptions::default()
             };
-            let s = Settings {
-                keepalive: Some(KeepaliveConfig {
-                    interval: SEC,
-                    retries: 3,
-                }),
-                ..settings(kind, gre)
-            };
-            let mut a = core(s);
-            let mut b = core(Settings {
-                keepalive: None,
-                ..mirror(&s)
-            });
+            let (s, mut a, mut b) = keepalive_pair(kind, gre, 3);
             let t0 = Instant::now();
             let mut out = vec![0u8; 256];
             net(own(a.poll_keepalive(t0, &mut out)));
             assert_eq!(a.liveness(), Some(Liveness::Waiting), "{kind}");
-            let inner: &[u8] = if kind.carries(IpVersion::V4) {
-                &INNER_V4
-            } else {
-                &INNER_V6
-            };
+            let inner = inner_for(kind);
             if kind.is_gre() {
                 let mut stranger = core(Settings {
                     keepalive: None,
