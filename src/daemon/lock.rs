@@ -87,6 +87,12 @@ impl HostLock {
     pub fn acquire() -> Result<HostLock, LockError> {
         let netns = netns_label();
         let name = format!("twnode/daemon/{netns}");
+        HostLock::acquire_named(name, netns)
+    }
+
+    /// [`HostLock::acquire`] under another abstract name (the unit tests use their own,
+    /// so they never meet a daemon or another test run on the same host).
+    fn acquire_named(name: String, netns: String) -> Result<HostLock, LockError> {
         let io_err = |source| LockError::Io {
             name: name.clone(),
             source,
@@ -165,8 +171,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_lock_in_the_same_namespace_is_refused_naming_the_holder() {
-        let first = HostLock::acquire().expect("the first lock is free");
-        let err = HostLock::acquire().err().expect("the lock is held");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let name = format!("twnode/test/{}/{nanos}", std::process::id());
+        let take = || HostLock::acquire_named(name.clone(), netns_label());
+        let first = take().expect("the first lock is free");
+        let err = take().err().expect("the lock is held");
         let LockError::Held { holder, .. } = &err else {
             panic!("expected Held, got {err:?}");
         };
@@ -184,6 +196,6 @@ mod tests {
         // The task that served it ends with the lock; the name is free again once the
         // socket is closed.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        HostLock::acquire().expect("free again after the holder dropped it");
+        take().expect("free again after the holder dropped it");
     }
 }
