@@ -124,9 +124,17 @@ impl SharedRules {
 pub(super) struct Unrepaired(HashSet<String>);
 
 impl Unrepaired {
-    /// Whether this failure is new (and records it).
-    fn first(&mut self, what: &str) -> bool {
-        self.0.insert(what.to_string())
+    /// Records the objects that failed this pass; returns those that did not fail the
+    /// pass before (the ones to log).
+    fn update<'a>(&mut self, failed: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        let now: Vec<&str> = failed.into_iter().collect();
+        let new = now
+            .iter()
+            .copied()
+            .filter(|w| !self.0.contains(*w))
+            .collect();
+        self.0 = now.into_iter().map(str::to_string).collect();
+        new
     }
 
     /// How many objects are missing still.
@@ -223,15 +231,15 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             }
         }
 
-        let mut now_failing = Unrepaired::default();
-        for (line, what, e) in failed {
-            if !self.unrepaired.0.contains(&what) {
+        let new = self
+            .unrepaired
+            .update(failed.iter().map(|(_, what, _)| what.as_str()));
+        for (line, what, e) in &failed {
+            if new.contains(&what.as_str()) {
                 warn!(line = %line, object = %what, error = %e,
                       "could not put back a host object someone removed; trying again every pass");
             }
-            now_failing.first(&what);
         }
-        self.unrepaired = now_failing;
     }
 
     /// Addresses, routes and rules of a running line. On an error, what was installed
