@@ -11,6 +11,7 @@
 
 mod error;
 mod follow;
+pub mod lock;
 mod objects;
 pub mod privileges;
 mod requests;
@@ -66,12 +67,20 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    /// Another daemon owns this network namespace's objects (or the lock could not be
+    /// taken); nothing was touched.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    // First of all: a second daemon must not purge the running one's rules and routes
+    // (its traffic would leave in clear), nor replace its control socket.
+    let lock = lock::HostLock::acquire()?;
     let config = config::load(&opts.config)?;
-    info!(config = %opts.config.display(), lines = config.lines.len(), "twnode starting");
+    info!(config = %opts.config.display(), lines = config.lines.len(), lock = lock.name(),
+          "twnode starting");
     privileges::log_dropped();
     let host = Netlink::connect()?;
     match host.purge_stale().await {
@@ -130,6 +139,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let _ = serving.await;
     sup.shutdown().await;
     info!("twnode stopped; everything it created is removed");
+    drop(lock);
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use super::objects::{Installed, SharedRules};
+use super::objects::{Installed, SharedRules, Unrepaired};
 use super::restarts::Restarts;
 use crate::config::{self, Config, Line, LineKind, LineName, Mode, WireGuard};
 use crate::dataplane::{
@@ -78,6 +78,8 @@ pub struct Supervisor<H: Host = Netlink, D: Dataplane = Devices> {
     /// Lines restarted after their packet path stopped (a bug): how often in a row,
     /// and when the next bring-up may happen.
     restarts: Restarts,
+    /// Host objects the last repair could not put back (each logged once).
+    pub(super) unrepaired: Unrepaired,
 }
 
 impl<H: Host, D: Dataplane> Supervisor<H, D> {
@@ -95,6 +97,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             state_dir: PathBuf::from(crate::daemon::DEFAULT_STATE_DIR),
             pass_addrs: None,
             restarts: Restarts::default(),
+            unrepaired: Unrepaired::default(),
         }
     }
 
@@ -118,10 +121,11 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
     /// [`Self::reconcile`] at `now` (restart delays are counted from it).
     pub(super) async fn reconcile_at(&mut self, now: Instant) {
         self.restart_stopped_paths(now).await;
+        self.repair().await;
         self.follow_parent_mtus().await;
         self.follow_next_hops(None).await;
         let order: Vec<Line> = self.config.ordered().into_iter().cloned().collect();
-        if order.iter().any(|l| !self.running.contains_key(&l.name)) {
+        if self.pass_addrs.is_none() && order.iter().any(|l| !self.running.contains_key(&l.name)) {
             self.pass_addrs = self.host.all_addrs().await.ok();
         }
         let config = &self.config;
