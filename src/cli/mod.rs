@@ -186,6 +186,14 @@ struct CreateArgs {
     /// Second ESP key, 0x + 32-128 hex digits, the same on both ends (secret)
     #[arg(long, value_name = "0xHEX")]
     auth_key: Option<String>,
+    /// How ESP gets its SAs: epoch (fresh keys agreed with a twnode peer at every start
+    /// and rekey) or static (from the keys alone, for a Linux kernel peer and `line show
+    /// --xfrm`) [default: epoch]
+    #[arg(long, value_name = "epoch|static")]
+    esp_keying: Option<String>,
+    /// Epoch keying: seconds between rekeys, 1-86400 [default: 3600]
+    #[arg(long, value_name = "SECS")]
+    esp_rekey: Option<u32>,
     /// IP tunnels over an Ethernet parent: send through an AF_XDP socket on the next
     /// hop's device, past this host's routing, netfilter, qdisc and packet captures
     /// (faster; see the README's "AF_XDP transmit")
@@ -392,6 +400,7 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                 name: a.name.clone(),
                 kind: a.kind.clone().unwrap_or_else(|| {
                     let esp = a.encrypt || a.enc_key.is_some() || a.auth_key.is_some();
+                    // (--esp-keying alone does not: it applies to encrypted lines only.)
                     if esp { "ipsec" } else { "wireguard" }.to_string()
                 }),
                 mode: a.mode.clone(),
@@ -423,6 +432,8 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                     cipher: a.cipher.clone(),
                     enc_key: a.enc_key.clone().map(control::Secret),
                     auth_key: a.auth_key.clone().map(control::Secret),
+                    esp_keying: a.esp_keying.clone(),
+                    esp_rekey: a.esp_rekey,
                     af_xdp: a.af_xdp,
                 },
             };
