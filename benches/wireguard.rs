@@ -4,17 +4,23 @@
 //! memory, so the figures are the crypto and bookkeeping cost the data plane pays per
 //! packet, the ceiling for a line's throughput on one core.
 //!
+//! The `peer_` benches run the same batches through [`WireGuardPeer`], the core with the
+//! line's policy (endpoint, hold-off, roaming) that the data plane calls: their
+//! difference to the plain ones is what the policy costs per packet.
+//!
 //! Throughput counts inner (IP packet) bytes. Run with
 //! `cargo bench --bench wireguard` (add `-- --warm-up-time 1 --measurement-time 3` for a
 //! quick look).
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use twnode::config::PrivateKey;
 use twnode::dataplane::batch::BATCH;
 use twnode::tunnel::wireguard::{Keys, WireGuardCore, DATA_OVERHEAD};
+use twnode::tunnel::wireguard_peer::{Inbound, Outbound, PeerConfig, WireGuardPeer};
 use twnode::tunnel::Action;
 
 /// A packet filling a 1420-byte line MTU (WireGuard's usual MTU on a 1500-byte link).
@@ -91,6 +97,91 @@ fn datagrams(a: &mut WireGuardCore, packet: &[u8], count: usize) -> Vec<Vec<u8>>
         .collect()
 }
 
+/// Two peers after a complete handshake: `a` (a client) sends, `b` (a server)
+/// receives.
+fn handshaken_peers() -> (WireGuardPeer, WireGuardPeer) {
+    let (key_a, key_b) = (PrivateKey::generate(), PrivateKey::generate());
+    let (public_a, public_b) = (key_a.public_key(), key_b.public_key());
+    let (addr_a, addr_b) = (SocketAddr::new(A_IP, 40000), SocketAddr::new(B_IP, 51820));
+    let peer = |private, peer_public, index, config| {
+        let keys = Keys {
+            private,
+            peer_public,
+            keepalive: 0,
+            index,
+        };
+        WireGuardPeer::new(keys, config)
+    };
+    let client = PeerConfig {
+        endpoint: Some(addr_b),
+        redial_from: None,
+    };
+    let server = PeerConfig {
+        endpoint: None,
+        redial_from: Some(A_IP),
+    };
+    let mut a = peer(&key_a, &public_b, 1, client);
+    let mut b = peer(&key_b, &public_a, 2, server);
+    let mut out = vec![0u8; 2048];
+    let now = Instant::now();
+    let initiation = a
+        .poll_dial(&mut out, now)
+        .expect("initiation")
+        .datagram
+        .to_vec();
+    let response = match b.handle_datagram(addr_a, &initiation, &mut out, now) {
+        Inbound::Reply(t) => t.datagram.to_vec(),
+        other => panic!("response: {other:?}"),
+    };
+    let keepalive = match a.handle_datagram(addr_b, &response, &mut out, now) {
+        Inbound::Reply(t) => t.datagram.to_vec(),
+        other => panic!("keepalive: {other:?}"),
+    };
+    assert_eq!(
+        b.handle_datagram(addr_a, &keepalive, &mut out, now),
+        Inbound::Done
+    );
+    while b.poll_queued(&mut out, now).is_some() {}
+    assert!(a.is_up() && b.is_up(), "handshake completed");
+    (a, b)
+}
+
+fn peer_encapsulate(
+    peer: &mut WireGuardPeer,
+    packet: &[u8],
+    out: &mut [u8],
+    now: Instant,
+) -> usize {
+    match peer.handle_tun_packet(packet, out, now) {
+        Outbound::Send(t) => t.datagram.len(),
+        other => panic!("encapsulate: {other:?}"),
+    }
+}
+
+fn peer_decapsulate(
+    peer: &mut WireGuardPeer,
+    datagram: &[u8],
+    out: &mut [u8],
+    now: Instant,
+) -> usize {
+    match peer.handle_datagram(SocketAddr::new(A_IP, 40000), datagram, out, now) {
+        Inbound::Tun(p) => p.len(),
+        other => panic!("decapsulate: {other:?}"),
+    }
+}
+
+/// `count` datagrams, fresh from `a`.
+fn peer_datagrams(a: &mut WireGuardPeer, packet: &[u8], count: usize) -> Vec<Vec<u8>> {
+    let mut out = vec![0u8; SLOT];
+    let now = Instant::now();
+    (0..count)
+        .map(|_| match a.handle_tun_packet(packet, &mut out, now) {
+            Outbound::Send(t) => t.datagram.to_vec(),
+            other => panic!("data: {other:?}"),
+        })
+        .collect()
+}
+
 fn wireguard(c: &mut Criterion) {
     let packet = ipv4_packet(PACKET);
     let (mut a, mut b) = handshaken_pair();
@@ -129,6 +220,34 @@ fn wireguard(c: &mut Criterion) {
                     .iter()
                     .zip(outs.chunks_exact_mut(SLOT))
                     .map(|(datagram, slot)| decapsulate(&mut b, black_box(datagram), slot))
+                    .sum::<usize>()
+            },
+            BatchSize::PerIteration,
+        );
+    });
+
+    // The same batches through the policy layer, with one clock read per batch as the
+    // data plane does.
+    let (mut pa, mut pb) = handshaken_peers();
+    group.bench_function("peer_encapsulate_batch32_1420", |bench| {
+        bench.iter(|| {
+            let now = Instant::now();
+            outs.chunks_exact_mut(SLOT)
+                .map(|slot| peer_encapsulate(&mut pa, black_box(&packet), slot, now))
+                .sum::<usize>()
+        });
+    });
+    group.bench_function("peer_decapsulate_batch32_1420", |bench| {
+        bench.iter_batched_ref(
+            || peer_datagrams(&mut pa, &packet, BATCH),
+            |datagrams| {
+                let now = Instant::now();
+                datagrams
+                    .iter()
+                    .zip(outs.chunks_exact_mut(SLOT))
+                    .map(|(datagram, slot)| {
+                        peer_decapsulate(&mut pb, black_box(datagram), slot, now)
+                    })
                     .sum::<usize>()
             },
             BatchSize::PerIteration,

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::node::{seed_pair, tcp_transfer, Node, SERVER_CREATE};
+use std::time::{Duration, Instant};
+
+use common::node::{seed_pair, shell_words, tcp_transfer, Node, SERVER_CREATE};
 use common::{dump_state, require_root_and_tools};
 
 #[test]
@@ -36,6 +38,7 @@ fn line_made_with_create_and_pasted_peer_command_carries_ping_and_tcp() {
 
     na.wait_state("tunnel_base", "up", 10);
     nb.wait_state("tunnel_base", "up", 10);
+    let up = Instant::now();
     a.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2"]);
     b.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.1"]);
     let route = a.run_ok(&["ip", "route", "get", "10.0.0.2"]);
@@ -56,6 +59,16 @@ fn line_made_with_create_and_pasted_peer_command_carries_ping_and_tcp() {
     let l = &json[0];
     assert!(l["rx_bytes"].as_u64().unwrap() > 0 && l["tx_bytes"].as_u64().unwrap() > 10 << 20);
     assert!(l["last_handshake_secs"].as_u64().is_some());
+
+    // A warning means something is wrong: a healthy line logs none, also past
+    // WireGuard's 5 s handshake retry (boringtun warned then, issue 22 item 3).
+    std::thread::sleep(Duration::from_secs(7).saturating_sub(up.elapsed()));
+    for (who, log) in [("server", na.log()), ("client", nb.log())] {
+        assert!(
+            !log.contains(" WARN "),
+            "the {who} warns on a healthy line:\n{log}"
+        );
+    }
 
     // Restart: lines come back from the config, traffic flows again.
     na.stop_daemon();
@@ -86,4 +99,94 @@ fn line_delete_leaves_nothing_behind_and_updates_the_config() {
     assert_eq!(dump_state(&a), before, "state after line delete");
     assert!(!na.config_text().contains("tunnel_base"));
     assert!(na.lines().as_array().unwrap().is_empty());
+}
+
+/// Issue 22 item 3: a client given a wrong `--peer-pubkey` says what is likely wrong
+/// (its initiations go unanswered), so does the server (they fail authentication), and
+/// every warning in either log names the line.
+#[test]
+fn a_wrong_peer_key_shows_its_likely_cause_and_every_warning_names_the_line() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, b) = seed_pair("wgkey");
+    let na = Node::start(&a);
+    let nb = Node::start(&b);
+    na.cli_ok(SERVER_CREATE);
+    let peer = na.cli_ok(&["line", "show-peer", "tunnel_base"]);
+    // The pasted command with another key where the server's public key belongs.
+    let stranger = na.cli_ok(&["genkey"]);
+    let mut words = shell_words(&peer.trim().replacen("<parent>", "eth0", 1));
+    let at = words
+        .iter()
+        .position(|w| w == "--peer-pubkey")
+        .expect("the peer command names the server's key");
+    words[at + 1] = stranger.trim().to_string();
+    let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+    nb.cli_ok(&args);
+
+    let reason = |n: &Node| -> String {
+        let lines = n.lines();
+        let line = lines
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "tunnel_base")
+            .cloned()
+            .unwrap();
+        assert_ne!(line["state"], "up", "{line}");
+        line["reason"].as_str().unwrap_or("").to_string()
+    };
+    let start = Instant::now();
+    let (client, server) = loop {
+        let (client, server) = (reason(&nb), reason(&na));
+        if client.contains("no answer to") && server.contains("failed authentication") {
+            break (client, server);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(16),
+            "after {:?}: client says {client:?}, server {server:?}\nclient log:\n{}\nserver log:\n{}",
+            start.elapsed(),
+            nb.log(),
+            na.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        client.contains("203.0.113.10:51820"),
+        "names where the initiations went: {client}"
+    );
+    assert!(client.contains("--peer-pubkey"), "{client}");
+    assert!(
+        server.contains("198.51.100.20"),
+        "names the peer's address: {server}"
+    );
+    let shown = nb.cli_ok(&["line", "show", "tunnel_base"]);
+    assert!(shown.contains("no answer to"), "{shown}");
+
+    // Give boringtun's 5 s retry a turn more, then read the logs.
+    std::thread::sleep(Duration::from_secs(2));
+    for (who, log) in [("client", nb.log()), ("server", na.log())] {
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|l| l.contains("no answer to") || l.contains("failed authentication")),
+            "the {who} warns about the line's problem:\n{log}"
+        );
+        for w in &warnings {
+            assert!(
+                w.contains("tunnel_base"),
+                "a {who} warning without the line's name: {w}\n{log}"
+            );
+        }
+        assert!(
+            !log.contains("HANDSHAKE(REKEY_TIMEOUT)")
+                || log
+                    .lines()
+                    .filter(|l| l.contains("HANDSHAKE("))
+                    .all(|l| l.contains("tunnel_base")),
+            "boringtun's messages name the line:\n{log}"
+        );
+    }
 }

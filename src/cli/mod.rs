@@ -242,11 +242,11 @@ fn chain(e: &anyhow::Error) -> String {
 }
 
 fn init_tracing(daemon: bool) {
-    let default = if daemon {
-        "info,boringtun=warn"
-    } else {
-        "warn"
-    };
+    // boringtun's own messages are off unless asked for (`TWNODE_LOG=info,boringtun=debug`):
+    // it warns on healthy lines (a retried handshake) and names no line outside our
+    // spans; the data plane logs what is meaningful (line up and down, what is likely
+    // wrong) with the line's name.
+    let default = if daemon { "info,boringtun=off" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TWNODE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

@@ -38,9 +38,12 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             Some(Running { dataplane, .. }) => match dataplane.status() {
                 DataplaneStatus::IpTunnel(raw) => raw_state(line, &raw),
                 DataplaneStatus::WireGuard(wg) if wg.up => (LineState::Up, None),
-                DataplaneStatus::WireGuard(_) => (
+                DataplaneStatus::WireGuard(wg) => (
                     LineState::Connecting,
-                    Some("no WireGuard session with the peer yet".into()),
+                    Some(
+                        wg.problem
+                            .unwrap_or_else(|| "no WireGuard session with the peer yet".into()),
+                    ),
                 ),
             },
             None => match self.failed.get(&line.name) {

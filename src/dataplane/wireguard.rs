@@ -1,26 +1,22 @@
-//! The WireGuard line's I/O loop: a TUN device, a UDP socket and a
-//! [`WireGuardCore`], driven by two paths on the data-plane threads
-//! ([`super::poller`]) and one tokio task.
+//! The WireGuard line's I/O loop: a TUN device, a UDP socket and a [`WireGuardPeer`]
+//! (the protocol core with the line's policy: roaming, the cookie rule, the hold-off,
+//! re-dial, handshake back; see [`crate::tunnel::wireguard_peer`]), driven by two paths
+//! on the data-plane threads ([`super::poller`]) and one tokio task. This file only moves
+//! bytes: it reads the clock and hands `now` to the peer, and sends what the peer returns
+//! where the peer says.
 //!
 //! - `outbound_ready`: TUN -> encrypt -> UDP, a batch of up to [`SEGS`] packets (TUN
 //!   reads, see [`Tun::read_packets`]), one `sendmmsg` per batch;
-//! - `inbound_once`: UDP -> decrypt -> TUN, one `recvmmsg` per batch; authenticated
-//!   datagrams from a new address move the endpoint (roaming). What the kernel answered
-//!   inside the TUN write (a ping reply, ACKs) it sends itself when the outbound path
-//!   is idle, one outbound batch under the device's read turn ([`Tun::try_read_turn`]),
-//!   so a flow is never read by two threads at once;
-//! - `timers` (tokio): every [`TICK`], WireGuard's timers (retransmit, rekey,
-//!   keepalive), and for a client a new handshake whenever there is no session, so a
-//!   line comes back by itself after its peer or the underlay returns.
+//! - `inbound_once`: UDP -> decrypt -> TUN, one `recvmmsg` per batch. What the kernel
+//!   answered inside the TUN write (a ping reply, ACKs) it sends itself when the outbound
+//!   path is idle, one outbound batch under the device's read turn
+//!   ([`Tun::try_read_turn`]), so a flow is never read by two threads at once;
+//! - `timers` (tokio): every [`TICK`], WireGuard's timers (retransmit, rekey, keepalive)
+//!   and a client's re-dial.
 //!
-//! The core and the endpoint sit behind one mutex, taken once per batch and never across
-//! an `.await`.
-//!
-//! Like the kernel and wireguard-go, a line that has just answered the peer's handshake
-//! starts none of its own for [`RESPONSE_HOLDOFF`]: packets that wait for the session
-//! stay queued in the core until the peer confirms it (its first data or keepalive),
-//! then go out. Initiating at once instead makes two handshakes cross, which
-//! wireguard-go (0.0.20220316) sometimes resolves into a session it cannot receive on.
+//! The peer sits behind one mutex, taken once per batch and never across an `.await`.
+//! Log lines name the line: the timer task runs inside the line's span (boringtun's own
+//! timer messages land in it), the packet paths enter it when debug logging is on.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -30,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 use tokio::task::JoinHandle;
+use tracing::level_filters::LevelFilter;
 use tracing::{debug, info, warn};
 
 use super::batch::{offset_in, SLOT};
@@ -42,20 +39,16 @@ use super::stats::LineStats;
 use super::tun::Tun;
 use super::{gso, udp, DataplaneError};
 use crate::tunnel::keys::{PrivateKey, PublicKey};
-use crate::tunnel::wireguard::{Keys, Stats, WireGuardCore, MIN_OUT};
-use crate::tunnel::{Action, DropReason};
+use crate::tunnel::wireguard::{Keys, Stats, MIN_OUT};
+use crate::tunnel::wireguard_peer::{
+    Event, Inbound, Outbound, PeerConfig, Transmit, WireGuardPeer,
+};
+use crate::tunnel::DropReason;
 
 /// How often WireGuard's timers run.
 pub const TICK: Duration = Duration::from_millis(250);
 /// Room for one timer message (a handshake initiation is the largest, 148 bytes).
 const TIMER_SLOT: usize = 256;
-/// WireGuard message types (the first byte of every message).
-const HANDSHAKE_INITIATION: u8 = 1;
-const HANDSHAKE_RESPONSE: u8 = 2;
-const COOKIE_REPLY: u8 = 3;
-/// How long after answering a handshake we start none of our own (WireGuard's
-/// REKEY_TIMEOUT, which the kernel applies from the last handshake message sent).
-pub const RESPONSE_HOLDOFF: Duration = Duration::from_secs(5);
 
 /// Everything the data plane needs to run one WireGuard line.
 pub struct WireGuardSpec {
@@ -81,43 +74,19 @@ pub struct WireGuardSpec {
     pub redial_from: Option<IpAddr>,
 }
 
-struct Shared {
-    core: WireGuardCore,
-    endpoint: Option<SocketAddr>,
-    /// When we last answered the peer's handshake initiation.
-    responded: Option<Instant>,
-    /// Packets from the TUN device wait in the core for a session.
-    queued: bool,
-    /// When we last started a handshake toward data we could not read.
-    redialed: Option<Instant>,
-}
-
-impl Shared {
-    /// Whether `message`, which the core wants sent, may go now: anything but an
-    /// initiation of our own within [`RESPONSE_HOLDOFF`] of answering the peer's.
-    /// A held-back initiation leaves the core waiting for an answer; its timers resend
-    /// one after REKEY_TIMEOUT if the peer's session never comes.
-    fn may_send(&self, message: &[u8], now: Instant) -> bool {
-        message.first() != Some(&HANDSHAKE_INITIATION)
-            || self
-                .responded
-                .is_none_or(|at| now.saturating_duration_since(at) >= RESPONSE_HOLDOFF)
-    }
-}
-
 struct Io {
     name: String,
     tun: Tun,
     socket: Socket,
-    shared: Mutex<Shared>,
+    peer: Mutex<WireGuardPeer>,
     stats: Arc<LineStats>,
-    dials: bool,
+    /// `line = <name>`: every log line about this line carries it.
+    span: tracing::Span,
     /// UDP GSO: probed at start, turned off if a send is refused.
     udp_gso: AtomicBool,
     /// UDP GRO: on when the kernel took the socket option.
     udp_gro: bool,
     pmtu: Arc<PathMtu>,
-    redial_from: Option<IpAddr>,
     /// Fault injection for the tests ([`FAULT_ENV`]): the outbound path panics once.
     fault: Fault,
 }
@@ -155,10 +124,17 @@ fn fault_armed(line: &str) -> Fault {
 }
 
 impl Io {
-    fn lock(&self) -> MutexGuard<'_, Shared> {
+    fn lock(&self) -> MutexGuard<'_, WireGuardPeer> {
         // A panic while holding the lock cannot leave the core half-updated in a way
         // that matters more than losing the line; keep going.
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+        self.peer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The line's span, entered on the packet paths only when debug logging is on
+    /// (boringtun logs nothing above debug there), so it costs nothing per batch
+    /// otherwise.
+    fn debug_span(&self) -> Option<tracing::span::Entered<'_>> {
+        (LevelFilter::current() >= LevelFilter::DEBUG).then(|| self.span.enter())
     }
 }
 
@@ -181,6 +157,9 @@ pub struct WireGuardStatus {
     pub endpoint: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
     pub core: Stats,
+    /// What is likely wrong while there is no session (unanswered handshakes, keys
+    /// that do not match), for `line show`'s reason.
+    pub problem: Option<String>,
 }
 
 impl WireGuardLine {
@@ -194,30 +173,30 @@ impl WireGuardLine {
         let tun_offload = tun.offload();
         let udp_gso = want && gso::probe_gso(&socket);
         let udp_gro = want && gso::enable_gro(&socket);
-        let core = WireGuardCore::new(Keys {
-            private: &spec.private_key,
-            peer_public: &spec.peer_public_key,
-            keepalive: spec.keepalive,
-            index: spec.index,
-        });
+        let peer = WireGuardPeer::new(
+            Keys {
+                private: &spec.private_key,
+                peer_public: &spec.peer_public_key,
+                keepalive: spec.keepalive,
+                index: spec.index,
+            },
+            PeerConfig {
+                endpoint: spec.endpoint,
+                redial_from: spec.redial_from,
+            },
+        );
         let fault = fault_armed(&spec.name);
+        let span = tracing::info_span!("wireguard", line = %spec.name);
         let io = Arc::new(Io {
             name: spec.name,
             tun,
             socket,
-            shared: Mutex::new(Shared {
-                core,
-                endpoint: spec.endpoint,
-                responded: None,
-                queued: false,
-                redialed: None,
-            }),
+            peer: Mutex::new(peer),
             stats: Arc::new(LineStats::default()),
-            dials: spec.endpoint.is_some(),
+            span,
             udp_gso: AtomicBool::new(udp_gso),
             udp_gro,
             pmtu: spec.pmtu,
-            redial_from: spec.redial_from,
             fault,
         });
         info!(
@@ -275,12 +254,13 @@ impl WireGuardLine {
 
     /// A snapshot of the protocol state.
     pub fn status(&self) -> WireGuardStatus {
-        let sh = self.io.lock();
+        let peer = self.io.lock();
         WireGuardStatus {
-            up: sh.core.is_up(),
-            endpoint: sh.endpoint,
+            up: peer.is_up(),
+            endpoint: peer.endpoint(),
             local: self.local,
-            core: sh.core.stats(),
+            core: peer.stats(),
+            problem: peer.problem(Instant::now()).map(|p| p.to_string()),
         }
     }
 
@@ -342,11 +322,13 @@ fn outbound_once(io: &Io, w: &mut Buffers) -> bool {
     if n == 0 {
         return false;
     }
+    let _span = io.debug_span();
     let mut k = 0;
-    let endpoint;
+    // Where the batch goes: the endpoint as it was under this one lock, the same for
+    // every datagram of the batch.
+    let mut to = None;
     {
-        let mut sh = io.lock();
-        endpoint = sh.endpoint;
+        let mut peer = io.lock();
         let now = Instant::now();
         let mut bytes = 0u64;
         for (i, chunk) in w.enc.chunks_exact_mut(SLOT).take(n).enumerate() {
@@ -355,30 +337,29 @@ fn outbound_once(io: &Io, w: &mut Buffers) -> bool {
             if io.pmtu.refused(inp, chunk, &io.tun, &io.stats) {
                 continue;
             }
-            match sh.core.handle_tun_packet(inp, chunk) {
-                Action::WriteToNetwork(p) => {
-                    // An initiation instead of data: the packet waits for it.
-                    if p.first() == Some(&HANDSHAKE_INITIATION) {
-                        sh.queued = true;
-                    }
-                    if sh.may_send(p, now) {
-                        w.enc_out[k] = (p.as_ptr(), p.len());
-                        k += 1;
-                    }
+            match peer.handle_tun_packet(inp, chunk, now) {
+                Outbound::Send(t) => {
+                    w.enc_out[k] = (t.datagram.as_ptr(), t.datagram.len());
+                    k += 1;
+                    to = Some(t.to);
                     bytes += inp.len() as u64;
                 }
-                // Queued while a handshake runs.
-                Action::Done => sh.queued = true,
-                Action::Drop(r) => io.stats.count_drop(r, 1),
-                Action::WriteToTun(_) => {}
+                // Counted when the core made a datagram for the packet, even one that
+                // cannot go (held back, or no endpoint yet), as always.
+                Outbound::Held => bytes += inp.len() as u64,
+                Outbound::Drop(r) => {
+                    if r == DropReason::NoEndpoint {
+                        bytes += inp.len() as u64;
+                    }
+                    io.stats.count_drop(r, 1);
+                }
+                Outbound::Queued => {}
             }
         }
         LineStats::add(&io.stats.tx_bytes, bytes);
     }
-    match endpoint {
-        Some(to) => send_encrypted(io, &w.enc_out[..k], to),
-        None if k > 0 => io.stats.count_drop(DropReason::NoEndpoint, k as u64),
-        None => {}
+    if let Some(to) = to {
+        send_encrypted(io, &w.enc_out[..k], to);
     }
     true
 }
@@ -451,15 +432,16 @@ fn inbound_once(io: &Io, w: &mut Buffers) -> std::io::Result<bool> {
 /// Decrypts the `n` received messages and writes what they carry to the TUN device;
 /// returns how many packets went to it.
 fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) -> usize {
+    let _span = io.debug_span();
     let mut written = 0;
-    let mut flush_to: Option<SocketAddr> = None;
-    let mut confirmed = false;
+    let mut flush = false;
     // Position: message, byte offset within it.
     let (mut msg, mut pos) = (0usize, 0usize);
     while msg < n {
         let mut t = 0; // packets for the TUN device in this chunk
+        let events;
         {
-            let mut sh = io.lock();
+            let mut peer = io.lock();
             let now = Instant::now();
             while msg < n && t < SEGS {
                 let m = w.rx_msgs[msg];
@@ -484,68 +466,24 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) -> usize {
                     io.stats.count_drop(DropReason::IoError, 1);
                     continue;
                 };
-                // A cookie reply we receive proves nothing about where the peer is
-                // now: it never moves the endpoint nor confirms a session.
-                let cookie_in = datagram.first() == Some(&COOKIE_REPLY);
                 let out = &mut buf[TUN_OFFSET..];
                 let base = out.as_ptr();
                 let mut to_tun = None;
-                let authenticated = match sh.core.handle_datagram(from.ip(), datagram, out) {
-                    Action::WriteToTun(p) => {
-                        to_tun = Some((offset_in(base, p), p.len()));
-                        confirmed = true;
-                        true
+                match peer.handle_datagram(from, datagram, out, now) {
+                    Inbound::Tun(p) => to_tun = Some((offset_in(base, p), p.len())),
+                    // Handshake messages go back at once (rare; the lock is held for
+                    // one send).
+                    Inbound::Reply(tx) => {
+                        send_now(io, &tx);
                     }
-                    Action::WriteToNetwork(p) => {
-                        // A handshake response or a cookie: goes back to the sender
-                        // at once (rare; the lock is held for one send). A cookie
-                        // reply answers an unauthenticated handshake under load: it
-                        // must not move the endpoint, or a flood of forged initiations
-                        // could steal the line.
-                        let authenticated = p.first() != Some(&COOKIE_REPLY);
-                        if !authenticated {
-                            // boringtun answers with a cookie instead of an Err.
-                            io.stats.count_drop(DropReason::UnderLoad, 1);
+                    Inbound::Done => {}
+                    Inbound::Drop { reason, answer } => {
+                        io.stats.count_drop(reason, 1);
+                        if let Some(tx) = answer {
+                            send_now(io, &tx);
                         }
-                        if p.first() == Some(&HANDSHAKE_RESPONSE) {
-                            sh.responded = Some(now);
-                        }
-                        if udp::send_one(&io.socket, p, from).is_err() {
-                            io.stats.count_drop(DropReason::IoError, 1);
-                        }
-                        flush_to = Some(from);
-                        authenticated
                     }
-                    Action::Done if cookie_in => false,
-                    Action::Done => {
-                        confirmed = true;
-                        true
-                    }
-                    Action::Drop(r) => {
-                        io.stats.count_drop(r, 1);
-                        // Unauthenticated, so the endpoint stays; the answer goes to
-                        // the peer's own address only, at most once per
-                        // RESPONSE_HOLDOFF (a forged packet buys one initiation).
-                        if r == DropReason::UnknownSession
-                            && io.redial_from == Some(from.ip())
-                            && !sh.core.is_up()
-                            && sh.redialed.is_none_or(|at| {
-                                now.saturating_duration_since(at) >= RESPONSE_HOLDOFF
-                            })
-                        {
-                            if let Action::WriteToNetwork(p) = sh.core.poll_handshake_anew(out) {
-                                if sh.may_send(p, now) {
-                                    debug!(line = %io.name, to = %from, "data without a session: handshake back");
-                                    sh.redialed = Some(now);
-                                    if udp::send_one(&io.socket, p, from).is_err() {
-                                        io.stats.count_drop(DropReason::IoError, 1);
-                                    }
-                                }
-                            }
-                        }
-                        false
-                    }
-                };
+                }
                 if let Some((off, len)) = to_tun {
                     if off != 0 {
                         buf.copy_within(TUN_OFFSET + off..TUN_OFFSET + off + len, TUN_OFFSET);
@@ -553,103 +491,97 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) -> usize {
                     buf.truncate(TUN_OFFSET + len);
                     t += 1;
                 }
-                if authenticated && sh.endpoint != Some(from) {
-                    info!(line = %io.name, old = ?sh.endpoint, new = %from, "peer endpoint changed");
-                    sh.endpoint = Some(from);
-                }
             }
-            // The peer's first packet on a session we answered for: what waited for
-            // it can go.
-            if confirmed && sh.queued && flush_to.is_none() {
-                flush_to = sh.endpoint;
-            }
+            flush |= peer.flush_pending();
+            events = drain_events(&mut peer);
         }
+        log_events(io, events);
         if t > 0 {
             io.tun.write_packets(w, t, &io.stats);
             written += t;
         }
     }
-    if let Some(to) = flush_to {
-        flush_queued(io, w, to);
+    if flush {
+        flush_queued(io, w);
     }
     written
 }
 
-/// After a handshake completes, sends the packets that waited for it. Without a
-/// session yet (we only answered), they stay queued: the core turns each into an
-/// initiation of our own, which [`Shared::may_send`] holds back.
-fn flush_queued(io: &Io, w: &mut Buffers, to: SocketAddr) {
+/// Sends one datagram at once (handshake messages, cookies, packets that waited for a
+/// session: rare); false if the kernel refused it.
+fn send_now(io: &Io, tx: &Transmit<'_>) -> bool {
+    let sent = udp::send_one(&io.socket, tx.datagram, tx.to).is_ok();
+    if !sent {
+        io.stats.count_drop(DropReason::IoError, 1);
+    }
+    sent
+}
+
+/// After a handshake completes, sends the packets that waited for it, one lock each
+/// (rare). Without a session yet (we only answered), they stay queued.
+fn flush_queued(io: &Io, w: &mut Buffers) {
     let out = &mut w.enc[..SLOT];
     let now = Instant::now();
     loop {
-        let mut sh = io.lock();
-        match sh.core.poll_queued(out) {
-            Action::WriteToNetwork(p) if sh.may_send(p, now) => {
-                let p: &[u8] = p;
-                if udp::send_one(&io.socket, p, to).is_err() {
-                    io.stats.count_drop(DropReason::IoError, 1);
-                } else {
-                    LineStats::add(&io.stats.tx_packets, 1);
-                }
-            }
-            _ => {
-                // With a session the queue is empty now; without, it still waits.
-                sh.queued = sh.core.stats().last_handshake.is_none();
-                return;
-            }
+        let mut peer = io.lock();
+        let Some(tx) = peer.poll_queued(out, now) else {
+            return;
+        };
+        if send_now(io, &tx) {
+            LineStats::add(&io.stats.tx_packets, 1);
         }
     }
 }
 
-/// WireGuard's timers, and a client's persistence.
+/// The peer's events since the last call, taken under the lock and logged after it.
+/// At most one of each kind is pending, hence four.
+type Events = Option<[Option<Event>; 4]>;
+
+fn drain_events(peer: &mut WireGuardPeer) -> Events {
+    let first = peer.poll_event()?;
+    let mut events = [Some(first), None, None, None];
+    for e in events.iter_mut().skip(1) {
+        *e = peer.poll_event();
+    }
+    Some(events)
+}
+
+fn log_events(io: &Io, events: Events) {
+    for event in events.into_iter().flatten().flatten() {
+        match event {
+            Event::EndpointChanged { old, new } => {
+                info!(line = %io.name, old = ?old, new = %new, "peer endpoint changed")
+            }
+            Event::HandshakeBack { to } => {
+                debug!(line = %io.name, to = %to, "data without a session: handshake back")
+            }
+            Event::Up { endpoint } => {
+                info!(line = %io.name, endpoint = ?endpoint, "handshake completed, line up")
+            }
+            Event::Down => warn!(line = %io.name, "no session with the peer, line down"),
+            Event::Problem(problem) => warn!(line = %io.name, "{problem}"),
+        }
+    }
+}
+
+/// WireGuard's timers, and a client's persistence, inside the line's span: boringtun's
+/// own timer messages name the line.
 async fn timers(io: Arc<Io>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 2 * TIMER_SLOT];
-    let mut was_up = false;
     loop {
         tick.tick().await;
-        let mut sends: [Option<usize>; 2] = [None, None];
-        let endpoint;
-        let up;
-        {
-            let mut sh = io.lock();
-            endpoint = sh.endpoint;
+        let (first, second) = buf.split_at_mut(TIMER_SLOT);
+        let (sends, events) = io.span.in_scope(|| {
+            let mut peer = io.lock();
             let now = Instant::now();
-            let (first, second) = buf.split_at_mut(TIMER_SLOT);
-            // Other outcomes (Expired: the peer stopped answering) need no send; a
-            // client re-dials below.
-            if let Action::WriteToNetwork(p) = sh.core.poll_timers(first) {
-                if sh.may_send(p, now) {
-                    sends[0] = Some(p.len());
-                }
-            }
-            up = sh.core.is_up();
-            if io.dials && !up {
-                if let Action::WriteToNetwork(p) = sh.core.poll_handshake(second) {
-                    if sh.may_send(p, now) {
-                        sends[1] = Some(p.len());
-                    }
-                }
-            }
-        }
-        if up != was_up {
-            if up {
-                info!(line = %io.name, endpoint = ?endpoint, "handshake completed, line up");
-            } else {
-                warn!(line = %io.name, "no session with the peer, line down");
-            }
-            was_up = up;
-        }
-        if let Some(to) = endpoint {
-            for (k, len) in sends.iter().enumerate() {
-                if let Some(len) = len {
-                    let p = &buf[k * TIMER_SLOT..k * TIMER_SLOT + len];
-                    if udp::send_one(&io.socket, p, to).is_err() {
-                        io.stats.count_drop(DropReason::IoError, 1);
-                    }
-                }
-            }
+            let sends = [peer.poll_timers(first, now), peer.poll_dial(second, now)];
+            (sends, drain_events(&mut peer))
+        });
+        log_events(&io, events);
+        for tx in sends.iter().flatten() {
+            send_now(&io, tx);
         }
     }
 }

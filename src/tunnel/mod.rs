@@ -2,9 +2,10 @@
 //! into the caller's buffer, and says what to do with them ([`Action`]).
 //!
 //! Rules: no I/O, no allocation per packet, and a bad packet is a [`DropReason`], never
-//! a panic. Time comes from the caller where the core keeps timers of its own; the one
-//! exception is WireGuard, whose timers live inside boringtun's `noise::Tunn` and read
-//! `Instant::now()` there.
+//! a panic. Time comes from the caller (`now`). The one exception is inside boringtun:
+//! WireGuard's protocol timers and handshake rate limiter live in its `noise::Tunn`
+//! ([`wireguard::WireGuardCore`]) and read `Instant::now()` there; the line's policy
+//! around it ([`wireguard_peer::WireGuardPeer`]: endpoint, hold-off, re-dial) takes `now`.
 //!
 //! The IP tunnels share one core, [`iptunnel::IpTunnelCore`] (outer header, TTL/TOS,
 //! RFC 6040 ECN, keepalive probes), and differ in the layer between outer and inner
@@ -21,6 +22,7 @@ pub mod keepalive;
 pub mod keys;
 pub mod pmtu;
 pub mod wireguard;
+pub mod wireguard_peer;
 
 /// Why a tunnel core cannot be built from its settings (the config layer checks the
 /// same things first, with the TOML key in its message).

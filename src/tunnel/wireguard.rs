@@ -153,7 +153,7 @@ impl WireGuardCore {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]
-mod test {
+pub(super) mod test {
     use super::*;
 
     /// Two cores wired back to back in memory (quinn's `Pair`).
@@ -165,7 +165,9 @@ mod test {
     const A_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 10));
     const B_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 20));
 
-    fn ipv4_packet(payload: &[u8]) -> Vec<u8> {
+    /// An IPv4/UDP packet 10.0.0.1 -> 10.0.0.2 carrying `payload` (also the
+    /// [`super::super::wireguard_peer`] tests' packet).
+    pub(in crate::tunnel) fn ipv4_packet(payload: &[u8]) -> Vec<u8> {
         let mut p = vec![
             0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
         ];
