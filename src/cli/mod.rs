@@ -42,7 +42,8 @@ pub struct Cli {
 enum Command {
     /// Run the daemon in the foreground (systemd runs it as `twnode daemon`)
     Daemon {
-        /// Directory for durable state (ESP sequence-number marks)
+        /// Directory for durable state (ESP sequence-number marks of static-keyed
+        /// lines), locked by the daemon: one daemon per directory
         #[arg(
             long,
             env = "TWNODE_STATE_DIR",
@@ -50,6 +51,11 @@ enum Command {
             default_value = crate::daemon::DEFAULT_STATE_DIR
         )]
         state_dir: PathBuf,
+        /// Let this static-keyed ESP line start once without its sequence-number mark,
+        /// from sequence number 1: only if no packet was ever sent under its keys from
+        /// this host, or nonces repeat (repeatable)
+        #[arg(long, value_name = "LINE")]
+        esp_fresh_state: Vec<String>,
     },
     /// Prepare this host: enable IPv4/IPv6 forwarding, create the config directory (0700)
     Init,
@@ -270,7 +276,10 @@ fn config_path(cli: &Cli) -> PathBuf {
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Daemon { state_dir } => run_daemon(&cli, state_dir.clone()),
+        Command::Daemon {
+            state_dir,
+            esp_fresh_state,
+        } => run_daemon(&cli, state_dir.clone(), esp_fresh_state),
         Command::Init => init(&cli),
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());
@@ -304,11 +313,19 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn run_daemon(cli: &Cli, state_dir: PathBuf) -> Result<()> {
+fn run_daemon(cli: &Cli, state_dir: PathBuf, fresh: &[String]) -> Result<()> {
+    let esp_fresh_state = fresh
+        .iter()
+        .map(|n| {
+            n.parse::<crate::config::LineName>()
+                .map_err(|e| anyhow!("--esp-fresh-state {n:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let opts = crate::daemon::Options {
         config: config_path(cli),
         control: cli.control.clone(),
         state_dir,
+        esp_fresh_state,
     };
     // Before the runtime starts its threads: capabilities are per thread.
     crate::daemon::privileges::drop_at_start().context("cannot drop privileges")?;

@@ -414,14 +414,6 @@ impl Epochs {
         }
     }
 
-    /// (outbound SPI, inbound SPI, next sequence number) of the current epoch; zeros
-    /// and 1 before the first.
-    pub(super) fn sas(&self) -> (u32, u32, u64) {
-        self.current
-            .as_ref()
-            .map_or((0, 0, 1), |c| (c.out.sa.spi(), c.inb.spi(), c.out.next))
-    }
-
     #[cfg(test)]
     pub(super) fn set_next_seq(&mut self, next: u64) {
         if let Some(c) = self.current.as_mut() {
@@ -606,15 +598,22 @@ mod test {
         assert!(out.unwrap() >= 0x100 && inb.unwrap() >= 0x100);
     }
 
-    #[test]
-    fn three_hellos_agree_when_one_end_starts_first() {
-        let mut n = Pair::new(DEFAULT_REKEY_AFTER);
+    /// A's first Hello to B, B's answer to A: A has agreed, B not yet.
+    fn two_hellos(n: &mut Pair) {
         let now = n.now;
         let h1 = n.a.poll(now).unwrap();
         n.b.take(&h1, now).unwrap();
         let h2 = n.b.poll(now).unwrap();
         n.a.take(&h2, now).unwrap();
         assert_eq!(n.a.epochs(now), 1, "A agrees on B's answer");
+        assert_eq!(n.b.epochs(now), 0);
+    }
+
+    #[test]
+    fn three_hellos_agree_when_one_end_starts_first() {
+        let mut n = Pair::new(DEFAULT_REKEY_AFTER);
+        let now = n.now;
+        two_hellos(&mut n);
         let h3 = n.a.poll(now).unwrap();
         n.b.take(&h3, now).unwrap();
         assert_eq!(n.b.epochs(now), 1, "B agrees on A's confirmation");
@@ -626,12 +625,8 @@ mod test {
     fn the_first_data_packet_agrees_when_the_confirmation_is_lost() {
         let mut n = Pair::new(DEFAULT_REKEY_AFTER);
         let now = n.now;
-        let h1 = n.a.poll(now).unwrap();
-        n.b.take(&h1, now).unwrap();
-        let h2 = n.b.poll(now).unwrap();
-        n.a.take(&h2, now).unwrap();
+        two_hellos(&mut n);
         let _lost = n.a.poll(now).unwrap();
-        assert_eq!(n.b.epochs(now), 0);
         let p = send(&mut n.a.core, b"first");
         assert_eq!(open(&mut n.b.core, &mut p.clone()).unwrap().1, b"first");
         assert_eq!(n.b.epochs(now), 1);

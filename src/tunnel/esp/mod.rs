@@ -574,38 +574,6 @@ impl EspCore {
         }
     }
 
-    /// The inbound SPI now (0 before the first epoch). Until the data plane reads
-    /// [`EspCore::status`], with the next three.
-    pub fn inbound_spi(&self) -> u32 {
-        self.sas().1
-    }
-
-    /// The outbound SPI now (0 before the first epoch).
-    pub fn outbound_spi(&self) -> u32 {
-        self.sas().0
-    }
-
-    /// The next sequence number to send.
-    pub fn next_seq(&self) -> u64 {
-        self.sas().2
-    }
-
-    /// Static keying: the reserved limit (0 with epoch keying).
-    pub fn limit(&self) -> u64 {
-        match &self.keys {
-            Keys::Static(s) => s.out.limit,
-            Keys::Epoch(_) => 0,
-        }
-    }
-
-    /// (outbound SPI, inbound SPI, next sequence number) of the SAs in use.
-    fn sas(&self) -> (u32, u32, u64) {
-        match &self.keys {
-            Keys::Static(s) => (s.out.sa.spi, s.inb.spi(), s.out.next),
-            Keys::Epoch(e) => e.sas(),
-        }
-    }
-
     /// Bytes ESP adds around a payload of `len` bytes (padding included).
     pub const fn overhead_for(len: usize) -> usize {
         PREFIX_LEN + Trailer::for_payload(len, 0).len() + esp::ICV_LEN
