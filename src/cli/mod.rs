@@ -17,10 +17,29 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, PrivateKey};
 use crate::control::{self, client, IpTunnelArgs, LineSpec, Request, Response};
 
-/// twnode: userspace point-to-point tunnels (WireGuard) on TUN devices, stackable into
-/// multi-hop relays. Run `twnode daemon` (or the systemd unit), then create lines.
+/// What `twnode --help` says beyond the one-line description: what needs the daemon,
+/// and where the lines are kept.
+const LONG_ABOUT: &str = "\
+twnode: userspace point-to-point tunnels (\"lines\": WireGuard, IPIP, GRE, SIT, IPv6 \
+tunnels, GRE over ESP) on TUN devices, stackable into multi-hop relays.
+
+The `line` commands and `reload` talk to a running daemon over its control socket \
+(--control, default /run/twnode/control.sock): start it first, as root, with \
+`systemctl start twnode` or `twnode daemon`. `daemon`, `init`, `genkey` and `pubkey` \
+need no daemon.
+
+The daemon keeps the lines in its configuration file (--config, default \
+/etc/twnode/twnode.toml): TOML, one [[line]] table per line (name, parent, peer_ip, \
+peer_vip, local_vip, type, and a [line.wireguard] or [line.ip_tunnel] table). \
+`line create` and `line delete` write it; you may edit it by hand and run `twnode \
+reload`. Every key: the README's \"Configuration file\" section and \
+packaging/twnode.toml.example.";
+
+/// twnode: userspace point-to-point tunnels (WireGuard, IP tunnels) on TUN devices,
+/// stackable into multi-hop relays. Run `twnode daemon` (or the systemd unit), then
+/// create lines.
 #[derive(Debug, Parser)]
-#[command(name = "twnode", version, about, long_about = None)]
+#[command(name = "twnode", version, about, long_about = LONG_ABOUT)]
 pub struct Cli {
     /// Configuration file [default: /etc/twnode/twnode.toml]
     #[arg(long, global = true, env = "TWNODE_CONFIG", value_name = "PATH")]
@@ -42,7 +61,8 @@ pub struct Cli {
 enum Command {
     /// Run the daemon in the foreground (systemd runs it as `twnode daemon`)
     Daemon {
-        /// Directory for durable state (ESP sequence-number marks)
+        /// Directory for durable state (ESP sequence-number marks of static-keyed
+        /// lines), locked by the daemon: one daemon per directory
         #[arg(
             long,
             env = "TWNODE_STATE_DIR",
@@ -50,6 +70,11 @@ enum Command {
             default_value = crate::daemon::DEFAULT_STATE_DIR
         )]
         state_dir: PathBuf,
+        /// Let this static-keyed ESP line start once without its sequence-number mark,
+        /// from sequence number 1: only if no packet was ever sent under its keys from
+        /// this host, or nonces repeat (repeatable)
+        #[arg(long, value_name = "LINE")]
+        esp_fresh_state: Vec<String>,
     },
     /// Prepare this host: enable IPv4/IPv6 forwarding, create the config directory (0700)
     Init,
@@ -76,6 +101,7 @@ enum LineCommand {
     },
     /// Show one line in detail (state, endpoint, keys' public halves, counters)
     Show {
+        /// The line's name, as `twnode line list` shows it
         name: String,
         /// Machine-readable output
         #[arg(long)]
@@ -86,9 +112,13 @@ enum LineCommand {
         xfrm: bool,
     },
     /// Print the command that creates this line's other end (server lines)
-    ShowPeer { name: String },
+    ShowPeer {
+        /// The line's name, as `twnode line list` shows it
+        name: String,
+    },
     /// Take a line down and remove it from the config
     Delete {
+        /// The line's name, as `twnode line list` shows it
         name: String,
         /// Also delete the lines stacked on this one
         #[arg(long)]
@@ -186,6 +216,14 @@ struct CreateArgs {
     /// Second ESP key, 0x + 32-128 hex digits, the same on both ends (secret)
     #[arg(long, value_name = "0xHEX")]
     auth_key: Option<String>,
+    /// How ESP gets its SAs: epoch (fresh keys agreed with a twnode peer at every start
+    /// and rekey) or static (from the keys alone, for a Linux kernel peer and `line show
+    /// --xfrm`) [default: epoch]
+    #[arg(long, value_name = "epoch|static")]
+    esp_keying: Option<String>,
+    /// Epoch keying: seconds between rekeys, 1-86400 [default: 3600]
+    #[arg(long, value_name = "SECS")]
+    esp_rekey: Option<u32>,
     /// IP tunnels over an Ethernet parent: send through an AF_XDP socket on the next
     /// hop's device, past this host's routing, netfilter, qdisc and packet captures
     /// (faster; see the README's "AF_XDP transmit")
@@ -262,7 +300,10 @@ fn config_path(cli: &Cli) -> PathBuf {
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Daemon { state_dir } => run_daemon(&cli, state_dir.clone()),
+        Command::Daemon {
+            state_dir,
+            esp_fresh_state,
+        } => run_daemon(&cli, state_dir.clone(), esp_fresh_state),
         Command::Init => init(&cli),
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());
@@ -281,26 +322,50 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", key.public_key());
             Ok(())
         }
-        Command::Reload => {
-            let r = call(&cli, Request::Reload)?;
-            if let Response::Reloaded { stopped, started } = r {
+        Command::Reload => match call(&cli, Request::Reload)? {
+            Response::Reloaded {
+                stopped,
+                started,
+                not_up,
+            } => {
                 println!(
                     "reloaded: {} line(s) stopped, {} started",
                     stopped.len(),
                     started.len()
                 );
+                if not_up.is_empty() {
+                    return Ok(());
+                }
+                let lines: Vec<String> = not_up
+                    .iter()
+                    .map(|l| format!("{}: {}", l.name, l.reason))
+                    .collect();
+                bail!(
+                    "reloaded, but {} line(s) did not come up (the daemon keeps trying; \
+                     `twnode line show NAME` follows them): {}",
+                    not_up.len(),
+                    lines.join("; ")
+                )
             }
-            Ok(())
-        }
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        },
         Command::Line(cmd) => line(&cli, cmd),
     }
 }
 
-fn run_daemon(cli: &Cli, state_dir: PathBuf) -> Result<()> {
+fn run_daemon(cli: &Cli, state_dir: PathBuf, fresh: &[String]) -> Result<()> {
+    let esp_fresh_state = fresh
+        .iter()
+        .map(|n| {
+            n.parse::<crate::config::LineName>()
+                .map_err(|e| anyhow!("--esp-fresh-state {n:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let opts = crate::daemon::Options {
         config: config_path(cli),
         control: cli.control.clone(),
         state_dir,
+        esp_fresh_state,
     };
     // Before the runtime starts its threads: capabilities are per thread.
     crate::daemon::privileges::drop_at_start().context("cannot drop privileges")?;
@@ -392,6 +457,7 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                 name: a.name.clone(),
                 kind: a.kind.clone().unwrap_or_else(|| {
                     let esp = a.encrypt || a.enc_key.is_some() || a.auth_key.is_some();
+                    // (--esp-keying alone does not: it applies to encrypted lines only.)
                     if esp { "ipsec" } else { "wireguard" }.to_string()
                 }),
                 mode: a.mode.clone(),
@@ -423,6 +489,8 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                     cipher: a.cipher.clone(),
                     enc_key: a.enc_key.clone().map(control::Secret),
                     auth_key: a.auth_key.clone().map(control::Secret),
+                    esp_keying: a.esp_keying.clone(),
+                    esp_rekey: a.esp_rekey,
                     af_xdp: a.af_xdp,
                 },
             };
@@ -487,6 +555,7 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                              a trusted channel and do not store it where others can read it."
                         );
                     }
+                    eprintln!("# On the peer, {}.", p.parent_hint());
                     println!("{p}");
                     Ok(())
                 }
@@ -508,5 +577,45 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
             }
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Issue 22, item 8: `--help` says which commands need the daemon and where the
+    /// lines are kept, in what format.
+    #[test]
+    fn help_says_a_daemon_is_needed_and_where_the_toml_config_is() {
+        let help = Cli::command().render_long_help().to_string();
+        for said in [
+            "talk to a running daemon",
+            "systemctl start twnode",
+            "twnode daemon",
+            "/etc/twnode/twnode.toml",
+            "TOML, one [[line]] table per line",
+            "packaging/twnode.toml.example",
+        ] {
+            assert!(help.contains(said), "{said:?} not in:\n{help}");
+        }
+    }
+
+    /// Issue 22, item 8: every line name argument says what it is.
+    #[test]
+    fn line_name_arguments_are_described() {
+        let mut cli = Cli::command();
+        let line = cli.find_subcommand_mut("line").expect("line");
+        for sub in ["show", "show-peer", "delete"] {
+            let cmd = line.find_subcommand_mut(sub).expect(sub);
+            let name = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == "name")
+                .expect("a name argument");
+            let help = name.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(help.contains("line's name"), "{sub}: {help:?}");
+        }
     }
 }

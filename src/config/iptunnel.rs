@@ -3,10 +3,11 @@
 //! (`parse_key`, `parse_ttl`, `parse_tos`), and their `line create` spelling for the
 //! peer command (`cli_options`, `mirrored`).
 
-use super::esp::Esp;
+use super::esp::{Esp, Keying};
 use super::names::seconds;
 use super::raw::{IntOrText, RawIpTunnel};
 use super::setting::Setting;
+use crate::tunnel::esp::DEFAULT_REKEY_AFTER;
 use crate::tunnel::gre::GreOptions;
 use crate::tunnel::iptype::{Tos, Ttl, TunnelType};
 use crate::tunnel::keepalive::{KeepaliveConfig, DEFAULT_RETRIES};
@@ -31,6 +32,56 @@ pub struct IpTunnel {
     /// device instead of the raw socket (`--af-xdp`): past the kernel's routing,
     /// netfilter and qdisc on this host. A choice of this host, not mirrored to the peer.
     pub af_xdp: bool,
+    /// How the GRE keys were written, so they are printed and stored as typed.
+    pub key_spelling: KeySpelling,
+}
+
+/// Whether each GRE key was written as a dotted quad (`1.2.3.4`) rather than a number,
+/// so `line show`, the peer command and the config file give it back that way.
+///
+/// A spelling, not a setting: two lines that differ only here are equal (the derived
+/// `PartialEq` of [`IpTunnel`] goes through this type's), so rewriting `16909060` as
+/// `"1.2.3.4"` in the file restarts nothing on reload.
+#[derive(Debug, Clone, Copy, Default, Eq)]
+pub struct KeySpelling {
+    /// `ikey` was a dotted quad.
+    pub ikey_dotted: bool,
+    /// `okey` was a dotted quad.
+    pub okey_dotted: bool,
+}
+
+impl PartialEq for KeySpelling {
+    fn eq(&self, _: &KeySpelling) -> bool {
+        true
+    }
+}
+
+impl KeySpelling {
+    /// The spelling of each key as given (a dotted quad is a text holding a dot).
+    pub fn of(ikey: Option<&IntOrText>, okey: Option<&IntOrText>) -> KeySpelling {
+        let dotted =
+            |k: Option<&IntOrText>| matches!(k, Some(IntOrText::Text(t)) if t.contains('.'));
+        KeySpelling {
+            ikey_dotted: dotted(ikey),
+            okey_dotted: dotted(okey),
+        }
+    }
+
+    fn mirrored(self) -> KeySpelling {
+        KeySpelling {
+            ikey_dotted: self.okey_dotted,
+            okey_dotted: self.ikey_dotted,
+        }
+    }
+}
+
+/// A GRE key as written: a dotted quad or a number.
+fn key_text(k: Key, dotted: bool) -> String {
+    if dotted {
+        std::net::Ipv4Addr::from(k.0).to_string()
+    } else {
+        k.0.to_string()
+    }
 }
 
 impl IpTunnel {
@@ -39,6 +90,7 @@ impl IpTunnel {
         IpTunnel {
             gre: self.gre.mirrored(),
             af_xdp: false,
+            key_spelling: self.key_spelling.mirrored(),
             ..*self
         }
     }
@@ -72,8 +124,8 @@ impl IpTunnel {
             "--key",
             "--ikey",
             "--okey",
-            g.ikey.map(|k| k.0.to_string()),
-            g.okey.map(|k| k.0.to_string()),
+            g.ikey.map(|k| key_text(k, self.key_spelling.ikey_dotted)),
+            g.okey.map(|k| key_text(k, self.key_spelling.okey_dotted)),
         );
         pair("--seq", "--iseq", "--oseq", flag(g.iseq), flag(g.oseq));
         pair("--csum", "--icsum", "--ocsum", flag(g.icsum), flag(g.ocsum));
@@ -101,6 +153,12 @@ impl IpTunnel {
             if e.cipher != crate::tunnel::esp::Cipher::default() {
                 out.extend(["--cipher".to_string(), e.cipher.as_str().to_string()]);
             }
+            if e.keying != Keying::default() {
+                out.extend(["--esp-keying".to_string(), e.keying.as_str().to_string()]);
+            }
+            if e.rekey != DEFAULT_REKEY_AFTER {
+                out.extend(["--esp-rekey".to_string(), e.rekey.as_secs().to_string()]);
+            }
         }
         if self.af_xdp {
             out.push("--af-xdp".into());
@@ -122,10 +180,15 @@ impl IpTunnel {
     }
 
     pub(super) fn to_raw(self) -> Option<RawIpTunnel> {
-        let key = |k: Option<Key>| k.map(|k| IntOrText::Int(i64::from(k.0)));
+        let key = |k: Option<Key>, dotted: bool| {
+            k.map(|k| match dotted {
+                true => IntOrText::Text(key_text(k, true)),
+                false => IntOrText::Int(i64::from(k.0)),
+            })
+        };
         let raw = RawIpTunnel {
-            ikey: key(self.gre.ikey),
-            okey: key(self.gre.okey),
+            ikey: key(self.gre.ikey, self.key_spelling.ikey_dotted),
+            okey: key(self.gre.okey, self.key_spelling.okey_dotted),
             iseq: self.gre.iseq,
             oseq: self.gre.oseq,
             icsum: self.gre.icsum,
@@ -148,6 +211,14 @@ impl IpTunnel {
                 .map(|e| e.cipher.as_str().to_string()),
             enc_key: self.esp.map(|e| e.enc_key),
             auth_key: self.esp.map(|e| e.auth_key),
+            esp_keying: self
+                .esp
+                .filter(|e| e.keying != Keying::default())
+                .map(|e| e.keying.as_str().to_string()),
+            esp_rekey: self
+                .esp
+                .filter(|e| e.rekey != DEFAULT_REKEY_AFTER)
+                .map(|e| e.rekey.as_secs() as u32),
             af_xdp: self.af_xdp,
         };
         (raw != RawIpTunnel::default()).then_some(raw)
@@ -247,6 +318,7 @@ mod test {
             keepalive: None,
             esp: None,
             af_xdp: false,
+            key_spelling: KeySpelling::default(),
         }
     }
 
@@ -290,6 +362,42 @@ mod test {
         assert_eq!(cfg(&written).unwrap(), c, "{written}");
     }
 
+    /// `esp_keying` and `esp_rekey` parse, are written back only when not the default,
+    /// show as options and go to the peer's command (both ends must agree on them).
+    #[test]
+    fn esp_keying_and_rekey_round_trip_and_are_mirrored() {
+        const ENC: &str = "0x9f8e7d6c5b4a39281716050403020100aabbccddeeff0011";
+        let encrypted = |extra: &str| {
+            let text = format!(
+                "[[line]]\nname = \"sec\"\nparent = \"eth0\"\npeer_ip = \"198.51.100.20\"\n\
+                 peer_vip = \"10.9.0.2\"\nlocal_vip = \"10.9.0.1\"\ntype = \"gre\"\n\n\
+                 [line.ip_tunnel]\nencrypt = true\nenc_key = \"{ENC}\"\nauth_key = \"{ENC}\"\n{extra}"
+            );
+            cfg(&text).unwrap()
+        };
+        let plain = encrypted("");
+        let e = plain.lines[0].ip_tunnel().unwrap().esp.unwrap();
+        assert_eq!((e.keying, e.rekey), (Keying::Epoch, DEFAULT_REKEY_AFTER));
+        let written = plain.to_toml();
+        assert!(
+            !written.contains("esp_"),
+            "defaults are left out: {written}"
+        );
+        let c = encrypted("esp_keying = \"static\"\n");
+        let t = c.lines[0].ip_tunnel().unwrap();
+        assert_eq!(t.esp.unwrap().keying, Keying::Static);
+        assert_eq!(t.cli_options().join(" "), "--encrypt --esp-keying static");
+        assert_eq!(t.mirrored().cli_options(), t.cli_options());
+        assert_eq!(cfg(&c.to_toml()).unwrap(), c);
+        let c = encrypted("esp_rekey = 60\n");
+        let t = c.lines[0].ip_tunnel().unwrap();
+        assert_eq!(t.cli_options().join(" "), "--encrypt --esp-rekey 60");
+        assert_eq!(t.mirrored().cli_options(), t.cli_options());
+        let written = c.to_toml();
+        assert!(written.contains("esp_rekey = 60"), "{written}");
+        assert_eq!(cfg(&written).unwrap(), c);
+    }
+
     #[test]
     fn tos_is_hexadecimal_as_iproute2() {
         assert_eq!(parse_tos("10"), Ok(Tos::Fixed(0x10)));
@@ -304,13 +412,14 @@ mod test {
     fn peer_options_mirror_keys_sequence_and_checksums() {
         let c = cfg(GRE_TOML).unwrap();
         let g = c.lines[0].ip_tunnel().unwrap();
+        // The file writes ikey as "0.0.0.7": it comes back in that spelling.
         assert_eq!(
             g.cli_options().join(" "),
-            "--ikey 7 --okey 8 --iseq --ocsum --tos 0x28 --keepalive 5,2"
+            "--ikey 0.0.0.7 --okey 8 --iseq --ocsum --tos 0x28 --keepalive 5,2"
         );
         assert_eq!(
             g.mirrored().cli_options().join(" "),
-            "--ikey 8 --okey 7 --oseq --icsum --tos 0x28 --keepalive 5,2"
+            "--ikey 8 --okey 0.0.0.7 --oseq --icsum --tos 0x28 --keepalive 5,2"
         );
         let mut both = linux_defaults(TunnelType::Gre6);
         both.gre.ikey = Some(Key(3));
@@ -319,5 +428,33 @@ mod test {
         both.gre.oseq = true;
         both.ttl = Ttl::Fixed(9);
         assert_eq!(both.cli_options().join(" "), "--key 3 --seq --ttl 9");
+    }
+
+    /// Issue 22, item 8: a key typed as a dotted quad comes back as one (in `line
+    /// show`, the peer command and the file), not as the number it stands for; the
+    /// spelling alone is no change.
+    #[test]
+    fn a_dotted_quad_key_is_given_back_as_typed() {
+        let text = GRE_TOML
+            .replace("ikey = \"0.0.0.7\"", "ikey = \"1.2.3.4\"")
+            .replace("okey = 8", "okey = \"1.2.3.4\"");
+        let c = cfg(&text).unwrap();
+        let g = c.lines[0].ip_tunnel().unwrap();
+        assert_eq!(g.gre.okey, Some(Key(16909060)));
+        assert!(g.cli_options().join(" ").starts_with("--key 1.2.3.4 "));
+        assert!(g
+            .mirrored()
+            .cli_options()
+            .join(" ")
+            .starts_with("--key 1.2.3.4 "));
+        let written = c.to_toml();
+        assert!(written.contains("ikey = \"1.2.3.4\""), "{written}");
+        assert!(written.contains("okey = \"1.2.3.4\""), "{written}");
+        assert_eq!(cfg(&written).unwrap(), c);
+        // The number it stands for is the same setting.
+        let numeric = cfg(&text.replace("\"1.2.3.4\"", "16909060")).unwrap();
+        assert_eq!(numeric, c);
+        let n = numeric.lines[0].ip_tunnel().unwrap();
+        assert!(n.cli_options().join(" ").starts_with("--key 16909060 "));
     }
 }

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 
-use super::{NetError, Netlink, NextHop, Route, Rule};
+use super::{Family, NetError, Netlink, NextHop, Route, Rule};
 
 /// The host side as the daemon sees it: links, addresses, routes and rules.
 pub trait Host {
@@ -53,6 +53,20 @@ pub trait Host {
 
     /// Whether twnode's rule is installed.
     fn rule_exists(&self, rule: &Rule) -> impl Future<Output = Result<bool, NetError>> + Send;
+
+    /// twnode's routes (protocol 116) in `table`, of `families`, as the host has them.
+    fn twnode_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<Route>, NetError>> + Send;
+
+    /// twnode's rules (protocol 116, of the form it installs), of `families`, as the
+    /// host has them.
+    fn twnode_rules(
+        &self,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<Rule>, NetError>> + Send;
 
     /// The Ethernet next hop from `src` to `dst` for each `(dst, src)`, or why there is
     /// none.
@@ -112,6 +126,21 @@ impl Host for Netlink {
 
     fn rule_exists(&self, rule: &Rule) -> impl Future<Output = Result<bool, NetError>> + Send {
         Netlink::rule_exists(self, rule)
+    }
+
+    fn twnode_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<Route>, NetError>> + Send {
+        Netlink::twnode_routes(self, table, families)
+    }
+
+    fn twnode_rules(
+        &self,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<Rule>, NetError>> + Send {
+        Netlink::twnode_rules(self, families)
     }
 
     fn next_hops(

@@ -14,7 +14,7 @@ use crate::dataplane::{
     Dataplane, DataplaneError, DataplaneStatus, IpTunnelSpec, IpTunnelStatus, LineStats,
     RunningLine, WireGuardSpec,
 };
-use crate::net::{Host, LinkId, NetError, NextHop, Object, Route, Rule};
+use crate::net::{Family, Host, LinkId, NetError, NextHop, Object, Route, Rule};
 
 /// The host as the fakes see it.
 #[derive(Debug, Default)]
@@ -32,6 +32,8 @@ pub struct World {
     pub refuse_rule: Option<Rule>,
     /// Each running line's "packet path stopped" flag, by line name.
     pub paths: HashMap<String, Arc<AtomicBool>>,
+    /// How many times each dump was asked for.
+    pub dumps: BTreeMap<&'static str, usize>,
     next_index: u32,
 }
 
@@ -43,6 +45,10 @@ impl World {
         self.links.insert(name.to_string(), (index, mtu));
         self.addrs.extend(addrs.iter().map(|a| (index, *a)));
         index
+    }
+
+    fn count(&mut self, dump: &'static str) {
+        *self.dumps.entry(dump).or_default() += 1;
     }
 
     /// Makes line `name`'s packet path look stopped after a panic.
@@ -64,6 +70,22 @@ impl World {
         format!(
             "links {:?}\naddrs {:?}\nroutes {:?}\nrules {:?}",
             self.links, self.addrs, self.routes, self.rules
+        )
+    }
+
+    /// [`World::snapshot`] whatever the order things were added in.
+    pub fn sorted_snapshot(&self) -> String {
+        fn sorted<T: std::fmt::Debug>(items: &[T]) -> Vec<String> {
+            let mut v: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+            v.sort();
+            v
+        }
+        format!(
+            "links {:?}\naddrs {:?}\nroutes {:?}\nrules {:?}",
+            self.links,
+            sorted(&self.addrs),
+            sorted(&self.routes),
+            sorted(&self.rules)
         )
     }
 }
@@ -122,7 +144,9 @@ impl Host for FakeHost {
     }
 
     async fn all_addrs(&self) -> Result<Vec<(u32, IpAddr)>, NetError> {
-        Ok(self.0.world().addrs.clone())
+        let mut world = self.0.world();
+        world.count("dump addresses");
+        Ok(world.addrs.clone())
     }
 
     async fn add_addr(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<(), NetError> {
@@ -192,6 +216,28 @@ impl Host for FakeHost {
 
     async fn rule_exists(&self, rule: &Rule) -> Result<bool, NetError> {
         Ok(self.0.world().rules.contains(rule))
+    }
+
+    async fn twnode_routes(&self, table: u32, families: &[Family]) -> Result<Vec<Route>, NetError> {
+        let mut world = self.0.world();
+        world.count("dump routes");
+        Ok(world
+            .routes
+            .iter()
+            .filter(|r| r.table == table && families.contains(&r.family()))
+            .cloned()
+            .collect())
+    }
+
+    async fn twnode_rules(&self, families: &[Family]) -> Result<Vec<Rule>, NetError> {
+        let mut world = self.0.world();
+        world.count("dump rules");
+        Ok(world
+            .rules
+            .iter()
+            .filter(|r| families.contains(&r.family))
+            .cloned()
+            .collect())
     }
 
     async fn next_hops(

@@ -9,11 +9,12 @@
 //! the raw socket still receives, and sends what the port does not take.
 //!
 //! Tokio tasks, per line (`tasks`): with a keepalive, `keepalive` (probes on a tick);
-//! for an encrypted GRE line (ESP, protocol 50), `reserve`, which keeps the ESP
-//! sequence-number mark on disk ahead of the numbers sent. Such a line is told apart on
-//! its socket by peer and inbound SPI, where a GRE line is told apart by peer and GRE
-//! key: the route's `ikey` holds the SPI then. A clean stop writes the exact replay
-//! floor.
+//! for an encrypted GRE line (ESP, protocol 50), with epoch keying `hello` (the core's
+//! Hellos, with fresh nonces), with static keying `reserve` (the ESP sequence-number mark
+//! on disk ahead of the numbers sent; a clean stop writes the exact replay floor). An
+//! encrypted line is told apart on its socket by peer alone (the config allows one per
+//! peer and parent; its SPIs change with each epoch, and its core judges them), where a
+//! GRE line is told apart by peer and GRE key.
 //!
 //! Rules: the files below import each other one way (sockets -> outbound <- tasks, this
 //! file over all three); no lock is held across an `.await`; a line that cannot receive
@@ -40,11 +41,10 @@ use super::stats::LineStats;
 use super::tun::Tun;
 use super::{lock, xsk, DataplaneError};
 use crate::net::NextHop;
-use crate::tunnel::esp::EspCore;
+use crate::tunnel::esp::{EspCore, EspStatus};
 use crate::tunnel::iptunnel::IpTunnelCore;
 use crate::tunnel::iptype::IpVersion;
 use crate::tunnel::keepalive::KeepaliveStatus;
-use crate::wire::gre::Key;
 use crate::wire::IpProtocol;
 use outbound::{outbound_ready, LineIo};
 use sockets::{Route, SocketKey};
@@ -56,9 +56,8 @@ pub struct IpTunnelStatus {
     pub local: IpAddr,
     /// Keepalive figures; `None` without keepalive.
     pub keepalive: Option<KeepaliveStatus>,
-    /// ESP: (outbound SPI, inbound SPI, next sequence number, reserved limit, highest
-    /// received); `None` for a plain line.
-    pub esp: Option<(u32, u32, u64, u64, u64)>,
+    /// ESP: SPIs, sequence numbers, epochs; `None` for a plain line.
+    pub esp: Option<EspStatus>,
     /// `af_xdp` lines: how packets leave now ([`xsk::Transmit::describe`]).
     pub transmit: Option<String>,
     /// `af_xdp` lines: packets sent through AF_XDP so far.
@@ -91,17 +90,17 @@ impl IpTunnelLine {
         let settings = spec.settings;
         let mut core = IpTunnelCore::new(settings)?;
         let mut store = None;
+        let encrypted = spec.esp.is_some();
         if let Some(esp) = spec.esp {
-            let (e, seq, floor) = esp.start(&spec.name)?;
+            let (e, stores) = esp.start(&spec.name)?;
             core = core.with_esp(e)?;
-            store = Some((seq, floor));
+            store = stores;
         }
         let tun = Tun::create_for_line(&spec.name, spec.mtu, settings.kind.carries(IpVersion::V6))?;
         let offload = tun.offload();
         let id = sockets.next_line();
         let kind = settings.kind;
-        let esp_spi = core.esp().map(|e| Key(e.inbound_spi()));
-        let own_protocol = if esp_spi.is_some() {
+        let own_protocol = if encrypted {
             IpProtocol::Esp
         } else {
             kind.protocol()
@@ -120,11 +119,11 @@ impl IpTunnelLine {
                 peer: SocketAddr::new(settings.peer, 0),
                 socket: tx.socket.clone(),
                 pmtu: spec.pmtu.clone(),
-                reserve: store.is_some().then(tokio::sync::Notify::new),
+                reserve: encrypted.then(tokio::sync::Notify::new),
                 xdp: spec.af_xdp.then(xsk::Transmit::default),
                 faults: Faults::for_line(&spec.name),
             });
-            let protocols = if esp_spi.is_some() {
+            let protocols = if encrypted {
                 &[IpProtocol::Esp][..]
             } else {
                 kind.protocols()
@@ -140,9 +139,7 @@ impl IpTunnelLine {
                     Route {
                         line: id,
                         peer: settings.peer,
-                        ikey: if esp_spi.is_some() {
-                            esp_spi
-                        } else if kind.is_gre() {
+                        ikey: if kind.is_gre() && !encrypted {
                             settings.gre.ikey
                         } else {
                             None
@@ -184,6 +181,8 @@ impl IpTunnelLine {
         let floor = store.as_ref().map(|(_, f)| f.clone());
         if let Some((seq, floor)) = store {
             tasks.push(tokio::spawn(tasks::reserve(io.clone(), seq, floor)));
+        } else if encrypted {
+            tasks.push(tokio::spawn(tasks::hello(io.clone())));
         }
         info!(line = %io.name, kind = %kind, local = %settings.local, peer = %settings.peer,
               tso = offload.tso, "ip tunnel line started");
@@ -224,15 +223,7 @@ impl IpTunnelLine {
         IpTunnelStatus {
             local: core.settings().local,
             keepalive: core.keepalive_status(Instant::now()),
-            esp: core.esp().map(|e| {
-                (
-                    e.outbound_spi(),
-                    e.inbound_spi(),
-                    e.next_seq(),
-                    e.limit(),
-                    e.highest_received(),
-                )
-            }),
+            esp: core.esp().map(|e| e.status(Instant::now())),
             transmit: self.io.xdp.as_ref().map(xsk::Transmit::describe),
             af_xdp_packets: self.io.xdp.as_ref().map(xsk::Transmit::sent),
             receive_problem,

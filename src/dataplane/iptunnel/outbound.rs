@@ -32,7 +32,7 @@ pub(super) struct LineIo {
     /// The raw socket of the line's own protocol, to send on.
     pub(super) socket: Arc<Socket>,
     pub(super) pmtu: Arc<PathMtu>,
-    /// ESP lines: wakes the task that writes sequence-number reservations.
+    /// ESP lines: wakes the line's ESP task (`hello` or `reserve`).
     pub(super) reserve: Option<tokio::sync::Notify>,
     /// `af_xdp` lines: the AF_XDP transmit path.
     pub(super) xdp: Option<xsk::Transmit>,
@@ -45,7 +45,7 @@ impl LineIo {
         lock(&self.core)
     }
 
-    /// Wakes the ESP `reserve` task, if the line has one.
+    /// Wakes the line's ESP task (`hello` or `reserve`), if it has one.
     pub(super) fn wake_reserve(&self) {
         if let Some(r) = &self.reserve {
             r.notify_one();

@@ -3,7 +3,7 @@
 //! One raw socket per (protocol, local address), opened when the first line needs it
 //! and closed with the last ([`RawSockets`]). A socket's receive path reads a batch with
 //! `recvmmsg` and hands each packet to the line whose peer sent it (and, for GRE, whose
-//! input key it carries; for ESP, whose inbound SPI), so any number of lines of one
+//! input key it carries; ESP by peer alone, its core judges the SPI), so any number of lines of one
 //! protocol coexist, including two GRE lines to the same peer with different keys. A
 //! bound raw socket also keeps the kernel from answering tunnel packets with ICMP
 //! "protocol unreachable" on a host without the tunnel modules.
@@ -35,7 +35,6 @@ use super::super::pool::{dec_slot, with_buffers, TUN_OFFSET};
 use super::super::socket::{self, Want};
 use super::super::{lock, udp, xsk, DataplaneError};
 use super::outbound::{deliver, LineIo};
-use crate::tunnel::esp::EspCore;
 use crate::tunnel::iptunnel::IpTunnelCore;
 use crate::tunnel::{Action, DropReason};
 use crate::wire::gre::Key;
@@ -48,7 +47,7 @@ pub(super) struct SocketKey {
     pub(super) local: IpAddr,
 }
 
-/// Where a socket sends a packet from `peer` (with GRE key or ESP SPI `ikey`).
+/// Where a socket sends a packet from `peer` (with GRE key `ikey`).
 #[derive(Clone)]
 pub(super) struct Route {
     pub(super) line: u64,
@@ -456,30 +455,20 @@ fn receive_once(endpoint: &Endpoint) -> bool {
                     endpoint.strangers.fetch_add(1, Relaxed);
                     continue;
                 };
-                let key = if esp {
-                    // The SPI; a packet too short for one is the core's to judge.
-                    packet
-                        .get(header..header + 4)
-                        .map(|s| Some(Key(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))))
-                } else {
-                    gre.then(|| {
+                // ESP: by peer alone, the core judges the SPI.
+                let key = gre
+                    .then(|| {
                         packet
                             .get(header..)
                             .and_then(|p| wire::gre::Packet::new_checked(p).ok())
                             .map(|p| p.key())
                     })
-                    .flatten()
-                };
+                    .flatten();
                 let candidates = routes.iter().map(|r| (r.peer, r.ikey, r.own));
                 let idx = match lookup(candidates, peer, key) {
                     Lookup::Line(idx) => idx,
                     Lookup::WrongKey(idx) => {
-                        let reason = if esp {
-                            DropReason::UnknownSpi
-                        } else {
-                            DropReason::WrongKey
-                        };
-                        routes[idx].io.stats.count_drop(reason, 1);
+                        routes[idx].io.stats.count_drop(DropReason::WrongKey, 1);
                         continue;
                     }
                     Lookup::Stranger => {
@@ -497,9 +486,6 @@ fn receive_once(endpoint: &Endpoint) -> bool {
                 let Some((_, core)) = held.as_mut() else {
                     continue;
                 };
-                if esp && core.esp().and_then(EspCore::poll_replay_floor).is_some() {
-                    line.wake_reserve();
-                }
                 let action = match (v6, peer) {
                     (true, IpAddr::V6(src)) => core.handle_ipv6_payload(
                         src,
@@ -510,6 +496,14 @@ fn receive_once(endpoint: &Endpoint) -> bool {
                     ),
                     _ => core.handle_ipv4_datagram(packet, now),
                 };
+                // The ESP task: a replay floor to store, or a Hello to answer.
+                if esp
+                    && core
+                        .esp()
+                        .is_some_and(|e| e.wants_hello() || e.poll_replay_floor().is_some())
+                {
+                    line.wake_reserve();
+                }
                 match action {
                     Action::WriteToTun(p) => {
                         let rec = (offset_in(base, p), p.len());
