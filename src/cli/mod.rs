@@ -69,6 +69,15 @@ enum Command {
             default_value = crate::daemon::DEFAULT_STATE_DIR
         )]
         state_dir: PathBuf,
+        /// Directory of the WireGuard lines' UAPI sockets, where `wg show` and `wg set`
+        /// find them
+        #[arg(
+            long,
+            env = "TWNODE_UAPI_DIR",
+            value_name = "DIR",
+            default_value = crate::control::uapi_server::DEFAULT_UAPI_DIR
+        )]
+        uapi_dir: PathBuf,
     },
     /// Prepare this host: enable IPv4/IPv6 forwarding, create the config directory (0700)
     Init,
@@ -286,7 +295,10 @@ fn config_path(cli: &Cli) -> PathBuf {
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Daemon { state_dir } => run_daemon(&cli, state_dir.clone()),
+        Command::Daemon {
+            state_dir,
+            uapi_dir,
+        } => run_daemon(&cli, state_dir.clone(), uapi_dir.clone()),
         Command::Init => init(&cli),
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());
@@ -336,11 +348,12 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn run_daemon(cli: &Cli, state_dir: PathBuf) -> Result<()> {
+fn run_daemon(cli: &Cli, state_dir: PathBuf, uapi_dir: PathBuf) -> Result<()> {
     let opts = crate::daemon::Options {
         config: config_path(cli),
         control: cli.control.clone(),
         state_dir,
+        uapi_dir,
     };
     // Before the runtime starts its threads: capabilities are per thread.
     crate::daemon::privileges::drop_at_start().context("cannot drop privileges")?;

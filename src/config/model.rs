@@ -29,6 +29,9 @@ pub struct WireGuard {
     pub peer_private_key: Option<PrivateKey>,
     /// Seconds; 0 turns it off.
     pub persistent_keepalive: u16,
+    /// Prefixes routed to the peer besides its VIP, of the VIPs' family, without host
+    /// bits (WireGuard's AllowedIPs; the peer VIP's own prefix is implied).
+    pub allowed_ips: Vec<ipnet::IpNet>,
 }
 
 /// What a line carries its packets in.
@@ -113,6 +116,7 @@ impl Line {
             peer_private_key: wg.peer_private_key.clone(),
             persistent_keepalive: (wg.persistent_keepalive != DEFAULT_KEEPALIVE)
                 .then_some(wg.persistent_keepalive.into()),
+            allowed_ips: wg.allowed_ips.iter().map(|n| n.to_string()).collect(),
         });
         RawLine {
             name: self.name.to_string(),
@@ -211,6 +215,20 @@ impl Config {
         // Validation keeps every line, in order: the new one comes after ours.
         let line = config.lines[self.lines.len()].clone();
         Ok((config, line))
+    }
+
+    /// A copy with line `name`'s raw form changed by `edit` (a `wg set`), the whole
+    /// validated again as a request would be; problems name the line's keys.
+    pub fn with_edited_line(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut RawLine),
+    ) -> Result<Config, ConfigError> {
+        let mut raw = self.to_raw();
+        if let Some(line) = raw.lines.iter_mut().find(|l| l.name == name) {
+            edit(line);
+        }
+        Config::from_raw(raw, Origin::Request(&Flags::default()))
     }
 
     /// A copy without the named lines.

@@ -52,6 +52,10 @@ pub struct RawWireGuard {
     pub peer_private_key: Option<PrivateKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_keepalive: Option<u32>,
+    /// Prefixes routed to the peer besides its VIP (WireGuard's AllowedIPs, as `wg set
+    /// ... allowed-ips` sets them), e.g. `["192.0.2.0/24"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips: Vec<String>,
 }
 
 /// `[line.ip_tunnel]`: iproute2's `ip tunnel` options for the types ipip, gre, sit,

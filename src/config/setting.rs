@@ -31,6 +31,7 @@ pub enum Setting {
     PeerPublicKey,
     PeerPrivateKey,
     PersistentKeepalive,
+    AllowedIps,
     /// The `[line.ip_tunnel]` table as a whole.
     IpTunnel,
     Ikey,
@@ -71,6 +72,7 @@ impl Setting {
             PeerPublicKey => "wireguard.peer_public_key",
             PeerPrivateKey => "wireguard.peer_private_key",
             PersistentKeepalive => "wireguard.persistent_keepalive",
+            AllowedIps => "wireguard.allowed_ips",
             IpTunnel => "ip_tunnel",
             Ikey => "ip_tunnel.ikey",
             Okey => "ip_tunnel.okey",
@@ -112,6 +114,8 @@ impl Setting {
             // Never given by hand: a server generates it.
             PeerPrivateKey => "wireguard.peer_private_key",
             PersistentKeepalive | Keepalive | KeepaliveRetries => "--keepalive",
+            // Set by `wg set ... allowed-ips` or in the file.
+            AllowedIps => "allowed-ips",
             IpTunnel => "--type",
             Ikey => "--ikey",
             Okey => "--okey",

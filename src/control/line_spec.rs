@@ -250,6 +250,7 @@ impl LineSpec {
             peer_public_key,
             peer_private_key,
             persistent_keepalive: self.keepalive,
+            allowed_ips: Vec::new(),
         };
         Ok((wg, generated))
     }

@@ -9,6 +9,8 @@
 pub mod client;
 mod line_spec;
 pub mod server;
+pub mod uapi;
+pub mod uapi_server;
 
 pub use line_spec::{IpTunnelArgs, LineSpec, Requested, Secret};
 

@@ -20,6 +20,7 @@ mod status;
 pub mod supervisor;
 #[cfg(test)]
 mod tests;
+mod uapi;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +31,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, ConfigError};
 use crate::control::server::Server;
+use crate::control::uapi_server::UapiSockets;
 use crate::control::ControlError;
 use crate::dataplane::Devices;
 use crate::net::{NetError, Netlink};
@@ -50,6 +52,8 @@ pub struct Options {
     pub control: PathBuf,
     /// Durable state: ESP sequence-number marks (created 0700 when first needed).
     pub state_dir: PathBuf,
+    /// Where WireGuard lines' UAPI sockets go (`wg show`/`wg set`; created 0700).
+    pub uapi_dir: PathBuf,
 }
 
 /// Why the daemon could not start.
@@ -98,10 +102,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let server = Server::bind(&opts.control)?;
     let (calls_tx, mut calls) = mpsc::channel(64);
     let serving = tokio::spawn(server.serve(calls_tx));
+    let (uapi_tx, mut uapi_calls) = mpsc::channel(64);
+    let mut uapi = UapiSockets::new(opts.uapi_dir.clone(), uapi_tx);
 
     let mut sup = Supervisor::new(host, Devices::new(), opts.config.clone(), config)
         .with_state_dir(opts.state_dir.clone());
     sup.reconcile().await;
+    uapi.sync(&sup.wireguard_lines());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(control = %opts.control.display(), lines = sup.configured(), "twnode ready");
 
@@ -120,7 +127,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             }
             Some((request, reply)) = calls.recv() => {
                 let response = sup.handle(request).await;
+                // A line's UAPI socket is there when `line create` returns.
+                uapi.sync(&sup.wireguard_lines());
                 let _ = reply.send(response);
+            }
+            Some((request, reply)) = uapi_calls.recv() => {
+                let answer = sup.handle_uapi(request).await;
+                let _ = reply.send(answer);
             }
             _ = retry.tick() => {
                 sup.reconcile().await;
@@ -133,7 +146,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 states = now;
             }
         }
+        // Each line's UAPI socket comes and goes with the line.
+        uapi.sync(&sup.wireguard_lines());
     }
+    drop(uapi);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     serving.abort();
     let _ = serving.await;

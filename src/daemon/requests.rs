@@ -125,7 +125,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
 
     /// Refuses to write the config file over hand edits the daemon has not loaded: the
     /// file must still say what is running.
-    fn check_file_unchanged(&self) -> Result<(), RequestError> {
+    pub(super) fn check_file_unchanged(&self) -> Result<(), RequestError> {
         match config::load(&self.config_path) {
             Ok(on_disk) if on_disk == self.config => Ok(()),
             Ok(_) => Err(RequestError::FileEdited {

@@ -67,6 +67,16 @@ impl PrivateKey {
         STANDARD.encode(self.0)
     }
 
+    /// The key from its 32 bytes (WireGuard's UAPI writes keys in hex).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        PrivateKey(bytes)
+    }
+
+    /// The key's bytes: reveals it, as [`Self::to_base64`] does, for the UAPI's `get`.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     /// The raw scalar, for the WireGuard state machine.
     pub fn to_secret(&self) -> x25519_dalek::StaticSecret {
         x25519_dalek::StaticSecret::from(self.0)
@@ -112,6 +122,11 @@ impl PublicKey {
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        PublicKey(bytes)
     }
 }
 

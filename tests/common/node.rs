@@ -109,6 +109,61 @@ impl<'a> Node<'a> {
         self.dir.path().join("control.sock")
     }
 
+    /// The daemon's UAPI directory (`--uapi-dir`), inside the node's temporary
+    /// directory, so nodes (and test runs) never share `/var/run/wireguard`.
+    pub fn uapi_dir(&self) -> PathBuf {
+        self.dir.path().join("wireguard")
+    }
+
+    /// Runs wireguard-tools' `wg args...` against this node's UAPI sockets, with `stdin`
+    /// as its standard input, in the node's network namespace and a mount namespace of
+    /// its own where `/var/run/wireguard`
+    /// (where `wg` looks) is this node's [`Node::uapi_dir`].
+    pub fn wg_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let script = format!(
+            "mount -t tmpfs twnode-test /run && mkdir /run/wireguard && \
+             mount --bind '{}' /run/wireguard && exec wg \"$@\"",
+            self.uapi_dir().display()
+        );
+        let mut command = self.ns.command(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "wg",
+        ]);
+        let mut child = command
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare wg");
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin);
+        }
+        child.wait_with_output().expect("wg output")
+    }
+
+    /// [`Node::wg_with_stdin`] without input, panicking with the output and the
+    /// daemon's log on failure; returns stdout.
+    pub fn wg(&self, args: &[&str]) -> String {
+        let out = self.wg_with_stdin(args, b"");
+        assert!(
+            out.status.success(),
+            "wg {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Starts the daemon and waits until it answers on its control socket.
     pub fn start_daemon(&mut self) {
         self.start_daemon_env(&[]);
@@ -126,6 +181,7 @@ impl<'a> Node<'a> {
         let config = self.config();
         let socket = self.socket();
         let state = self.state_dir();
+        let uapi = self.uapi_dir();
         let mut args = vec!["env"];
         args.extend_from_slice(env);
         args.extend_from_slice(wrapper);
@@ -138,6 +194,8 @@ impl<'a> Node<'a> {
             socket.to_str().unwrap(),
             "--state-dir",
             state.to_str().unwrap(),
+            "--uapi-dir",
+            uapi.to_str().unwrap(),
         ]);
         let spawned = self.ns.spawn(&args);
         self.daemon = Some(spawned);
