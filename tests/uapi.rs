@@ -451,3 +451,107 @@ fn uapi_sockets_are_removed_at_sigterm_and_a_foreign_live_socket_is_kept() {
     assert!(!na.uapi_dir().join("tunnel_base.sock").exists());
     assert!(foreign.exists(), "the foreign socket is kept");
 }
+
+/// The preshared key (`preshared_key = "..."`) in the node's config.
+fn stored_psk(node: &Node) -> Option<String> {
+    node.config_text().lines().find_map(|l| {
+        l.strip_prefix("preshared_key = ")
+            .map(|k| k.trim_matches('"').to_string())
+    })
+}
+
+#[test]
+fn a_preshared_key_goes_from_create_through_show_peer_to_both_ends_and_wg_set_changes_it() {
+    if !require_root_and_tools(&["ip", "ping", "wg", "unshare"]) {
+        return;
+    }
+    let (a, b) = seed_pair("uapipsk");
+    let na = Node::start(&a);
+    let nb = Node::start(&b);
+    let mut create = SERVER_CREATE.to_vec();
+    create.extend(["--preshared-key", "generate"]);
+    na.cli_ok(&create);
+    let psk = stored_psk(&na).expect("the server stores its preshared key");
+    let peer = na.cli_ok(&["line", "show-peer", "tunnel_base"]);
+    assert!(
+        peer.starts_with(&format!("echo '{psk}' | twnode line create <parent> "))
+            && peer.trim().ends_with(" --preshared-key -"),
+        "the key goes in on stdin, not argv: {peer}"
+    );
+    nb.paste(&peer, "eth0");
+    assert_eq!(stored_psk(&nb).as_deref(), Some(psk.as_str()));
+    na.wait_state("tunnel_base", "up", 10);
+    nb.wait_state("tunnel_base", "up", 10);
+    b.run_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.1"]);
+    for n in [&na, &nb] {
+        assert_eq!(
+            dump(n, "tunnel_base").1[1],
+            psk,
+            "wg show dump's preshared key"
+        );
+        assert!(n.wg(&["show"]).contains("preshared key: (hidden)"));
+    }
+
+    // Another key on the client alone: its new handshakes fail...
+    let other = "QmqmbLM5ZOa21/Q+9sPOS0CfYJ5EAU3v9fqWCtz5Jd8=";
+    let file = nb.dir.path().join("psk");
+    std::fs::write(&file, format!("{other}\n")).unwrap();
+    let server_key = show(&nb, "tunnel_base")["peer_public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    nb.wg(&[
+        "set",
+        "tunnel_base",
+        "peer",
+        &server_key,
+        "preshared-key",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(stored_psk(&nb).as_deref(), Some(other));
+    std::thread::sleep(Duration::from_secs(3));
+    let out = b.exec(&["ping", "-c", "1", "-W", "1", "10.0.0.1"]);
+    assert!(
+        !out.status.success(),
+        "a handshake with another preshared key"
+    );
+    // ...until the server has it too.
+    let client_key = show(&na, "tunnel_base")["peer_public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file_a = na.dir.path().join("psk");
+    std::fs::write(&file_a, format!("{other}\n")).unwrap();
+    na.wg(&[
+        "set",
+        "tunnel_base",
+        "peer",
+        &client_key,
+        "preshared-key",
+        file_a.to_str().unwrap(),
+    ]);
+    assert_eq!(stored_psk(&na).as_deref(), Some(other));
+    nb.wait_state("tunnel_base", "up", 20);
+    b.run_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.1"]);
+
+    // Removed on both (`preshared-key /dev/null` is the all-zero key): no key, still up.
+    for (n, key) in [(&na, &client_key), (&nb, &server_key)] {
+        n.wg(&[
+            "set",
+            "tunnel_base",
+            "peer",
+            key,
+            "preshared-key",
+            "/dev/null",
+        ]);
+        assert_eq!(stored_psk(n), None);
+    }
+    nb.wait_state("tunnel_base", "up", 20);
+    b.run_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.1"]);
+    for n in [&na, &nb] {
+        assert!(
+            !n.log().contains(&psk) && !n.log().contains(other),
+            "a key in the log"
+        );
+    }
+}

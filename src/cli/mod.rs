@@ -161,6 +161,12 @@ struct CreateArgs {
     /// The peer's public key, base64
     #[arg(long, value_name = "KEY")]
     peer_pubkey: Option<String>,
+    /// WireGuard's optional preshared key (post-quantum layer), the same on both ends:
+    /// a file holding it in base64 (`wg genpsk > psk`), `-` to read it from stdin, or
+    /// `generate` for a new one (a server; its peer command carries it). Never the key
+    /// itself: keys do not belong on the command line
+    #[arg(long, value_name = "FILE|-|generate")]
+    preshared_key: Option<String>,
     /// WireGuard: persistent keepalive in seconds (0 = off) [default: 25]. IP tunnels:
     /// a probe every SECS, the line down after RETRIES unanswered [default: off; RETRIES 3]
     #[arg(long, value_name = "SECS[,RETRIES]")]
@@ -224,6 +230,23 @@ struct CreateArgs {
     /// (faster; see the README's "AF_XDP transmit")
     #[arg(long)]
     af_xdp: bool,
+}
+
+/// `--preshared-key FILE|-|generate`: the key's base64 text (checked by the daemon).
+fn read_preshared_key(source: &str) -> Result<String> {
+    if source == "generate" {
+        return Ok(crate::tunnel::keys::PresharedKey::generate().to_base64());
+    }
+    let mut text = String::new();
+    let read = if source == "-" {
+        std::io::stdin().take(1024).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(source).and_then(|f| f.take(1024).read_to_string(&mut text))
+    };
+    read.with_context(|| {
+        format!("--preshared-key {source}: cannot read the key (a file holding it in base64, or - for stdin)")
+    })?;
+    Ok(text.trim().to_string())
 }
 
 /// `--keepalive SECS[,RETRIES]`.
@@ -478,6 +501,12 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                     auth_key: a.auth_key.clone().map(control::Secret),
                     af_xdp: a.af_xdp,
                 },
+                preshared_key: a
+                    .preshared_key
+                    .as_deref()
+                    .map(read_preshared_key)
+                    .transpose()?
+                    .map(control::Secret),
             };
             match call(cli, Request::CreateLine(Box::new(spec)))? {
                 Response::Created(c) => {

@@ -10,7 +10,7 @@ use super::names::{Mode, Mtu, ParentName, Port};
 use super::raw::{RawConfig, RawLine, RawWireGuard};
 use super::setting::{Flags, Origin};
 use super::{ConfigError, LineName};
-use crate::tunnel::keys::{PrivateKey, PublicKey};
+use crate::tunnel::keys::{PresharedKey, PrivateKey, PublicKey};
 
 /// Persistent keepalive when the config does not say: keeps NAT mappings open.
 pub const DEFAULT_KEEPALIVE: u16 = 25;
@@ -29,6 +29,8 @@ pub struct WireGuard {
     pub peer_private_key: Option<PrivateKey>,
     /// Seconds; 0 turns it off.
     pub persistent_keepalive: u16,
+    /// WireGuard's optional preshared key (secret), the same on both ends.
+    pub preshared_key: Option<PresharedKey>,
     /// Prefixes routed to the peer besides its VIP, of the VIPs' family, without host
     /// bits (WireGuard's AllowedIPs; the peer VIP's own prefix is implied).
     pub allowed_ips: Vec<ipnet::IpNet>,
@@ -116,6 +118,7 @@ impl Line {
             peer_private_key: wg.peer_private_key.clone(),
             persistent_keepalive: (wg.persistent_keepalive != DEFAULT_KEEPALIVE)
                 .then_some(wg.persistent_keepalive.into()),
+            preshared_key: wg.preshared_key.clone(),
             allowed_ips: wg.allowed_ips.iter().map(|n| n.to_string()).collect(),
         });
         RawLine {

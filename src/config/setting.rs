@@ -31,6 +31,7 @@ pub enum Setting {
     PeerPublicKey,
     PeerPrivateKey,
     PersistentKeepalive,
+    PresharedKey,
     AllowedIps,
     /// The `[line.ip_tunnel]` table as a whole.
     IpTunnel,
@@ -72,6 +73,7 @@ impl Setting {
             PeerPublicKey => "wireguard.peer_public_key",
             PeerPrivateKey => "wireguard.peer_private_key",
             PersistentKeepalive => "wireguard.persistent_keepalive",
+            PresharedKey => "wireguard.preshared_key",
             AllowedIps => "wireguard.allowed_ips",
             IpTunnel => "ip_tunnel",
             Ikey => "ip_tunnel.ikey",
@@ -116,6 +118,7 @@ impl Setting {
             PersistentKeepalive | Keepalive | KeepaliveRetries => "--keepalive",
             // Set by `wg set ... allowed-ips` or in the file.
             AllowedIps => "allowed-ips",
+            PresharedKey => "--preshared-key",
             IpTunnel => "--type",
             Ikey => "--ikey",
             Okey => "--okey",

@@ -275,6 +275,7 @@ fn convert_wireguard(i: usize, raw: RawWireGuard, peer_vip: IpAddr) -> Result<Wi
         peer_public_key: raw.peer_public_key,
         peer_private_key: raw.peer_private_key,
         persistent_keepalive,
+        preshared_key: raw.preshared_key,
         allowed_ips,
     })
 }

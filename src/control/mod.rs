@@ -336,6 +336,10 @@ pub struct PeerCommand {
     /// put its own line toward us for `<parent>`. Absent for a line on an interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_line: Option<ParentLine>,
+    /// WireGuard: the line's preshared key, base64, which the command feeds to
+    /// `--preshared-key -` on stdin. Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key: Option<String>,
 }
 
 /// The line ours runs over, as the peer command's hint names it.
@@ -383,6 +387,7 @@ impl fmt::Debug for PeerCommand {
             .field("options", &RedactedOptions(&self.options))
             .field("secret", &self.secret)
             .field("parent_line", &self.parent_line)
+            .field("preshared_key", &redacted(&self.preshared_key))
             .finish()
     }
 }
@@ -407,8 +412,13 @@ impl fmt::Debug for RedactedOptions<'_> {
 }
 
 impl fmt::Display for PeerCommand {
-    /// One shell command, with `<parent>` left for the user to fill in.
+    /// One shell command, with `<parent>` left for the user to fill in. A preshared
+    /// key goes in on stdin (`echo '...' | twnode ... --preshared-key -`), which also
+    /// works under sudo.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(psk) = &self.preshared_key {
+            write!(f, "echo '{psk}' | ")?;
+        }
         write!(
             f,
             "twnode line create <parent> {} {} {} {} --type {}",
@@ -424,6 +434,9 @@ impl fmt::Display for PeerCommand {
         }
         for word in &self.options {
             write!(f, " {word}")?;
+        }
+        if self.preshared_key.is_some() {
+            f.write_str(" --preshared-key -")?;
         }
         Ok(())
     }
@@ -506,6 +519,7 @@ mod test {
             options: Vec::new(),
             secret: true,
             parent_line: None,
+            preshared_key: None,
         };
         let debug = format!("{:?}", Response::Peer(peer));
         assert!(
@@ -527,6 +541,7 @@ mod test {
                 .to_vec(),
             secret: true,
             parent_line: None,
+            preshared_key: None,
         };
         let debug = format!("{peer:?}");
         assert!(
@@ -565,6 +580,7 @@ mod test {
             options: Vec::new(),
             secret: true,
             parent_line: None,
+            preshared_key: None,
         };
         let s = p.to_string();
         assert!(s.starts_with(
@@ -572,6 +588,32 @@ mod test {
         ));
         assert!(!s.contains('\n'));
         assert!(s.ends_with("--mode client --private-key 'k' --peer-pubkey 'p' --peer-port 51820"));
+    }
+
+    #[test]
+    fn a_preshared_key_goes_to_the_peer_on_stdin_and_never_into_debug() {
+        let psk = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE=";
+        let p = PeerCommand {
+            peer_ip: "203.0.113.10".parse().unwrap(),
+            peer_vip: "10.0.0.1".parse().unwrap(),
+            local_vip: "10.0.0.2".parse().unwrap(),
+            name: "t".into(),
+            kind: "wireguard".into(),
+            private_key: Some("k".into()),
+            peer_pubkey: Some("p".into()),
+            peer_port: Some(51820),
+            options: Vec::new(),
+            secret: true,
+            parent_line: None,
+            preshared_key: Some(psk.into()),
+        };
+        let s = p.to_string();
+        assert!(
+            s.starts_with(&format!("echo '{psk}' | twnode line create <parent> "))
+                && s.ends_with(" --preshared-key -"),
+            "{s}"
+        );
+        assert!(!format!("{p:?}").contains(psk));
     }
 
     #[test]
@@ -588,6 +630,7 @@ mod test {
             secret: false,
             options: vec!["--ikey".into(), "2".into(), "--okey".into(), "1".into()],
             parent_line: None,
+            preshared_key: None,
         };
         assert_eq!(
             p.to_string(),
@@ -612,6 +655,7 @@ mod test {
             options: Vec::new(),
             secret: false,
             parent_line: None,
+            preshared_key: None,
         };
         assert!(p
             .parent_hint()

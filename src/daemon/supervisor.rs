@@ -391,6 +391,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             },
             private_key: wg.private_key.clone(),
             peer_public_key: wg.peer_public_key,
+            preshared_key: wg.preshared_key.clone(),
             keepalive: wg.persistent_keepalive,
             index,
             pmtu,

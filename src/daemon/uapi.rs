@@ -24,6 +24,7 @@ use crate::control::uapi::{Device, Errno, Peer, Refusal, Set};
 use crate::control::uapi_server::{UapiAnswer, UapiRequest};
 use crate::dataplane::{Dataplane, DataplaneStatus, LineStats, RunningLine};
 use crate::net::Host;
+use crate::tunnel::keys::PresharedKey;
 
 /// The changes a `set` asks of a line's `[line.wireguard]` table.
 #[derive(Default)]
@@ -32,6 +33,8 @@ struct Edit {
     listen_port: Option<u16>,
     peer_port: Option<u16>,
     persistent_keepalive: Option<u16>,
+    /// `Some(None)` removes it.
+    preshared_key: Option<Option<PresharedKey>>,
     allowed_ips: Option<Vec<IpNet>>,
 }
 
@@ -41,6 +44,7 @@ impl Edit {
             && self.listen_port.is_none()
             && self.peer_port.is_none()
             && self.persistent_keepalive.is_none()
+            && self.preshared_key.is_none()
             && self.allowed_ips.is_none()
     }
 
@@ -58,6 +62,11 @@ impl Edit {
         }
         if let Some(k) = self.persistent_keepalive {
             parts.push(format!("persistent_keepalive {k}"));
+        }
+        match &self.preshared_key {
+            Some(Some(_)) => parts.push("preshared key set".to_string()),
+            Some(None) => parts.push("preshared key removed".to_string()),
+            None => {}
         }
         if let Some(a) = &self.allowed_ips {
             let a: Vec<String> = a.iter().map(|n| n.to_string()).collect();
@@ -132,7 +141,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             },
             peer: Peer {
                 public_key: wg.peer_public_key,
-                preshared_key: None,
+                preshared_key: wg.preshared_key.as_ref().map(PresharedKey::to_bytes),
                 endpoint: status
                     .as_ref()
                     .and_then(|s| s.endpoint)
@@ -169,6 +178,9 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                 }
                 if let Some(k) = edit.persistent_keepalive {
                     w.persistent_keepalive = Some(k.into());
+                }
+                if let Some(k) = edit.preshared_key {
+                    w.preshared_key = k;
                 }
                 if let Some(a) = edit.allowed_ips {
                     w.allowed_ips = a.iter().map(|n| n.to_string()).collect();
@@ -263,10 +275,10 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                         .into(),
                 ));
             }
-            if p.preshared_key.flatten().is_some() {
-                return Err(perm(
-                    "preshared keys are not supported on this twnode's lines".into(),
-                ));
+            if let Some(psk) = p.preshared_key {
+                if psk != wg.preshared_key.as_ref().map(PresharedKey::to_bytes) {
+                    edit.preshared_key = Some(psk.map(PresharedKey::from_bytes));
+                }
             }
             if let Some(ep) = p.endpoint {
                 let now = status.as_ref().and_then(|s| s.endpoint);

@@ -293,9 +293,17 @@ impl<'a> Node<'a> {
     }
 
     /// Runs a pasted peer command (`twnode line create <parent> ...`) with the parent
-    /// filled in, as a user would paste it into a shell (single-quoted keys).
+    /// filled in, as a user would paste it into a shell (single-quoted keys; a
+    /// preshared key piped in as `echo 'KEY' | twnode ... --preshared-key -`).
     pub fn paste(&self, command: &str, parent: &str) -> String {
         let command = command.trim().replacen("<parent>", parent, 1);
+        let (stdin, command) = match command.strip_prefix("echo '") {
+            Some(rest) => {
+                let (key, command) = rest.split_once("' | ").expect("echo '...' | twnode");
+                (format!("{key}\n"), command.to_string())
+            }
+            None => (String::new(), command),
+        };
         let words = shell_words(&command);
         assert_eq!(
             words.first().map(String::as_str),
@@ -303,7 +311,44 @@ impl<'a> Node<'a> {
             "{command}"
         );
         let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-        self.cli_ok(&args)
+        if stdin.is_empty() {
+            return self.cli_ok(&args);
+        }
+        let out = self.cli_with_stdin(&args, stdin.as_bytes());
+        assert!(
+            out.status.success(),
+            "twnode {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// [`Node::cli`] with `stdin` as its standard input.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let config = self.config();
+        let socket = self.socket();
+        let mut full = vec![
+            twnode_bin(),
+            "--config",
+            config.to_str().unwrap(),
+            "--control",
+            socket.to_str().unwrap(),
+        ];
+        full.extend_from_slice(args);
+        let mut child = self
+            .ns
+            .command(&full)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("twnode");
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin);
+        }
+        child.wait_with_output().expect("twnode output")
     }
 
     /// `line list --json` parsed.

@@ -170,6 +170,7 @@ fn spec(name: &str, local_vip: &str, peer_vip: &str, peer_ip: &str) -> LineSpec 
         mtu: None,
         keepalive_retries: None,
         ip_tunnel: IpTunnelArgs::default(),
+        preshared_key: None,
     }
 }
 
