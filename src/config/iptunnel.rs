@@ -3,10 +3,11 @@
 //! (`parse_key`, `parse_ttl`, `parse_tos`), and their `line create` spelling for the
 //! peer command (`cli_options`, `mirrored`).
 
-use super::esp::Esp;
+use super::esp::{Esp, Keying};
 use super::names::seconds;
 use super::raw::{IntOrText, RawIpTunnel};
 use super::setting::Setting;
+use crate::tunnel::esp::DEFAULT_REKEY_AFTER;
 use crate::tunnel::gre::GreOptions;
 use crate::tunnel::iptunnel::{Tos, Ttl, TunnelType};
 use crate::tunnel::keepalive::{KeepaliveConfig, DEFAULT_RETRIES};
@@ -167,6 +168,12 @@ impl IpTunnel {
             if e.cipher != crate::tunnel::esp::Cipher::default() {
                 out.extend(["--cipher".to_string(), e.cipher.as_str().to_string()]);
             }
+            if e.keying != Keying::default() {
+                out.extend(["--esp-keying".to_string(), e.keying.as_str().to_string()]);
+            }
+            if e.rekey != DEFAULT_REKEY_AFTER {
+                out.extend(["--esp-rekey".to_string(), e.rekey.as_secs().to_string()]);
+            }
         }
         if self.af_xdp {
             out.push("--af-xdp".into());
@@ -219,6 +226,14 @@ impl IpTunnel {
                 .map(|e| e.cipher.as_str().to_string()),
             enc_key: self.esp.map(|e| e.enc_key),
             auth_key: self.esp.map(|e| e.auth_key),
+            esp_keying: self
+                .esp
+                .filter(|e| e.keying != Keying::default())
+                .map(|e| e.keying.as_str().to_string()),
+            esp_rekey: self
+                .esp
+                .filter(|e| e.rekey != DEFAULT_REKEY_AFTER)
+                .map(|e| e.rekey.as_secs() as u32),
             af_xdp: self.af_xdp,
         };
         (raw != RawIpTunnel::default()).then_some(raw)
@@ -345,6 +360,42 @@ mod test {
         let written = c.to_toml();
         assert!(written.contains("af_xdp = true"), "{written}");
         assert_eq!(cfg(&written).unwrap(), c, "{written}");
+    }
+
+    /// `esp_keying` and `esp_rekey` parse, are written back only when not the default,
+    /// show as options and go to the peer's command (both ends must agree on them).
+    #[test]
+    fn esp_keying_and_rekey_round_trip_and_are_mirrored() {
+        const ENC: &str = "0x9f8e7d6c5b4a39281716050403020100aabbccddeeff0011";
+        let encrypted = |extra: &str| {
+            let text = format!(
+                "[[line]]\nname = \"sec\"\nparent = \"eth0\"\npeer_ip = \"198.51.100.20\"\n\
+                 peer_vip = \"10.9.0.2\"\nlocal_vip = \"10.9.0.1\"\ntype = \"gre\"\n\n\
+                 [line.ip_tunnel]\nencrypt = true\nenc_key = \"{ENC}\"\nauth_key = \"{ENC}\"\n{extra}"
+            );
+            cfg(&text).unwrap()
+        };
+        let plain = encrypted("");
+        let e = plain.lines[0].ip_tunnel().unwrap().esp.unwrap();
+        assert_eq!((e.keying, e.rekey), (Keying::Epoch, DEFAULT_REKEY_AFTER));
+        let written = plain.to_toml();
+        assert!(
+            !written.contains("esp_"),
+            "defaults are left out: {written}"
+        );
+        let c = encrypted("esp_keying = \"static\"\n");
+        let t = c.lines[0].ip_tunnel().unwrap();
+        assert_eq!(t.esp.unwrap().keying, Keying::Static);
+        assert_eq!(t.cli_options().join(" "), "--encrypt --esp-keying static");
+        assert_eq!(t.mirrored().cli_options(), t.cli_options());
+        assert_eq!(cfg(&c.to_toml()).unwrap(), c);
+        let c = encrypted("esp_rekey = 60\n");
+        let t = c.lines[0].ip_tunnel().unwrap();
+        assert_eq!(t.cli_options().join(" "), "--encrypt --esp-rekey 60");
+        assert_eq!(t.mirrored().cli_options(), t.cli_options());
+        let written = c.to_toml();
+        assert!(written.contains("esp_rekey = 60"), "{written}");
+        assert_eq!(cfg(&written).unwrap(), c);
     }
 
     #[test]

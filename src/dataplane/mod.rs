@@ -147,4 +147,12 @@ pub enum DataplaneError {
         /// What is wrong with it.
         what: String,
     },
+    /// The state directory cannot be locked for this daemon.
+    #[error("state directory {dir} {what}")]
+    StateDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// What is wrong.
+        what: String,
+    },
 }

@@ -1,9 +1,12 @@
 //! IP tunnel lines' I/O: raw IP sockets (protocols 4, 41, 47 and 50) shared between
 //! lines, a TUN device per line, and an [`IpTunnelCore`] per line.
 //!
-//! An encrypted GRE line (ESP, protocol 50) is told apart on its socket by peer and
-//! inbound SPI, where a GRE line is told apart by peer and GRE key: the route's `ikey`
-//! holds the SPI then. Its `reserve` task keeps the ESP sequence-number mark on disk
+//! An encrypted GRE line (ESP, protocol 50) is told apart on its socket by peer alone
+//! (the config allows one per peer and parent), where a GRE line is told apart by peer
+//! and GRE key: its SPIs change with each epoch, and its core judges them. With epoch
+//! keying its `hello` task sends the core's Hellos, on the tick and when a received
+//! Hello asks for an answer, with fresh nonces from the system's random source. With
+//! static keying its `reserve` task keeps the ESP sequence-number mark on disk
 //! ahead of the numbers sent, and the replay floor of the inbound SA not far behind the
 //! numbers received ([`super::seqstore`]), woken by the packet paths when the core asks;
 //! the packet paths themselves never write a file. A clean stop writes the exact floor.
@@ -28,7 +31,8 @@
 //! instead, once the daemon has found that next hop ([`xsk::Transmit`]); the raw socket
 //! still receives, and sends what the port does not take.
 //! Tokio tasks: per line, with a keepalive, `keepalive` (probes on a tick), and for ESP
-//! `reserve`. No lock is held across an `.await`.
+//! `hello` (epoch keying) or `reserve` (static keying). No lock is held across an
+//! `.await`.
 
 use std::collections::HashMap;
 use std::io;
@@ -48,12 +52,12 @@ use super::pmtu::PathMtu;
 use super::poller::{self, Registration};
 use super::pool::{dec_slot, segment, with_buffers, Buffers, TUN_OFFSET};
 use super::seqstore::SeqStore;
-use super::setup::RawSpec;
+use super::setup::{fresh_nonce, RawSpec};
 use super::stats::LineStats;
 use super::tun::Tun;
 use super::{gso, udp, xsk, DataplaneError};
 use crate::net::NextHop;
-use crate::tunnel::esp::EspCore;
+use crate::tunnel::esp::{EspCore, EspStatus};
 use crate::tunnel::iptunnel::{IpTunnelCore, IpVersion};
 use crate::tunnel::keepalive::{KeepaliveStatus, Liveness};
 use crate::tunnel::{Action, DropReason};
@@ -332,7 +336,7 @@ struct LineIo {
     /// The socket of the line's own protocol, used to send.
     tx: Arc<Endpoint>,
     pmtu: Arc<PathMtu>,
-    /// ESP lines: wakes the task that writes sequence-number reservations.
+    /// ESP lines: wakes the line's ESP task (`hello` or `reserve`).
     reserve: Option<tokio::sync::Notify>,
     /// `af_xdp` lines: the AF_XDP transmit path.
     xdp: Option<xsk::Transmit>,
@@ -351,9 +355,8 @@ pub struct RawStatus {
     pub local: IpAddr,
     /// Keepalive figures; `None` without keepalive.
     pub keepalive: Option<KeepaliveStatus>,
-    /// ESP: (outbound SPI, inbound SPI, next sequence number, reserved limit, highest
-    /// received); `None` for a plain line.
-    pub esp: Option<(u32, u32, u64, u64, u64)>,
+    /// ESP: SPIs, sequence numbers, epochs; `None` for a plain line.
+    pub esp: Option<EspStatus>,
     /// `af_xdp` lines: how packets leave now ([`xsk::Transmit::describe`]).
     pub transmit: Option<String>,
     /// `af_xdp` lines: packets sent through AF_XDP so far.
@@ -381,17 +384,17 @@ impl RawLine {
         let settings = spec.settings;
         let mut core = IpTunnelCore::new(settings)?;
         let mut store = None;
+        let encrypted = spec.esp.is_some();
         if let Some(esp) = spec.esp {
-            let (e, seq, floor) = esp.start(&spec.name)?;
+            let (e, stores) = esp.start(&spec.name)?;
             core = core.with_esp(e)?;
-            store = Some((seq, floor));
+            store = stores;
         }
         let tun = Tun::create_for_line(&spec.name, spec.mtu, settings.kind.carries(IpVersion::V6))?;
         let offload = tun.offload();
         let id = sockets.next_line.fetch_add(1, Relaxed);
         let kind = settings.kind;
-        let esp_spi = core.esp().map(|e| Key(e.inbound_spi()));
-        let own_protocol = if esp_spi.is_some() {
+        let own_protocol = if encrypted {
             IpProtocol::Esp
         } else {
             kind.protocol()
@@ -410,10 +413,10 @@ impl RawLine {
                 peer: SocketAddr::new(settings.peer, 0),
                 tx,
                 pmtu: spec.pmtu.clone(),
-                reserve: store.is_some().then(tokio::sync::Notify::new),
+                reserve: encrypted.then(tokio::sync::Notify::new),
                 xdp: spec.af_xdp.then(xsk::Transmit::default),
             });
-            let protocols = if esp_spi.is_some() {
+            let protocols = if encrypted {
                 &[IpProtocol::Esp][..]
             } else {
                 kind.protocols()
@@ -429,9 +432,7 @@ impl RawLine {
                     Route {
                         line: id,
                         peer: settings.peer,
-                        ikey: if esp_spi.is_some() {
-                            esp_spi
-                        } else if kind.is_gre() {
+                        ikey: if kind.is_gre() && !encrypted {
                             settings.gre.ikey
                         } else {
                             None
@@ -473,6 +474,8 @@ impl RawLine {
         let floor = store.as_ref().map(|(_, f)| f.clone());
         if let Some((seq, floor)) = store {
             tasks.push(tokio::spawn(reserve(io.clone(), seq, floor)));
+        } else if encrypted {
+            tasks.push(tokio::spawn(hello(io.clone())));
         }
         info!(line = %io.name, kind = %kind, local = %settings.local, peer = %settings.peer,
               tso = offload.tso, "ip tunnel line started");
@@ -510,15 +513,7 @@ impl RawLine {
         RawStatus {
             local: core.settings().local,
             keepalive: core.keepalive_status(Instant::now()),
-            esp: core.esp().map(|e| {
-                (
-                    e.outbound_spi(),
-                    e.inbound_spi(),
-                    e.next_seq(),
-                    e.limit(),
-                    e.highest_received(),
-                )
-            }),
+            esp: core.esp().map(|e| e.status(Instant::now())),
             transmit: self.io.xdp.as_ref().map(xsk::Transmit::describe),
             af_xdp_packets: self.io.xdp.as_ref().map(xsk::Transmit::sent),
         }
@@ -709,6 +704,60 @@ async fn reserve(io: Arc<LineIo>, store: SeqStore, floor: SeqStore) {
     }
 }
 
+/// ESP epoch keying: sends the line's Hellos when its core has one due (checked on the
+/// tick, and at once when a received Hello asks for an answer), and logs each new
+/// epoch (SPIs only: the keys never leave the core).
+async fn hello(io: Arc<LineIo>) {
+    let Some(wake) = &io.reserve else {
+        return;
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = [0u8; PROBE_SLOT + wire::esp_hello::HELLO_LEN];
+    let mut epochs = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wake.notified() => {}
+        }
+        loop {
+            let (hello, status) = {
+                let mut core = io.lock();
+                let now = Instant::now();
+                let hello = match core.poll_esp_hello(now, || fresh_nonce(&rng), &mut buf) {
+                    Action::WriteToNetwork(p) => Some(p.len()),
+                    Action::Drop(r) => {
+                        io.stats.count_drop(r, 1);
+                        None
+                    }
+                    Action::Done | Action::WriteToTun(_) => None,
+                };
+                (hello, core.esp().map(|e| e.status(now)))
+            };
+            if let Some(EspStatus {
+                spi_out: Some(out),
+                spi_in: Some(inb),
+                epoch: Some(e),
+                ..
+            }) = status
+            {
+                if e.epochs != epochs {
+                    epochs = e.epochs;
+                    info!(line = %io.name, epoch = epochs, spi_out = format_args!("{out:#010x}"),
+                          spi_in = format_args!("{inb:#010x}"), "ESP epoch agreed with the peer");
+                }
+            }
+            let Some(len) = hello else {
+                break;
+            };
+            if udp::send_one(&io.tx.socket, &buf[..len], io.peer).is_err() {
+                io.stats.count_drop(DropReason::IoError, 1);
+            }
+        }
+    }
+}
+
 /// Keepalive probes, and the liveness they report.
 async fn keepalive(io: Arc<LineIo>) {
     let mut tick = tokio::time::interval(TICK);
@@ -846,30 +895,20 @@ fn receive_once(endpoint: &Endpoint) -> bool {
                     endpoint.strangers.fetch_add(1, Relaxed);
                     continue;
                 };
-                let key = if esp {
-                    // The SPI; a packet too short for one is the core's to judge.
-                    packet
-                        .get(header..header + 4)
-                        .map(|s| Some(Key(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))))
-                } else {
-                    gre.then(|| {
+                // ESP: by peer alone, the core judges the SPI.
+                let key = gre
+                    .then(|| {
                         packet
                             .get(header..)
                             .and_then(|p| wire::gre::Packet::new_checked(p).ok())
                             .map(|p| p.key())
                     })
-                    .flatten()
-                };
+                    .flatten();
                 let candidates = routes.iter().map(|r| (r.peer, r.ikey, r.own));
                 let idx = match lookup(candidates, peer, key) {
                     Lookup::Line(idx) => idx,
                     Lookup::WrongKey(idx) => {
-                        let reason = if esp {
-                            DropReason::UnknownSpi
-                        } else {
-                            DropReason::WrongKey
-                        };
-                        routes[idx].io.stats.count_drop(reason, 1);
+                        routes[idx].io.stats.count_drop(DropReason::WrongKey, 1);
                         continue;
                     }
                     Lookup::Stranger => {
@@ -885,11 +924,6 @@ fn receive_once(endpoint: &Endpoint) -> bool {
                 let Some((_, core)) = held.as_mut() else {
                     continue;
                 };
-                if esp && core.esp().and_then(EspCore::poll_replay_floor).is_some() {
-                    if let Some(r) = &routes[idx].io.reserve {
-                        r.notify_one();
-                    }
-                }
                 let action = match (v6, peer) {
                     (true, IpAddr::V6(src)) => core.handle_ipv6_payload(
                         src,
@@ -900,6 +934,16 @@ fn receive_once(endpoint: &Endpoint) -> bool {
                     ),
                     _ => core.handle_ipv4_datagram(packet, now),
                 };
+                // The ESP task: a replay floor to store, or a Hello to answer.
+                if esp
+                    && core
+                        .esp()
+                        .is_some_and(|e| e.wants_hello() || e.poll_replay_floor().is_some())
+                {
+                    if let Some(r) = &routes[idx].io.reserve {
+                        r.notify_one();
+                    }
+                }
                 match action {
                     Action::WriteToTun(p) => {
                         let rec = (offset_in(base, p), p.len());

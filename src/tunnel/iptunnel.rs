@@ -35,16 +35,18 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
 
-use super::esp::{self, EspCore};
+use super::esp::{self, Decap, EspCore};
 use super::gre::{self, GreOptions, RxState};
 use super::ipip;
 use super::keepalive::{Keepalive, KeepaliveConfig, KeepaliveStatus, Liveness};
 use super::pmtu::RateLimit;
 use super::{Action, DropReason, TunnelError};
-use crate::wire::{self, checksum, ipv4, ipv6, Ecn, IpProtocol, TrafficClass};
+use crate::wire::{self, checksum, esp_hello, ipv4, ipv6, Ecn, IpProtocol, TrafficClass};
 
 /// TTL of keepalive probes, inner and (with `ttl inherit`) outer.
 const PROBE_TTL: u8 = 255;
+/// TTL of ESP Hellos with `ttl inherit` (they have no inner packet to inherit from).
+const HELLO_TTL: u8 = 64;
 
 /// The six tunnel types, named as iproute2 names their modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -516,35 +518,85 @@ impl IpTunnelCore {
             Ttl::Inherit => inner.ttl,
             Ttl::Fixed(ttl) => ttl,
         };
-        let emitted = match (s.local, s.peer) {
+        let df = s.pmtudisc || inner.df;
+        match self.emit_outer(out, protocol, traffic_class, ttl, df) {
+            Ok(()) => Action::WriteToNetwork(out),
+            Err(_) => Action::Drop(DropReason::TooBig),
+        }
+    }
+
+    /// Writes the outer header at the start of `out`, whose rest is the payload.
+    fn emit_outer(
+        &mut self,
+        out: &mut [u8],
+        protocol: IpProtocol,
+        traffic_class: TrafficClass,
+        ttl: u8,
+        dont_frag: bool,
+    ) -> Result<(), wire::Error> {
+        let s = self.settings;
+        let payload_len = out
+            .len()
+            .checked_sub(s.kind.outer_len())
+            .ok_or(wire::Error::BufferTooSmall)?;
+        match (s.local, s.peer) {
             (IpAddr::V4(src_addr), IpAddr::V4(dst_addr)) => {
                 self.ident = self.ident.wrapping_add(1);
                 ipv4::Repr {
                     src_addr,
                     dst_addr,
                     protocol,
-                    payload_len: total - outer_len,
+                    payload_len,
                     ttl,
                     traffic_class,
-                    dont_frag: s.pmtudisc || inner.df,
+                    dont_frag,
                     ident: self.ident,
                 }
-                .emit(&mut ipv4::Packet::new_unchecked(&mut *out))
+                .emit(&mut ipv4::Packet::new_unchecked(out))
             }
             (IpAddr::V6(src_addr), IpAddr::V6(dst_addr)) => ipv6::Repr {
                 src_addr,
                 dst_addr,
                 next_header: protocol,
-                payload_len: total - outer_len,
+                payload_len,
                 hop_limit: ttl,
                 traffic_class,
                 flow_label: ipv6::FlowLabel::default(),
             }
-            .emit(&mut ipv6::Packet::new_unchecked(&mut *out)),
+            .emit(&mut ipv6::Packet::new_unchecked(out)),
             // `new` refuses mixed families.
-            _ => return Action::Drop(DropReason::Malformed),
+            _ => Err(wire::Error::FamilyMismatch),
+        }
+    }
+
+    /// An encrypted line with epoch keying: the Hello due now (see
+    /// [`EspCore::poll_hello`]; `fresh` gives a new nonce when one is needed), with its
+    /// outer header, written into `out` (200 bytes are enough).
+    pub fn poll_esp_hello<'a>(
+        &mut self,
+        now: Instant,
+        fresh: impl FnOnce() -> Option<[u8; esp_hello::NONCE_LEN]>,
+        out: &'a mut [u8],
+    ) -> Action<'a> {
+        let s = self.settings;
+        let outer_len = s.kind.outer_len();
+        let (Some(e), Some(body)) = (self.esp.as_mut(), out.get_mut(outer_len..)) else {
+            return Action::Done;
         };
-        match emitted {
+        let Some(n) = e.poll_hello(now, fresh, body) else {
+            return Action::Done;
+        };
+        let ttl = match s.ttl {
+            Ttl::Inherit => HELLO_TTL,
+            Ttl::Fixed(ttl) => ttl,
+        };
+        let dscp = match s.tos {
+            Tos::Inherit => 0,
+            Tos::Fixed(tos) => TrafficClass(tos).dscp(),
+        };
+        let traffic_class = TrafficClass::new(dscp, Ecn::NotEct);
+        let out = &mut out[..outer_len + n];
+        match self.emit_outer(out, IpProtocol::Esp, traffic_class, ttl, true) {
             Ok(()) => Action::WriteToNetwork(out),
             Err(_) => Action::Drop(DropReason::TooBig),
         }
@@ -622,8 +674,13 @@ impl IpTunnelCore {
         let (protocol, payload) = match self.esp.as_mut() {
             // An encrypted line takes nothing unprotected.
             Some(_) if protocol != IpProtocol::Esp => return Action::Drop(DropReason::BadAuth),
-            Some(e) => match e.decapsulate(payload) {
-                Ok((next_header, inner)) => (IpProtocol::from(next_header), inner),
+            Some(e) => match e.decapsulate(payload, now) {
+                Ok(Decap::Packet {
+                    next_header,
+                    payload,
+                }) => (IpProtocol::from(next_header), payload),
+                // Taken by the ESP layer (a reply, if due, goes out from its timer).
+                Ok(Decap::Hello) => return Action::Done,
                 Err(r) => return Action::Drop(r),
             },
             None => (protocol, payload),
@@ -1845,6 +1902,67 @@ mod test {
             decap(&mut b, &gre, Instant::now()),
             Got::Drop(DropReason::BadAuth)
         );
+    }
+
+    /// Epoch keying through the whole core: Hellos leave as protocol 50 with the
+    /// Hello SPI and the line's outer header, the peer takes them (no packet for its
+    /// TUN device), and once both agreed, GRE over ESP flows both ways.
+    #[test]
+    fn epoch_hellos_cross_as_protocol_50_and_then_data_flows() {
+        for kind in [TunnelType::Gre, TunnelType::Gre6] {
+            let s = settings(kind, GreOptions::default());
+            let m = mirror(&s);
+            let now = Instant::now();
+            let epochs = |s: &Settings, nonce: u8| {
+                let params = esp::EpochParams {
+                    cipher: esp::Cipher::Aes256Gcm,
+                    enc_key: b"enc",
+                    auth_key: b"auth",
+                    local: s.local,
+                    peer: s.peer,
+                    rekey_after: esp::DEFAULT_REKEY_AFTER,
+                };
+                core(*s)
+                    .with_esp(EspCore::with_epochs(params, [nonce; 32], now).unwrap())
+                    .unwrap()
+            };
+            let (mut a, mut b) = (epochs(&s, 1), epochs(&m, 2));
+            assert_eq!(encap(&mut a, &INNER_V4), Got::Drop(DropReason::NoSession));
+            let outer_len = kind.outer_len();
+            // A Hello from `from`, if one is due, checked and handed to `to`.
+            let hello = |from: &mut IpTunnelCore, to: &mut IpTunnelCore| {
+                let mut out = [0u8; 200];
+                let Got::Net(h) = own(from.poll_esp_hello(now, || Some([9; 32]), &mut out)) else {
+                    return 0;
+                };
+                let (proto, ttl) = if kind.outer_ipv6() {
+                    let p = ipv6::Packet::new_checked(&h[..]).unwrap();
+                    (p.next_header(), p.hop_limit())
+                } else {
+                    let p = ipv4::Packet::new_checked(&h[..]).unwrap();
+                    (p.protocol(), p.ttl())
+                };
+                assert_eq!((proto, ttl), (IpProtocol::Esp, 64));
+                assert_eq!(h.len(), outer_len + esp_hello::HELLO_LEN);
+                assert_eq!(&h[outer_len..outer_len + 4], &[0, 0, 0, 0x74]);
+                assert_eq!(decap(to, &h, now), Got::Done);
+                1
+            };
+            let mut hellos = 0;
+            for _ in 0..3 {
+                hellos += hello(&mut a, &mut b);
+                hellos += hello(&mut b, &mut a);
+            }
+            assert_eq!(hellos, 3, "{kind:?}");
+            let outer = net(encap(&mut a, &INNER_V4));
+            assert_eq!(decap(&mut b, &outer, now), Got::Tun(INNER_V4.to_vec()));
+            let back = net(encap(&mut b, &INNER_V6));
+            assert_eq!(decap(&mut a, &back, now), Got::Tun(INNER_V6.to_vec()));
+            // A plain core has no Hello to send.
+            let mut plain = core(s);
+            let mut out = [0u8; 200];
+            assert_eq!(own(plain.poll_esp_hello(now, || None, &mut out)), Got::Done);
+        }
     }
 
     #[test]

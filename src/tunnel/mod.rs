@@ -130,11 +130,15 @@ pub enum DropReason {
     /// inside the tunnel) but not reflected: a probe nested in a probe or carrying data,
     /// its TTL run out, or more probes than a keepalive sends (an amplification guard).
     ProbeRefused,
+    /// ESP epoch keying: no epoch is agreed with the peer yet (its Hello has not
+    /// arrived), or the epoch's packet limit is reached before the rekey finished, so
+    /// nothing may be sent.
+    NoSession,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::BadAuth,
         DropReason::Replay,
         DropReason::Malformed,
@@ -158,6 +162,7 @@ impl DropReason {
         DropReason::ReplayTooOld,
         DropReason::SeqNotReserved,
         DropReason::ProbeRefused,
+        DropReason::NoSession,
     ];
 
     /// The counter's index in [`DropReason::ALL`].
@@ -191,6 +196,7 @@ impl DropReason {
             DropReason::ReplayTooOld => "replay_too_old",
             DropReason::SeqNotReserved => "seq_not_reserved",
             DropReason::ProbeRefused => "probe_refused",
+            DropReason::NoSession => "no_session",
         }
     }
 }
