@@ -115,6 +115,7 @@ fn every_key() -> BTreeSet<String> {
                 af_xdp: true,
             }),
         }],
+        metrics: None,
     };
     let text = toml::to_string(&raw).expect("a raw config serializes");
     keys_of(&text)

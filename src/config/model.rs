@@ -139,6 +139,8 @@ impl Line {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     pub lines: Vec<Line>,
+    /// The Prometheus endpoint, when `[metrics]` asks for one.
+    pub metrics: Option<super::metrics::Metrics>,
 }
 
 impl Config {
@@ -197,9 +199,7 @@ impl Config {
 
     /// The TOML text written to disk.
     pub fn to_toml(&self) -> String {
-        let raw = RawConfig {
-            lines: self.lines.iter().map(Line::to_raw).collect(),
-        };
+        let raw = self.to_raw();
         let body = toml::to_string(&raw).unwrap_or_default();
         format!(
             "# twnode configuration. Written by `twnode line create/delete`; you may edit it\n\
@@ -243,12 +243,14 @@ impl Config {
                 .filter(|l| !names.contains(&l.name))
                 .cloned()
                 .collect(),
+            metrics: self.metrics,
         }
     }
 
     fn to_raw(&self) -> RawConfig {
         RawConfig {
             lines: self.lines.iter().map(Line::to_raw).collect(),
+            metrics: self.metrics.map(super::metrics::Metrics::to_raw),
         }
     }
 }

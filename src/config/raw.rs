@@ -14,6 +14,9 @@ pub struct RawConfig {
     /// `[[line]]` tables, in file order.
     #[serde(default, rename = "line", skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<RawLine>,
+    /// `[metrics]` (see [`super::metrics`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<super::metrics::RawMetrics>,
 }
 
 /// One `[[line]]` table.

@@ -33,12 +33,18 @@ impl TryFrom<RawConfig> for Config {
 
 impl Config {
     /// Validates `raw`; a problem is worded for where the lines came from.
-    pub fn from_raw(raw: RawConfig, origin: Origin<'_>) -> Result<Config, ConfigError> {
+    pub fn from_raw(mut raw: RawConfig, origin: Origin<'_>) -> Result<Config, ConfigError> {
+        let metrics = raw
+            .metrics
+            .take()
+            .map(|m| super::metrics::Metrics::from_raw(&m))
+            .transpose()?;
         let names: Vec<String> = raw.lines.iter().map(|l| l.name.clone()).collect();
-        validate(raw).map_err(|p| {
+        let config = validate(raw).map_err(|p| {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             p.render(&names, origin)
-        })
+        })?;
+        Ok(Config { metrics, ..config })
     }
 }
 
@@ -52,6 +58,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     check_across(&lines)?;
     Ok(Config {
         lines: lines.into_iter().map(|c| c.line).collect(),
+        metrics: None,
     })
 }
 

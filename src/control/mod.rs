@@ -8,6 +8,8 @@
 
 pub mod client;
 mod line_spec;
+pub mod metrics;
+pub mod metrics_server;
 pub mod server;
 pub mod uapi;
 pub mod uapi_server;
@@ -294,6 +296,9 @@ pub struct KeepaliveInfo {
     pub unanswered: u32,
     /// Milliseconds since the last reply.
     pub last_reply_ms: Option<u64>,
+    /// Round-trip time of the last answered probe, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u64>,
 }
 
 /// A line's state.

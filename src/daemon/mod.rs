@@ -12,6 +12,7 @@
 mod error;
 mod follow;
 pub mod lock;
+mod metrics;
 mod objects;
 pub mod privileges;
 mod requests;
@@ -31,6 +32,7 @@ use tracing::{error, info, warn};
 
 use crate::config::esp::Keying;
 use crate::config::{self, ConfigError, LineName};
+use crate::control::metrics_server::MetricsServer;
 use crate::control::server::Server;
 use crate::control::uapi_server::UapiSockets;
 use crate::control::ControlError;
@@ -140,6 +142,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let serving = tokio::spawn(server.serve(calls_tx));
     let (uapi_tx, mut uapi_calls) = mpsc::channel(64);
     let mut uapi = UapiSockets::new(opts.uapi_dir.clone(), uapi_tx);
+    let (metrics_tx, mut metrics_calls) = mpsc::channel(16);
+    let mut metrics = MetricsServer::new(metrics_tx);
 
     let mut sup = Supervisor::new(host, Devices::new(), opts.config.clone(), config)
         .with_state_dir(opts.state_dir.clone());
@@ -150,6 +154,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     }
     sup.reconcile().await;
     uapi.sync(&sup.wireguard_lines());
+    metrics.sync(sup.metrics_config());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(control = %opts.control.display(), lines = sup.configured(), "twnode ready");
 
@@ -172,6 +177,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 uapi.sync(&sup.wireguard_lines());
                 let _ = reply.send(response);
             }
+            Some(reply) = metrics_calls.recv() => {
+                let _ = reply.send(sup.metrics_snapshot());
+            }
             Some((request, reply)) = uapi_calls.recv() => {
                 let answer = sup.handle_uapi(request).await;
                 let _ = reply.send(answer);
@@ -187,10 +195,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 states = now;
             }
         }
-        // Each line's UAPI socket comes and goes with the line.
+        // Each line's UAPI socket comes and goes with the line; the metrics endpoint
+        // follows a reload.
         uapi.sync(&sup.wireguard_lines());
+        metrics.sync(sup.metrics_config());
     }
     drop(uapi);
+    drop(metrics);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     serving.abort();
     let _ = serving.await;
