@@ -5,6 +5,7 @@
 //! sockets other than the control socket (`init` only writes two sysctls and creates a
 //! directory). Errors are one line that names the problem and what to do; exit code 1.
 
+mod docs;
 mod output;
 
 use std::io::Read;
@@ -25,7 +26,7 @@ tunnels, GRE over ESP) on TUN devices, stackable into multi-hop relays.
 
 The `line` commands and `reload` talk to a running daemon over its control socket \
 (--control, default /run/twnode/control.sock): start it first, as root, with \
-`systemctl start twnode` or `twnode daemon`. `daemon`, `init`, `genkey` and `pubkey` \
+`systemctl start twnode` or `twnode daemon`. `daemon`, `init`, `genkey`, `pubkey`, `completions` and `man` \
 need no daemon.
 
 The daemon keeps the lines in its configuration file (--config, default \
@@ -96,6 +97,16 @@ enum Command {
     Line(Box<LineCommand>),
     /// Ask the daemon to re-read its configuration file (as SIGHUP does)
     Reload,
+    /// Print the shell completion script for bash, zsh or fish
+    Completions {
+        /// The shell: bash, zsh or fish
+        shell: docs::Shell,
+    },
+    /// Write man pages for twnode and every subcommand into DIR
+    Man {
+        /// Directory for the pages (twnode.1, twnode-line-create.1, ...)
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,6 +394,15 @@ fn run(cli: Cli) -> Result<()> {
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
         Command::Line(cmd) => line(&cli, cmd),
+        Command::Completions { shell } => {
+            docs::completions(*shell);
+            Ok(())
+        }
+        Command::Man { dir } => {
+            let n = docs::man_pages(dir)?;
+            println!("{n} man pages written to {}", dir.display());
+            Ok(())
+        }
     }
 }
 
