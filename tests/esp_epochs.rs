@@ -213,13 +213,15 @@ fn epoch_keys_never_repeat_a_nonce_across_restarts_lost_or_restored_state() {
 
 /// A second daemon on the state directory of a running one refuses to start, naming
 /// the directory and the pid that holds it, and changes nothing; the first one goes on.
-/// (Before the lock, the second daemon started.)
+/// The second daemon runs in another network namespace (as two containers sharing a
+/// volume would), where the host lock of the first does not stop it. (Before the lock,
+/// the second daemon started.)
 #[test]
 fn a_second_daemon_on_the_same_state_directory_refuses_naming_it_and_its_holder() {
     if !require_root_and_tools(&["ip", "timeout"]) {
         return;
     }
-    let (a, _b) = seed_pair("eplk");
+    let (a, b) = seed_pair("eplk");
     let na = Node::start(&a);
     // The lock file names its holder: the first daemon.
     let pid = std::fs::read_to_string(na.state_dir().join("lock")).expect("lock file");
@@ -233,7 +235,7 @@ fn a_second_daemon_on_the_same_state_directory_refuses_naming_it_and_its_holder(
     let config = other.path().join("twnode.toml");
     let socket = other.path().join("control.sock");
     let state = na.state_dir();
-    let out: Output = a.exec(&[
+    let out: Output = b.exec(&[
         "timeout",
         "10",
         twnode_bin(),
