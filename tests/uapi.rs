@@ -12,12 +12,20 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::node::{seed_pair, Node, SERVER_CREATE};
+use common::node::{seed_pair, Node, SECURE_CREATE, SERVER_CREATE};
 use common::require_root_and_tools;
 
 /// `line show NAME --json`.
 fn show(node: &Node, line: &str) -> serde_json::Value {
     serde_json::from_str(&node.cli_ok(&["line", "show", line, "--json"])).expect("json")
+}
+
+/// The public key of `node`'s peer on line `tunnel_base`, as `line show` says it.
+fn peer_key(node: &Node) -> String {
+    show(node, "tunnel_base")["peer_public_key"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// `wg show LINE dump`: the interface's fields and its one peer's.
@@ -178,10 +186,7 @@ fn wg_set_changes_the_running_line_and_its_toml_and_survives_a_restart() {
     na.cli_ok(SERVER_CREATE);
     nb.paste(&na.cli_ok(&["line", "show-peer", "tunnel_base"]), "eth0");
     nb.wait_state("tunnel_base", "up", 10);
-    let server_key = show(&nb, "tunnel_base")["peer_public_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let server_key = peer_key(&nb);
 
     // The client: keepalive and allowed-ips.
     nb.wg(&[
@@ -209,10 +214,7 @@ fn wg_set_changes_the_running_line_and_its_toml_and_survives_a_restart() {
     b.run_ok(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.1"]);
 
     // The server moves to another port; the client follows with `wg set endpoint`.
-    let client_key = show(&na, "tunnel_base")["peer_public_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let client_key = peer_key(&na);
     na.wg(&["set", "tunnel_base", "listen-port", "51830"]);
     assert!(na.config_text().contains("listen_port = 51830"));
     assert_eq!(dump(&na, "tunnel_base").0[2], "51830");
@@ -254,10 +256,7 @@ fn wg_set_refuses_what_would_break_the_line_and_changes_nothing() {
     let (a, _b) = seed_pair("uapino");
     let na = Node::start(&a);
     na.cli_ok(SERVER_CREATE);
-    let client_key = show(&na, "tunnel_base")["peer_public_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let client_key = peer_key(&na);
     let config = na.config_text();
     let other = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
     let key_file = na.dir.path().join("new.key");
@@ -426,21 +425,7 @@ fn uapi_sockets_are_removed_at_sigterm_and_a_foreign_live_socket_is_kept() {
     let foreign = na.uapi_dir().join("tunnel_secure.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&foreign).unwrap();
     na.cli_ok(SERVER_CREATE);
-    na.cli_ok(&[
-        "line",
-        "create",
-        "tunnel_base",
-        "10.0.0.2",
-        "172.16.0.2",
-        "172.16.0.1",
-        "tunnel_secure",
-        "--type",
-        "wireguard",
-        "--mode",
-        "server",
-        "--listen-port",
-        "51821",
-    ]);
+    na.cli_ok(SECURE_CREATE);
     assert!(na.uapi_dir().join("tunnel_base.sock").exists());
     assert!(
         na.log().contains("no UAPI socket") && na.log().contains("in use by another program"),
@@ -496,10 +481,7 @@ fn a_preshared_key_goes_from_create_through_show_peer_to_both_ends_and_wg_set_ch
     let other = "QmqmbLM5ZOa21/Q+9sPOS0CfYJ5EAU3v9fqWCtz5Jd8=";
     let file = nb.dir.path().join("psk");
     std::fs::write(&file, format!("{other}\n")).unwrap();
-    let server_key = show(&nb, "tunnel_base")["peer_public_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let server_key = peer_key(&nb);
     nb.wg(&[
         "set",
         "tunnel_base",
@@ -516,10 +498,7 @@ fn a_preshared_key_goes_from_create_through_show_peer_to_both_ends_and_wg_set_ch
         "a handshake with another preshared key"
     );
     // ...until the server has it too.
-    let client_key = show(&na, "tunnel_base")["peer_public_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let client_key = peer_key(&na);
     let file_a = na.dir.path().join("psk");
     std::fs::write(&file_a, format!("{other}\n")).unwrap();
     na.wg(&[

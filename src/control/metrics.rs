@@ -247,33 +247,15 @@ mod test {
 
     fn status(name: &str, kind: &str) -> LineStatus {
         LineStatus {
-            name: name.into(),
-            parent: "eth0".into(),
             kind: kind.into(),
-            mode: None,
-            peer_ip: "198.51.100.20".parse().unwrap(),
-            peer_vip: "10.0.0.2".parse().unwrap(),
-            local_vip: "10.0.0.1".parse().unwrap(),
-            local_ip: None,
-            depth: 0,
             mtu: Some(1420),
             state: LineState::Up,
-            reason: None,
-            listen_port: None,
-            endpoint: None,
-            public_key: None,
-            peer_public_key: None,
-            last_handshake_secs: None,
             rx_bytes: 1000,
             tx_bytes: 2000,
             rx_packets: 10,
             tx_packets: 20,
             drops: vec![("bad_auth".into(), 3)],
-            options: Vec::new(),
-            keepalive: None,
-            esp: None,
-            transmit: None,
-            af_xdp_packets: None,
+            ..crate::control::gre_status(name)
         }
     }
 

@@ -475,6 +475,43 @@ impl fmt::Display for PeerCommand {
     }
 }
 
+/// A GRE line's status with every optional part empty, for the tests of what prints
+/// or exports statuses.
+#[cfg(test)]
+pub(crate) fn gre_status(name: &str) -> LineStatus {
+    LineStatus {
+        name: name.into(),
+        parent: "eth0".into(),
+        kind: "gre".into(),
+        mode: None,
+        peer_ip: "198.51.100.20"
+            .parse()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        peer_vip: IpAddr::from([10, 0, 0, 2]),
+        local_vip: IpAddr::from([10, 0, 0, 1]),
+        local_ip: None,
+        depth: 0,
+        mtu: None,
+        state: LineState::Down,
+        reason: None,
+        listen_port: None,
+        endpoint: None,
+        public_key: None,
+        peer_public_key: None,
+        last_handshake_secs: None,
+        rx_bytes: 0,
+        tx_bytes: 0,
+        rx_packets: 0,
+        tx_packets: 0,
+        drops: Vec::new(),
+        options: Vec::new(),
+        keepalive: None,
+        esp: None,
+        transmit: None,
+        af_xdp_packets: None,
+    }
+}
+
 /// Encodes a message as one line of JSON.
 pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
     let env = Envelope {
@@ -599,9 +636,9 @@ mod test {
         assert!(matches!(err, ControlError::Malformed(_)), "{err}");
     }
 
-    #[test]
-    fn peer_command_is_one_line_starting_with_the_grammar() {
-        let p = PeerCommand {
+    /// The client command of a WireGuard server line `tunnel_base`.
+    fn wireguard_peer_command() -> PeerCommand {
+        PeerCommand {
             peer_ip: "203.0.113.10".parse().unwrap(),
             peer_vip: "10.0.0.1".parse().unwrap(),
             local_vip: "10.0.0.2".parse().unwrap(),
@@ -614,7 +651,12 @@ mod test {
             secret: true,
             parent_line: None,
             preshared_key: None,
-        };
+        }
+    }
+
+    #[test]
+    fn peer_command_is_one_line_starting_with_the_grammar() {
+        let p = wireguard_peer_command();
         let s = p.to_string();
         assert!(s.starts_with(
             "twnode line create <parent> 203.0.113.10 10.0.0.1 10.0.0.2 tunnel_base "
@@ -627,18 +669,8 @@ mod test {
     fn a_preshared_key_goes_to_the_peer_on_stdin_and_never_into_debug() {
         let psk = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE=";
         let p = PeerCommand {
-            peer_ip: "203.0.113.10".parse().unwrap(),
-            peer_vip: "10.0.0.1".parse().unwrap(),
-            local_vip: "10.0.0.2".parse().unwrap(),
-            name: "t".into(),
-            kind: "wireguard".into(),
-            private_key: Some("k".into()),
-            peer_pubkey: Some("p".into()),
-            peer_port: Some(51820),
-            options: Vec::new(),
-            secret: true,
-            parent_line: None,
             preshared_key: Some(psk.into()),
+            ..wireguard_peer_command()
         };
         let s = p.to_string();
         assert!(

@@ -117,10 +117,9 @@ impl<'a> Node<'a> {
 
     /// Runs wireguard-tools' `wg args...` against this node's UAPI sockets, with `stdin`
     /// as its standard input, in the node's network namespace and a mount namespace of
-    /// its own where `/var/run/wireguard`
-    /// (where `wg` looks) is this node's [`Node::uapi_dir`].
+    /// its own where `/var/run/wireguard` (where `wg` looks) is this node's
+    /// [`Node::uapi_dir`].
     pub fn wg_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write;
         let script = format!(
             "mount -t tmpfs twnode-test /run && mkdir /run/wireguard && \
              mount --bind '{}' /run/wireguard && exec wg \"$@\"",
@@ -136,17 +135,8 @@ impl<'a> Node<'a> {
             &script,
             "wg",
         ]);
-        let mut child = command
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("unshare wg");
-        if let Some(mut input) = child.stdin.take() {
-            let _ = input.write_all(stdin);
-        }
-        child.wait_with_output().expect("wg output")
+        command.args(args);
+        output_with_stdin(command, stdin)
     }
 
     /// [`Node::wg_with_stdin`] without input, panicking with the output and the
@@ -272,19 +262,24 @@ impl<'a> Node<'a> {
         self.daemon.as_ref().map(|d| d.log()).unwrap_or_default()
     }
 
-    /// Runs `twnode --config C --control S args...` in the namespace.
-    pub fn cli(&self, args: &[&str]) -> Output {
+    /// `twnode --config C --control S args...` in the namespace, not run yet.
+    fn cli_command(&self, args: &[&str]) -> std::process::Command {
         let config = self.config();
         let socket = self.socket();
-        let mut full = vec![
+        let mut command = self.ns.command(&[
             twnode_bin(),
             "--config",
             config.to_str().unwrap(),
             "--control",
             socket.to_str().unwrap(),
-        ];
-        full.extend_from_slice(args);
-        self.ns.exec(&full)
+        ]);
+        command.args(args);
+        command
+    }
+
+    /// Runs `twnode --config C --control S args...` in the namespace.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        output_with_stdin(self.cli_command(args), b"")
     }
 
     /// Like [`Node::cli`], panicking with stdout, stderr and the daemon log on failure.
@@ -336,29 +331,7 @@ impl<'a> Node<'a> {
 
     /// [`Node::cli`] with `stdin` as its standard input.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write;
-        let config = self.config();
-        let socket = self.socket();
-        let mut full = vec![
-            twnode_bin(),
-            "--config",
-            config.to_str().unwrap(),
-            "--control",
-            socket.to_str().unwrap(),
-        ];
-        full.extend_from_slice(args);
-        let mut child = self
-            .ns
-            .command(&full)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("twnode");
-        if let Some(mut input) = child.stdin.take() {
-            let _ = input.write_all(stdin);
-        }
-        child.wait_with_output().expect("twnode output")
+        output_with_stdin(self.cli_command(args), stdin)
     }
 
     /// `line list --json` parsed.
@@ -428,6 +401,24 @@ impl Drop for Node<'_> {
             let _ = d.child.wait();
         }
     }
+}
+
+/// Runs `command` with `stdin` as its standard input; its output, whatever its status.
+fn output_with_stdin(mut command: std::process::Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    if let Some(mut input) = child.stdin.take() {
+        // A command that does not read its input closes the pipe: not an error here.
+        let _ = input.write_all(stdin);
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
 }
 
 /// Splits a command line the way a POSIX shell does for words, single and double quotes
