@@ -202,8 +202,7 @@ enum Read {
 
 async fn read_line<R: AsyncBufReadExt + Unpin>(reader: &mut R, within: Duration) -> Read {
     let mut buf = Vec::new();
-    let limited = (&mut *reader).take(MAX_LINE as u64 + 1);
-    let mut limited = limited;
+    let mut limited = (&mut *reader).take(MAX_LINE as u64 + 1);
     match tokio::time::timeout(within, limited.read_until(b'\n', &mut buf)).await {
         Err(_) => Read::Bad(Errno::TIMEDOUT, "the operation was not finished in time"),
         Ok(Err(_)) | Ok(Ok(0)) => Read::Closed,
