@@ -107,7 +107,7 @@ fn check_dump_against_line_show(node: &Node, line: &str) {
 
 #[test]
 fn wg_show_dump_and_showconf_tell_the_truth_before_and_after_a_handshake() {
-    if !require_root_and_tools(&["ip", "ping", "wg", "unshare"]) {
+    if !require_root_and_tools(&["ip", "ping", "wg", "unshare", "nft"]) {
         return;
     }
     let (a, b) = seed_pair("uapi");
@@ -125,10 +125,25 @@ fn wg_show_dump_and_showconf_tell_the_truth_before_and_after_a_handshake() {
     check_dump_against_line_show(&na, "tunnel_base");
     assert_eq!(na.wg(&["show", "interfaces"]).trim(), "tunnel_base");
 
+    // Client, before any handshake: its datagrams to the server are dropped on B's way
+    // out until the filter goes.
+    let nft = |rule: &str| b.run_ok(&["nft", rule]);
+    nft("add table inet uapitest");
+    nft("add chain inet uapitest out { type filter hook output priority 0; }");
+    nft("add rule inet uapitest out udp dport 51820 drop");
     let peer = na.cli_ok(&["line", "show-peer", "tunnel_base"]);
     nb.paste(&peer, "eth0");
-    na.wait_state("tunnel_base", "up", 10);
-    nb.wait_state("tunnel_base", "up", 10);
+    nb.wait_state("tunnel_base", "connecting", 5);
+    check_dump_against_line_show(&nb, "tunnel_base");
+    let (_, peer_row) = dump(&nb, "tunnel_base");
+    assert_eq!(
+        (peer_row[2].as_str(), peer_row[4].as_str()),
+        ("203.0.113.10:51820", "0"),
+        "the configured endpoint, no handshake yet"
+    );
+    nft("delete table inet uapitest");
+    na.wait_state("tunnel_base", "up", 15);
+    nb.wait_state("tunnel_base", "up", 15);
     a.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2"]);
 
     // Server and client, after the handshake.

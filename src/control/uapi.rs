@@ -249,22 +249,25 @@ fn parse_hex_key(key: &str, value: &str) -> Result<[u8; 32], Refusal> {
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Refusal> {
+    let bad = || {
+        invalid(format!(
+            "{key}: {:?} is not a number in range",
+            truncate(value)
+        ))
+    };
     // `str::parse` takes a leading `+`; the protocol's numbers are digits only.
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid(format!(
-            "{key}: {value:?} is not a number in range"
-        )));
+        return Err(bad());
     }
-    value
-        .parse()
-        .map_err(|_| invalid(format!("{key}: {value:?} is not a number in range")))
+    value.parse().map_err(|_| bad())
 }
 
 fn parse_true(key: &str, value: &str) -> Result<bool, Refusal> {
     match value {
         "true" => Ok(true),
         _ => Err(invalid(format!(
-            "{key}: only \"true\" is accepted, not {value:?}"
+            "{key}: only \"true\" is accepted, not {:?}",
+            truncate(value)
         ))),
     }
 }
@@ -353,7 +356,8 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<Set, Re
     Ok(set)
 }
 
-/// At most 40 characters of client text, for messages.
+/// At most 40 characters of client text, for messages: a value may be a key sent
+/// under the wrong name, and a log line never holds a whole one.
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(40) {
         Some((i, _)) => &s[..i],
@@ -522,6 +526,18 @@ mod test {
         let secret = "zz".repeat(32);
         let err = parse_set([format!("private_key={secret}").as_str()]).unwrap_err();
         assert!(!err.message.contains(&secret));
+        // Found by the uapi_set fuzz target: any value may be a key sent by mistake.
+        let key = "cc".repeat(32);
+        for line in [
+            format!("replace_peers={key}"),
+            format!("listen_port={key}"),
+            format!("fwmark=1{key}"),
+            format!("endpoint={key}"),
+        ] {
+            let lines = [format!("public_key={}", "ab".repeat(32)), line];
+            let err = parse_set(lines.iter().map(String::as_str)).unwrap_err();
+            assert!(!err.message.contains(&key), "{}", err.message);
+        }
     }
 
     proptest::proptest! {
