@@ -10,7 +10,7 @@ use super::names::{Mode, Mtu, ParentName, Port};
 use super::raw::{RawConfig, RawLine, RawWireGuard};
 use super::setting::{Flags, Origin};
 use super::{ConfigError, LineName};
-use crate::tunnel::keys::{PrivateKey, PublicKey};
+use crate::tunnel::keys::{PresharedKey, PrivateKey, PublicKey};
 
 /// Persistent keepalive when the config does not say: keeps NAT mappings open.
 pub const DEFAULT_KEEPALIVE: u16 = 25;
@@ -29,6 +29,11 @@ pub struct WireGuard {
     pub peer_private_key: Option<PrivateKey>,
     /// Seconds; 0 turns it off.
     pub persistent_keepalive: u16,
+    /// WireGuard's optional preshared key (secret), the same on both ends.
+    pub preshared_key: Option<PresharedKey>,
+    /// Prefixes routed to the peer besides its VIP, of the VIPs' family, without host
+    /// bits (WireGuard's AllowedIPs; the peer VIP's own prefix is implied).
+    pub allowed_ips: Vec<ipnet::IpNet>,
 }
 
 /// What a line carries its packets in.
@@ -113,6 +118,8 @@ impl Line {
             peer_private_key: wg.peer_private_key.clone(),
             persistent_keepalive: (wg.persistent_keepalive != DEFAULT_KEEPALIVE)
                 .then_some(wg.persistent_keepalive.into()),
+            preshared_key: wg.preshared_key.clone(),
+            allowed_ips: wg.allowed_ips.iter().map(|n| n.to_string()).collect(),
         });
         RawLine {
             name: self.name.to_string(),
@@ -132,6 +139,8 @@ impl Line {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     pub lines: Vec<Line>,
+    /// The Prometheus endpoint, when `[metrics]` asks for one.
+    pub metrics: Option<super::metrics::Metrics>,
 }
 
 impl Config {
@@ -190,9 +199,7 @@ impl Config {
 
     /// The TOML text written to disk.
     pub fn to_toml(&self) -> String {
-        let raw = RawConfig {
-            lines: self.lines.iter().map(Line::to_raw).collect(),
-        };
+        let raw = self.to_raw();
         let body = toml::to_string(&raw).unwrap_or_default();
         format!(
             "# twnode configuration. Written by `twnode line create/delete`; you may edit it\n\
@@ -213,6 +220,20 @@ impl Config {
         Ok((config, line))
     }
 
+    /// A copy with line `name`'s raw form changed by `edit` (a `wg set`), the whole
+    /// validated again as a request would be; problems name the line's keys.
+    pub fn with_edited_line(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut RawLine),
+    ) -> Result<Config, ConfigError> {
+        let mut raw = self.to_raw();
+        if let Some(line) = raw.lines.iter_mut().find(|l| l.name == name) {
+            edit(line);
+        }
+        Config::from_raw(raw, Origin::Request(&Flags::default()))
+    }
+
     /// A copy without the named lines.
     pub fn without(&self, names: &[LineName]) -> Config {
         Config {
@@ -222,12 +243,14 @@ impl Config {
                 .filter(|l| !names.contains(&l.name))
                 .cloned()
                 .collect(),
+            metrics: self.metrics,
         }
     }
 
     fn to_raw(&self) -> RawConfig {
         RawConfig {
             lines: self.lines.iter().map(Line::to_raw).collect(),
+            metrics: self.metrics.map(super::metrics::Metrics::to_raw),
         }
     }
 }

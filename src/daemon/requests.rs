@@ -126,7 +126,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
 
     /// Refuses to write the config file over hand edits the daemon has not loaded: the
     /// file must still say what is running.
-    fn check_file_unchanged(&self) -> Result<(), RequestError> {
+    pub(super) fn check_file_unchanged(&self) -> Result<(), RequestError> {
         match config::load(&self.config_path) {
             Ok(on_disk) if on_disk == self.config => Ok(()),
             Ok(_) => Err(RequestError::FileEdited {
@@ -235,6 +235,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             private_key: Some(peer_private.to_base64()),
             peer_pubkey: Some(wg.private_key.public_key().to_string()),
             peer_port: Some(wg.listen_port.map(|p| p.get()).unwrap_or(0)),
+            preshared_key: wg.preshared_key.as_ref().map(|k| k.to_base64()),
             // An MTU set by hand goes to both ends, as for the IP tunnels.
             options: line
                 .mtu
@@ -340,6 +341,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                 name: p.name.to_string(),
                 relay: p.peer_vip != line.peer_ip,
             }),
+            preshared_key: None,
         }
     }
 

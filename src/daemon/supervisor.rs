@@ -80,7 +80,7 @@ pub struct Supervisor<H: Host = Netlink, D: Dataplane = Devices> {
     pub(super) pass_addrs: Option<Vec<(u32, IpAddr)>>,
     /// Lines restarted after their packet path stopped (a bug): how often in a row,
     /// and when the next bring-up may happen.
-    restarts: Restarts,
+    pub(super) restarts: Restarts,
     /// Host objects the last repair could not put back (each logged once).
     pub(super) unrepaired: Unrepaired,
 }
@@ -409,6 +409,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             },
             private_key: wg.private_key.clone(),
             peer_public_key: wg.peer_public_key,
+            preshared_key: wg.preshared_key.clone(),
             keepalive: wg.persistent_keepalive,
             index,
             pmtu,
