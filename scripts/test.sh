@@ -15,6 +15,8 @@ twnode_install_deps
 # Under CI=true, a test that lacks root, a package or a kernel feature fails instead
 # of skipping (tests/common/mod.rs, require_root_and_tools).
 export CI=${CI:-false}
+# No incremental caches in CI: a clean clone builds once, and they only cost disk.
+if [[ $CI == true ]]; then export CARGO_INCREMENTAL=0; fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
