@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 pub use super::iptunnel::IpTunnel;
 use super::names::{Mode, Mtu, ParentName, Port};
+use super::policy::{Policy, RawPolicy, Reader};
 use super::raw::{RawConfig, RawLine, RawWireGuard};
 use super::setting::{Flags, Origin};
 use super::{ConfigError, LineName};
@@ -132,6 +133,8 @@ impl Line {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     pub lines: Vec<Line>,
+    /// Policy groups, the default exit and the failover settings.
+    pub policy: Policy,
 }
 
 impl Config {
@@ -190,9 +193,7 @@ impl Config {
 
     /// The TOML text written to disk.
     pub fn to_toml(&self) -> String {
-        let raw = RawConfig {
-            lines: self.lines.iter().map(Line::to_raw).collect(),
-        };
+        let raw = self.to_raw();
         let body = toml::to_string(&raw).unwrap_or_default();
         format!(
             "# twnode configuration. Written by `twnode line create/delete`; you may edit it\n\
@@ -213,8 +214,11 @@ impl Config {
         Ok((config, line))
     }
 
-    /// A copy without the named lines.
+    /// A copy without the named lines (and their costs). The caller has taken them
+    /// out of the policy groups first.
     pub fn without(&self, names: &[LineName]) -> Config {
+        let mut policy = self.policy.clone();
+        policy.costs.retain(|l, _| !names.contains(l));
         Config {
             lines: self
                 .lines
@@ -222,12 +226,27 @@ impl Config {
                 .filter(|l| !names.contains(&l.name))
                 .cloned()
                 .collect(),
+            policy,
         }
     }
 
+    /// A copy with `policy` (a request's edit of [`Policy::to_raw`]) as its policy part,
+    /// validated against the lines; problems name the group.
+    pub fn with_policy(&self, policy: &RawPolicy) -> Result<Config, ConfigError> {
+        let policy = super::policy::validate(policy, &self.lines, Reader::Request)?;
+        Ok(Config {
+            lines: self.lines.clone(),
+            policy,
+        })
+    }
+
     fn to_raw(&self) -> RawConfig {
+        let policy = self.policy.to_raw();
         RawConfig {
             lines: self.lines.iter().map(Line::to_raw).collect(),
+            groups: policy.groups,
+            default_exit: policy.default_exit,
+            failover: policy.failover,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::policy::{RawDefaultExit, RawFailover, RawGroup, RawPolicy};
 use crate::tunnel::keys::{EspKey, PrivateKey, PublicKey};
 
 /// The whole file.
@@ -14,6 +15,26 @@ pub struct RawConfig {
     /// `[[line]]` tables, in file order.
     #[serde(default, rename = "line", skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<RawLine>,
+    /// `[[policy]]` groups (see [`super::policy`]).
+    #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<RawGroup>,
+    /// `[default_exit]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_exit: Option<RawDefaultExit>,
+    /// `[failover]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<RawFailover>,
+}
+
+impl RawConfig {
+    /// Takes the policy part out (validated after the lines, against them).
+    pub fn take_policy(&mut self) -> RawPolicy {
+        RawPolicy {
+            groups: std::mem::take(&mut self.groups),
+            default_exit: self.default_exit.take(),
+            failover: self.failover.take(),
+        }
+    }
 }
 
 /// One `[[line]]` table.

@@ -15,6 +15,7 @@ use super::esp::{parse_cipher, Esp, EspKey};
 use super::iptunnel::{keepalive, parse_key, parse_tos, parse_ttl, IpTunnel};
 use super::model::{Config, Line, LineKind, WireGuard, DEFAULT_KEEPALIVE, IPSEC, SUPPORTED_TYPES};
 use super::names::{seconds, LineName, Mode, Mtu, Port};
+use super::policy::Reader;
 use super::raw::{IntOrText, RawConfig, RawIpTunnel, RawLine, RawWireGuard};
 use super::setting::{Origin, Problem, Setting};
 use super::ConfigError;
@@ -33,12 +34,19 @@ impl TryFrom<RawConfig> for Config {
 
 impl Config {
     /// Validates `raw`; a problem is worded for where the lines came from.
-    pub fn from_raw(raw: RawConfig, origin: Origin<'_>) -> Result<Config, ConfigError> {
+    pub fn from_raw(mut raw: RawConfig, origin: Origin<'_>) -> Result<Config, ConfigError> {
+        let policy = raw.take_policy();
         let names: Vec<String> = raw.lines.iter().map(|l| l.name.clone()).collect();
-        validate(raw).map_err(|p| {
+        let mut config = validate(raw).map_err(|p| {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             p.render(&names, origin)
-        })
+        })?;
+        let reader = match origin {
+            Origin::File => Reader::File,
+            Origin::Request(_) => Reader::Request,
+        };
+        config.policy = super::policy::validate(&policy, &config.lines, reader)?;
+        Ok(config)
     }
 }
 
@@ -52,6 +60,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     check_across(&lines)?;
     Ok(Config {
         lines: lines.into_iter().map(|c| c.line).collect(),
+        policy: Default::default(),
     })
 }
 
