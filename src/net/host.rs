@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 
-use super::{NetError, Netlink, NextHop, Route, Rule};
+use super::{NetError, Netlink, NextHop, PolicyRoute, PolicyRule, Route, Rule};
 
 /// The host side as the daemon sees it: links, addresses, routes and rules.
 pub trait Host {
@@ -60,6 +60,31 @@ pub trait Host {
         &self,
         pairs: &[(IpAddr, IpAddr)],
     ) -> impl Future<Output = Result<Vec<Result<NextHop, String>>, NetError>> + Send;
+
+    /// Installs a policy route or replaces the table's route to its destination in one
+    /// step.
+    fn replace_route(
+        &self,
+        route: &PolicyRoute,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Deletes twnode's route to the policy route's destination in its table.
+    fn del_policy_route(
+        &self,
+        route: &PolicyRoute,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Adds a policy group's rule; [`NetError::Exists`] if it is there.
+    fn add_policy_rule(
+        &self,
+        rule: &PolicyRule,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Deletes a policy group's rule; one that is not there is not an error.
+    fn del_policy_rule(
+        &self,
+        rule: &PolicyRule,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
 }
 
 // Each method forwards to the inherent one of the same name (inherent methods win the
@@ -119,5 +144,33 @@ impl Host for Netlink {
         pairs: &[(IpAddr, IpAddr)],
     ) -> impl Future<Output = Result<Vec<Result<NextHop, String>>, NetError>> + Send {
         Netlink::next_hops(self, pairs)
+    }
+
+    fn replace_route(
+        &self,
+        route: &PolicyRoute,
+    ) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::replace_route(self, route)
+    }
+
+    fn del_policy_route(
+        &self,
+        route: &PolicyRoute,
+    ) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::del_policy_route(self, route)
+    }
+
+    fn add_policy_rule(
+        &self,
+        rule: &PolicyRule,
+    ) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::add_policy_rule(self, rule)
+    }
+
+    fn del_policy_rule(
+        &self,
+        rule: &PolicyRule,
+    ) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::del_policy_rule(self, rule)
     }
 }

@@ -1,6 +1,6 @@
-//! One probed path: a line and the address its probes go to. The daemon asks for the
-//! next probe's sequence number ([`Health::poll_probe`]), the data plane sends it, and
-//! the reply the data plane took off the line comes back as [`Health::handle_reply`];
+//! One probed path: a line and the address its probes go to. The daemon records each
+//! probe it has the data plane send ([`Health::handle_sent`]), and the reply the data
+//! plane took off the line comes back as [`Health::handle_reply`];
 //! probes unanswered past their timeout are lost ([`Health::handle_timeouts`]).
 //!
 //! Rules: fixed rings, no allocation after [`Health::new`]; time comes in as `now`. A
@@ -46,7 +46,6 @@ pub struct HealthView {
 #[derive(Debug, Clone)]
 pub struct Health {
     tuning: Tuning,
-    next_seq: u16,
     /// Probes in flight, at `seq % IN_FLIGHT`: sequence number and when it went.
     in_flight: [Option<(u16, Instant)>; IN_FLIGHT],
     /// Outcomes, oldest first from `head`: round trip in microseconds, or [`LOST`].
@@ -62,12 +61,10 @@ pub struct Health {
 }
 
 impl Health {
-    /// A path not probed yet; its first sequence number is `first_seq` (random, so a
-    /// restarted daemon does not take an old reply for a new probe).
-    pub fn new(tuning: Tuning, first_seq: u16) -> Health {
+    /// A path not probed yet.
+    pub fn new(tuning: Tuning) -> Health {
         Health {
             tuning,
-            next_seq: first_seq,
             in_flight: [None; IN_FLIGHT],
             outcomes: [0; RING],
             head: 0,
@@ -85,18 +82,16 @@ impl Health {
         self.tuning = tuning;
     }
 
-    /// The sequence number of the probe to send now, recorded as in flight since `now`.
-    /// A probe still in flight 64 probes later is lost.
-    pub fn poll_probe(&mut self, now: Instant) -> u16 {
-        let seq = self.next_seq;
-        self.next_seq = seq.wrapping_add(1);
+    /// Probe `seq` went at `now`. Sequence numbers come from the line (its probes to
+    /// every target share them) and increase; a probe still in flight when its slot is
+    /// needed again is lost.
+    pub fn handle_sent(&mut self, seq: u16, now: Instant) {
         let slot = usize::from(seq) % IN_FLIGHT;
         if self.in_flight[slot].take().is_some() {
             self.record(LOST);
         }
         self.in_flight[slot] = Some((seq, now));
         self.sent += 1;
-        seq
     }
 
     /// Sequence numbers of the probes in flight, for reading their replies.
@@ -134,15 +129,12 @@ impl Health {
         self.record(u32::try_from(rtt_us).unwrap_or(LOST - 1));
     }
 
-    /// Probes in flight longer than the timeout at `now` are lost, oldest first.
+    /// Probes in flight longer than the timeout at `now` are lost.
     pub fn handle_timeouts(&mut self, now: Instant) {
         let timeout = self.timeout();
-        let start = self.next_seq.wrapping_sub(IN_FLIGHT as u16);
-        for k in 0..IN_FLIGHT as u16 {
-            let seq = start.wrapping_add(k);
-            let slot = usize::from(seq) % IN_FLIGHT;
-            if let Some((s, sent)) = self.in_flight[slot] {
-                if s == seq && now.saturating_duration_since(sent) >= timeout {
+        for slot in 0..IN_FLIGHT {
+            if let Some((_, sent)) = self.in_flight[slot] {
+                if now.saturating_duration_since(sent) >= timeout {
                     self.in_flight[slot] = None;
                     self.record(LOST);
                 }
@@ -234,12 +226,19 @@ mod tests {
         Tuning::DEFAULT
     }
 
+    /// Sends the next probe: sequence numbers follow the count sent.
+    fn next(h: &mut Health, t: Instant) -> u16 {
+        let seq = h.sent as u16;
+        h.handle_sent(seq, t);
+        seq
+    }
+
     /// Sends a probe every interval from `*t` for `n` probes, each answered after
     /// `rtt` (None: never).
     fn run(h: &mut Health, t: &mut Instant, n: usize, rtt: Option<Duration>) {
         for _ in 0..n {
             h.handle_timeouts(*t);
-            let seq = h.poll_probe(*t);
+            let seq = next(h, *t);
             if let Some(rtt) = rtt {
                 h.handle_reply(seq, *t + rtt);
             }
@@ -251,11 +250,11 @@ mod tests {
 
     #[test]
     fn nothing_known_until_a_probe_resolves() {
-        let mut h = Health::new(tuning(), 7);
+        let mut h = Health::new(tuning());
         let t = Instant::now();
         assert_eq!(h.view(0).score, None);
-        let seq = h.poll_probe(t);
-        assert_eq!(seq, 7);
+        let seq = next(&mut h, t);
+        assert_eq!(seq, 0);
         assert_eq!(h.view(0).score, None);
         h.handle_reply(seq, t + 2 * MS);
         let v = h.view(0);
@@ -266,14 +265,14 @@ mod tests {
 
     #[test]
     fn three_lost_in_a_row_is_dead_within_the_timeout() {
-        let mut h = Health::new(tuning(), 0);
+        let mut h = Health::new(tuning());
         let mut t = Instant::now();
         run(&mut h, &mut t, 10, Some(MS));
         assert!(!h.is_dead());
         // Cut: probes at +0, +100, +200 ms; the third is lost 250 ms after it went.
         let cut = t;
         for _ in 0..3 {
-            h.poll_probe(t);
+            next(&mut h, t);
             t += tuning().interval;
             h.handle_timeouts(t);
         }
@@ -285,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_reply_ends_the_run_of_losses() {
-        let mut h = Health::new(tuning(), 0);
+        let mut h = Health::new(tuning());
         let mut t = Instant::now();
         run(&mut h, &mut t, 5, None);
         assert!(h.is_dead());
@@ -299,7 +298,7 @@ mod tests {
 
     #[test]
     fn score_recovers_as_losses_leave_the_window() {
-        let mut h = Health::new(tuning(), 0);
+        let mut h = Health::new(tuning());
         let mut t = Instant::now();
         run(&mut h, &mut t, 20, Some(MS));
         run(&mut h, &mut t, 1, None);
@@ -312,9 +311,9 @@ mod tests {
 
     #[test]
     fn late_reply_after_loss_is_ignored_and_unknown_replies_too() {
-        let mut h = Health::new(tuning(), 100);
+        let mut h = Health::new(tuning());
         let t = Instant::now();
-        let seq = h.poll_probe(t);
+        let seq = next(&mut h, t);
         h.handle_timeouts(t + 300 * MS);
         h.handle_reply(seq, t + 310 * MS);
         h.handle_reply(seq.wrapping_add(5), t + 310 * MS);
@@ -324,7 +323,7 @@ mod tests {
 
     #[test]
     fn timeout_grows_with_a_slow_path() {
-        let mut h = Health::new(tuning(), 0);
+        let mut h = Health::new(tuning());
         let mut t = Instant::now();
         run(&mut h, &mut t, 20, Some(400 * MS));
         assert!(h.timeout() >= 800 * MS, "{:?}", h.timeout());
@@ -334,10 +333,11 @@ mod tests {
 
     #[test]
     fn unsent_probe_is_lost_at_once_and_sequence_wraps() {
-        let mut h = Health::new(tuning(), u16::MAX);
+        let mut h = Health::new(tuning());
         let t = Instant::now();
-        let a = h.poll_probe(t);
-        let b = h.poll_probe(t);
+        let (a, b) = (u16::MAX, 0);
+        h.handle_sent(a, t);
+        h.handle_sent(b, t);
         assert_eq!((a, b), (u16::MAX, 0));
         h.handle_unsent(a);
         h.handle_reply(b, t + MS);

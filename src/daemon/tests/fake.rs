@@ -14,7 +14,9 @@ use crate::dataplane::{
     Dataplane, DataplaneError, DataplaneStatus, IpTunnelSpec, LineStats, RawStatus, RunningLine,
     WireGuardSpec,
 };
-use crate::net::{Host, LinkId, NetError, NextHop, Object, Route, Rule};
+use crate::net::{
+    Host, LinkId, NetError, NextHop, Object, PolicyRoute, PolicyRule, Route, Rule, Via,
+};
 
 /// The host as the fakes see it.
 #[derive(Debug, Default)]
@@ -26,6 +28,9 @@ pub struct World {
     pub routes: Vec<Route>,
     /// Rules on the host, twnode's or not.
     pub rules: Vec<Rule>,
+    /// Policy groups' routes (one per table and destination) and rules.
+    pub policy_routes: Vec<PolicyRoute>,
+    pub policy_rules: Vec<PolicyRule>,
     /// Every change, in order: `add route ...`, `del rule ...`, `start a`, `stop a`.
     pub log: Vec<String>,
     /// Adding this rule fails.
@@ -62,8 +67,8 @@ impl World {
     /// What is installed, to compare before and after.
     pub fn snapshot(&self) -> String {
         format!(
-            "links {:?}\naddrs {:?}\nroutes {:?}\nrules {:?}",
-            self.links, self.addrs, self.routes, self.rules
+            "links {:?}\naddrs {:?}\nroutes {:?}\nrules {:?}\npolicy routes {:?}\npolicy rules {:?}",
+            self.links, self.addrs, self.routes, self.rules, self.policy_routes, self.policy_rules
         )
     }
 }
@@ -200,6 +205,48 @@ impl Host for FakeHost {
     ) -> Result<Vec<Result<NextHop, String>>, NetError> {
         Ok(pairs.iter().map(|_| Err("no AF_XDP here".into())).collect())
     }
+
+    async fn replace_route(&self, route: &PolicyRoute) -> Result<(), NetError> {
+        let mut world = self.0.world();
+        let same =
+            |r: &PolicyRoute| (r.dst, r.prefix, r.table) == (route.dst, route.prefix, route.table);
+        match world.policy_routes.iter_mut().find(|r| same(r)) {
+            Some(r) => *r = route.clone(),
+            None => world.policy_routes.push(route.clone()),
+        }
+        world
+            .log
+            .push(format!("replace {route} via {:?}", route.via));
+        Ok(())
+    }
+
+    async fn del_policy_route(&self, route: &PolicyRoute) -> Result<(), NetError> {
+        let mut world = self.0.world();
+        world
+            .policy_routes
+            .retain(|r| (r.dst, r.prefix, r.table) != (route.dst, route.prefix, route.table));
+        world.log.push(format!("del {route}"));
+        Ok(())
+    }
+
+    async fn add_policy_rule(&self, rule: &PolicyRule) -> Result<(), NetError> {
+        let mut world = self.0.world();
+        if world.policy_rules.contains(rule) {
+            return Err(NetError::Exists {
+                object: Object::Policy(rule.to_string()),
+            });
+        }
+        world.policy_rules.push(rule.clone());
+        world.log.push(format!("add {rule}"));
+        Ok(())
+    }
+
+    async fn del_policy_rule(&self, rule: &PolicyRule) -> Result<(), NetError> {
+        let mut world = self.0.world();
+        world.policy_rules.retain(|r| r != rule);
+        world.log.push(format!("del {rule}"));
+        Ok(())
+    }
 }
 
 impl FakeDataplane {
@@ -277,6 +324,14 @@ impl RunningLine for FakeLine {
         world.links.remove(&self.name);
         world.addrs.retain(|(i, _)| *i != self.ifindex);
         world.routes.retain(|r| r.oif != self.ifindex);
+        // The kernel removes routes through a device that goes away, multipath ones
+        // included.
+        let ifindex = self.ifindex;
+        world.policy_routes.retain(|r| match &r.via {
+            Via::Dev(i) => *i != ifindex,
+            Via::Multipath(hops) => hops.iter().all(|(i, _)| *i != ifindex),
+            Via::Unreachable => true,
+        });
         world.log.push(format!("stop {}", self.name));
     }
 }
