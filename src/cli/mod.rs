@@ -1,11 +1,13 @@
 //! The `twnode` command line: TrueWord Node's grammar (`twnode line create <parent>
-//! <peer_ip> <peer_vip> <local_vip> <name> --type ... --mode ...`) plus the daemon.
+//! <peer_ip> <peer_vip> <local_vip> <name> --type ... --mode ...`, `twnode policy ...`)
+//! plus the daemon.
 //!
 //! Rules: a thin client of [`crate::control`]; it never touches netlink, TUN devices or
 //! sockets other than the control socket (`init` only writes two sysctls and creates a
 //! directory). Errors are one line that names the problem and what to do; exit code 1.
 
 mod output;
+mod policy;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -62,6 +64,16 @@ enum Command {
     Line(Box<LineCommand>),
     /// Ask the daemon to re-read its configuration file (as SIGHUP does)
     Reload,
+    /// Policy routing: which destinations leave through which lines, with failover
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// The lines with their health and score, the groups with their active exit, the
+    /// default exit, and the latest exit changes
+    Status {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,7 +105,23 @@ enum LineCommand {
         /// Also delete the lines stacked on this one
         #[arg(long)]
         cascade: bool,
+        /// Also when policy groups use it: they move to their other exits
+        #[arg(long)]
+        force: bool,
     },
+    /// Probe lines now and print loss, latency and score per line
+    Check {
+        /// One line [default: every line]
+        line: Option<String>,
+        /// Where to send the probes [default: each line's peer VIP]
+        #[arg(value_name = "IP[,IP...]")]
+        targets: Option<String>,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a line's cost, 0-100: half a point off its health score each
+    SetCost { line: String, cost: u32 },
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +321,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Line(cmd) => line(&cli, cmd),
+        Command::Policy(cmd) => policy::run(&cli, cmd),
+        Command::Status { json } => policy::status(&cli, *json),
     }
 }
 
@@ -493,11 +523,22 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                 other => bail!("unexpected answer from the daemon: {other:?}"),
             }
         }
-        LineCommand::Delete { name, cascade } => match call(
+        LineCommand::Check {
+            line,
+            targets,
+            json,
+        } => policy::check(cli, line, targets, *json),
+        LineCommand::SetCost { line, cost } => policy::set_cost(cli, line, *cost),
+        LineCommand::Delete {
+            name,
+            cascade,
+            force,
+        } => match call(
             cli,
             Request::DeleteLine {
                 name: name.clone(),
                 cascade: *cascade,
+                force: *force,
             },
         )? {
             Response::Deleted { names } => {

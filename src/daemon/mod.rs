@@ -7,11 +7,14 @@
 //! The supervisor's jobs, one file each: the life of lines ([`supervisor`]), control
 //! requests (`requests`), status views (`status`), the host objects lines install
 //! (`objects`), following parents and next hops (`follow`), restart back-off
-//! (`restarts`); refusals are [`RequestError`]s.
+//! (`restarts`), policy groups and health probes (`policy`, `policy_requests`, on their
+//! own clock: every probe interval); refusals are [`RequestError`]s.
 
 mod error;
 mod follow;
 mod objects;
+mod policy;
+mod policy_requests;
 pub mod privileges;
 mod requests;
 mod restarts;
@@ -98,6 +101,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     let mut retry = tokio::time::interval(RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probe = probe_ticker(&sup);
     let mut states = sup.states();
     loop {
         tokio::select! {
@@ -110,8 +114,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             }
             Some((request, reply)) = calls.recv() => {
-                let response = sup.handle(request).await;
-                let _ = reply.send(response);
+                if let Some((request, reply)) = sup.defer(request, reply) {
+                    let response = sup.handle(request).await;
+                    let _ = reply.send(response);
+                }
+            }
+            _ = probe.tick() => {
+                sup.policy_tick(std::time::Instant::now()).await;
             }
             _ = retry.tick() => {
                 sup.reconcile().await;
@@ -124,6 +133,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 states = now;
             }
         }
+        // A reload or a request may have changed the probe interval.
+        if probe.period() != sup.probe_interval() {
+            probe = probe_ticker(&sup);
+        }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     serving.abort();
@@ -131,6 +144,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     sup.shutdown().await;
     info!("twnode stopped; everything it created is removed");
     Ok(())
+}
+
+/// The policy groups' probe clock, at the configured interval.
+fn probe_ticker(sup: &Supervisor) -> tokio::time::Interval {
+    let mut probe = tokio::time::interval(sup.probe_interval());
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    probe
 }
 
 /// Logs a fatal start-up error in the daemon's voice.

@@ -8,7 +8,10 @@
 //! either returns a running line or leaves nothing behind.
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::time::Instant;
 
+use super::probe::ProbeError;
 use super::raw::{RawLine, RawSockets, RawStatus};
 use super::setup::IpTunnelSpec;
 use super::stats::LineStats;
@@ -57,6 +60,13 @@ pub trait RunningLine {
     /// Hands the line the next hop toward its peer (or why there is none); nothing for
     /// a line that does not send through AF_XDP.
     fn update_next_hop(&self, hop: Result<NextHop, String>);
+
+    /// Sends health probe `seq`: an ICMP echo request from `from` (the line's VIP) to
+    /// `target`, through the line's outbound path as if read from its TUN device.
+    fn send_probe(&self, from: IpAddr, target: IpAddr, seq: u16) -> Result<(), ProbeError>;
+
+    /// When the reply to probe `seq` came off the line's inbound path, if it did.
+    fn probe_reply(&self, seq: u16) -> Option<Instant>;
 
     /// Stops the line and waits until its TUN device is gone.
     fn stop(self) -> impl Future<Output = ()> + Send;
@@ -132,6 +142,16 @@ impl RunningLine for LineDataplane {
         if let LineDataplane::Raw(l) = self {
             l.update_next_hop(hop);
         }
+    }
+
+    fn send_probe(&self, _from: IpAddr, _target: IpAddr, _seq: u16) -> Result<(), ProbeError> {
+        Err(ProbeError::CannotSend(
+            "probes are not wired into the lines yet",
+        ))
+    }
+
+    fn probe_reply(&self, _seq: u16) -> Option<Instant> {
+        None
     }
 
     fn stop(self) -> impl Future<Output = ()> + Send {

@@ -17,6 +17,7 @@ pub mod lines;
 pub mod pmtu;
 pub mod poller;
 pub mod pool;
+pub mod probe;
 pub mod raw;
 pub mod seqstore;
 pub mod setup;
@@ -28,6 +29,7 @@ pub mod xsk;
 
 pub use lines::{Dataplane, DataplaneStatus, Devices, RunningLine};
 pub use pmtu::PathMtu;
+pub use probe::{ProbeError, Prober};
 pub use raw::{RawLine, RawSockets, RawStatus};
 pub use setup::{IpTunnelSpec, RawSpec};
 pub use stats::LineStats;

@@ -85,6 +85,10 @@ pub trait Host {
         &self,
         rule: &PolicyRule,
     ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Sets the IPv4 and IPv6 multipath hash policies (`fib_multipath_hash_policy`);
+    /// returns what they were.
+    fn set_multipath_hash(&self, value: [u8; 2]) -> std::io::Result<[u8; 2]>;
 }
 
 // Each method forwards to the inherent one of the same name (inherent methods win the
@@ -172,5 +176,10 @@ impl Host for Netlink {
         rule: &PolicyRule,
     ) -> impl Future<Output = Result<(), NetError>> + Send {
         Netlink::del_policy_rule(self, rule)
+    }
+
+    /// The sysctls of the namespace the daemon runs in (its netlink connection's).
+    fn set_multipath_hash(&self, value: [u8; 2]) -> std::io::Result<[u8; 2]> {
+        super::sysctl::set_multipath_hash(value)
     }
 }

@@ -4,15 +4,16 @@
 //! removes them) when it stops, a log of every change in order, and failures injected
 //! on request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::dataplane::{
-    Dataplane, DataplaneError, DataplaneStatus, IpTunnelSpec, LineStats, RawStatus, RunningLine,
-    WireGuardSpec,
+    Dataplane, DataplaneError, DataplaneStatus, IpTunnelSpec, LineStats, ProbeError, RawStatus,
+    RunningLine, WireGuardSpec,
 };
 use crate::net::{
     Host, LinkId, NetError, NextHop, Object, PolicyRoute, PolicyRule, Route, Rule, Via,
@@ -37,6 +38,12 @@ pub struct World {
     pub refuse_rule: Option<Rule>,
     /// Each running line's "packet path stopped" flag, by line name.
     pub paths: HashMap<String, Arc<AtomicBool>>,
+    /// Lines whose peer answers no probe (a cut path).
+    pub silent: HashSet<String>,
+    /// Probes sent, by line.
+    pub probes: HashMap<String, u64>,
+    /// The multipath hash policies (IPv4, IPv6).
+    pub multipath_hash: [u8; 2],
     next_index: u32,
 }
 
@@ -67,8 +74,15 @@ impl World {
     /// What is installed, to compare before and after.
     pub fn snapshot(&self) -> String {
         format!(
-            "links {:?}\naddrs {:?}\nroutes {:?}\nrules {:?}\npolicy routes {:?}\npolicy rules {:?}",
-            self.links, self.addrs, self.routes, self.rules, self.policy_routes, self.policy_rules
+            "links {:?}\naddrs {:?}\nroutes {:?}\nrules {:?}\npolicy routes {:?}\npolicy rules \
+             {:?}\nmultipath hash {:?}",
+            self.links,
+            self.addrs,
+            self.routes,
+            self.rules,
+            self.policy_routes,
+            self.policy_rules,
+            self.multipath_hash
         )
     }
 }
@@ -97,6 +111,8 @@ pub struct FakeLine {
     stopped: Arc<AtomicBool>,
     stats: LineStats,
     world: Shared,
+    /// Replies to probes, answered at once unless the line is silent.
+    replies: Mutex<HashMap<u16, Instant>>,
 }
 
 impl Host for FakeHost {
@@ -247,6 +263,13 @@ impl Host for FakeHost {
         world.log.push(format!("del {rule}"));
         Ok(())
     }
+
+    fn set_multipath_hash(&self, value: [u8; 2]) -> io::Result<[u8; 2]> {
+        let mut world = self.0.world();
+        let old = std::mem::replace(&mut world.multipath_hash, value);
+        world.log.push(format!("multipath hash {value:?}"));
+        Ok(old)
+    }
 }
 
 impl FakeDataplane {
@@ -267,6 +290,7 @@ impl FakeDataplane {
             stopped,
             stats: LineStats::default(),
             world: self.0.clone(),
+            replies: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -317,6 +341,23 @@ impl RunningLine for FakeLine {
     }
 
     fn update_next_hop(&self, _hop: Result<NextHop, String>) {}
+
+    fn send_probe(&self, _from: IpAddr, _target: IpAddr, seq: u16) -> Result<(), ProbeError> {
+        let mut world = self.world.world();
+        *world.probes.entry(self.name.clone()).or_default() += 1;
+        if !world.silent.contains(&self.name) {
+            // Answered at once: the daemon's clock in the tests runs ahead of this one,
+            // so the round trip reads as zero.
+            let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+            replies.insert(seq, Instant::now());
+        }
+        Ok(())
+    }
+
+    fn probe_reply(&self, seq: u16) -> Option<Instant> {
+        let replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        replies.get(&seq).copied()
+    }
 
     /// The device goes, and with it its addresses and the routes through it.
     async fn stop(self) {

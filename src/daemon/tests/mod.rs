@@ -3,6 +3,7 @@
 //! with a driven clock, and shutdown order. No root, no devices.
 
 mod fake;
+mod policy;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -244,6 +245,7 @@ async fn shared_rules_are_counted_and_a_rule_that_was_there_before_is_never_remo
 
     let answer = sup
         .handle(Request::DeleteLine {
+            force: false,
             name: "a".into(),
             cascade: true,
         })
@@ -262,6 +264,7 @@ async fn shared_rules_are_counted_and_a_rule_that_was_there_before_is_never_remo
 
     let answer = sup
         .handle(Request::DeleteLine {
+            force: false,
             name: "e".into(),
             cascade: false,
         })
