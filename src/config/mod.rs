@@ -76,6 +76,20 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// The directory of the config (or of the state) is not private to root and us.
+    #[error(
+        "{path} is writable by other users or owned by another user (owner uid {owner}, \
+         mode {mode:04o}), so they could replace the files in it; run `chown root {path} && \
+         chmod go-w {path}` and try again"
+    )]
+    UnsafeDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Its mode bits.
+        mode: u32,
+    },
     /// The file holds private keys (WireGuard) or ESP keys but other users can read it.
     #[error(
         "{path} holds private keys (WireGuard or ESP) but is readable by other users \
@@ -202,6 +216,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         e => e,
     })?;
     if config.has_private_keys() {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            check_private_dir(dir)?;
+        }
         let mode = fs::metadata(path)
             .map_err(|source| ConfigError::Io {
                 path: path.to_path_buf(),
@@ -221,9 +238,36 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// Writes the configuration atomically: a 0600 temp file in the same directory, fsync,
-/// rename over the old file, fsync the directory. A crash leaves the old or the new file,
-/// never half of one. The directory is created (0700) if missing.
+/// Refuses a directory that someone other than root and this user could write to, or
+/// that belongs to another user: whoever can write there can replace the config file
+/// (and the keys in it) between two of our writes.
+pub fn check_private_dir(dir: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(|source| ConfigError::Io {
+        path: dir.to_path_buf(),
+        action: "cannot stat directory",
+        source,
+    })?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mode = meta.mode() & 0o7777;
+    let owner = meta.uid();
+    let sticky = mode & 0o1000 != 0;
+    if (owner != 0 && owner != me) || (mode & 0o022 != 0 && !sticky) {
+        return Err(ConfigError::UnsafeDirectory {
+            path: dir.to_path_buf(),
+            owner,
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Writes the configuration atomically: a 0600 temp file with an unpredictable name,
+/// created exclusively (never through a symlink) in the same directory, fsync, rename
+/// over the old file, fsync the directory. A crash leaves the old or the new file, never
+/// half of one. The directory is created (0700) if missing, and refused if others can
+/// write to it ([`check_private_dir`]).
 pub fn save(config: &Config, path: &Path) -> Result<(), ConfigError> {
     let io = |action: &'static str, p: &Path| {
         let p = p.to_path_buf();
@@ -244,23 +288,27 @@ pub fn save(config: &Config, path: &Path) -> Result<(), ConfigError> {
             .create(dir)
             .map_err(io("cannot create directory", dir))?;
     }
+    check_private_dir(dir)?;
     let text = config.to_toml();
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    // An unpredictable name, created only if nothing (not even a symlink) is there.
+    let mut nonce = [0u8; 8];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
     let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+        ".{}.tmp.{}.{:016x}",
         file_name.as_deref().unwrap_or("twnode.toml"),
-        std::process::id()
+        std::process::id(),
+        u64::from_le_bytes(nonce)
     ));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&tmp)
             .map_err(io("cannot create", &tmp))?;
-        // The mode given to open() is filtered by the umask and ignored for an existing
-        // file: set it explicitly.
+        // The mode given to open() is filtered by the umask: set it explicitly.
         f.set_permissions(fs::Permissions::from_mode(0o600))
             .map_err(io("cannot chmod", &tmp))?;
         f.write_all(text.as_bytes())
@@ -308,6 +356,33 @@ mod test {
         let msg = err.to_string();
         assert!(matches!(err, ConfigError::Permissions { mode: 0o644, .. }));
         assert!(msg.contains("chmod 600"), "{msg}");
+    }
+
+    #[test]
+    fn a_directory_others_can_write_is_refused_for_keys_and_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let path = open.join("twnode.toml");
+        let cfg = parse(testdata::SERVER_TOML, Path::new("x")).unwrap();
+        let err = save(&cfg, &path).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::UnsafeDirectory { mode: 0o777, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+        assert_eq!(fs::read_dir(&open).unwrap().count(), 0, "nothing written");
+        fs::write(&path, testdata::SERVER_TOML).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            load(&path),
+            Err(ConfigError::UnsafeDirectory { .. })
+        ));
+        // A sticky directory (like /tmp) keeps others from replacing our files.
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(load(&path).unwrap(), cfg);
+        save(&cfg, &path).unwrap();
     }
 
     #[test]
