@@ -691,10 +691,8 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             };
             let seq = next_seq(seqs, line);
             health.handle_sent(seq, now);
-            if r.dataplane
-                .send_probe(r.line.local_vip, *target, seq)
-                .is_err()
-            {
+            if let Err(e) = r.dataplane.send_probe(r.line.local_vip, *target, seq) {
+                tracing::debug!(line = %line, %target, error = %e, "probe not sent");
                 health.handle_unsent(seq);
             }
         }

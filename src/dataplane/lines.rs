@@ -144,14 +144,18 @@ impl RunningLine for LineDataplane {
         }
     }
 
-    fn send_probe(&self, _from: IpAddr, _target: IpAddr, _seq: u16) -> Result<(), ProbeError> {
-        Err(ProbeError::CannotSend(
-            "probes are not wired into the lines yet",
-        ))
+    fn send_probe(&self, from: IpAddr, target: IpAddr, seq: u16) -> Result<(), ProbeError> {
+        match self {
+            LineDataplane::WireGuard(l) => l.send_probe(from, target, seq),
+            LineDataplane::Raw(l) => l.send_probe(from, target, seq),
+        }
     }
 
-    fn probe_reply(&self, _seq: u16) -> Option<Instant> {
-        None
+    fn probe_reply(&self, seq: u16) -> Option<Instant> {
+        match self {
+            LineDataplane::WireGuard(l) => l.probe_reply(seq),
+            LineDataplane::Raw(l) => l.probe_reply(seq),
+        }
     }
 
     fn stop(self) -> impl Future<Output = ()> + Send {

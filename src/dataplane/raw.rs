@@ -47,6 +47,7 @@ use super::batch::{offset_in, with_batch, Batch, BATCH, SLOT};
 use super::pmtu::PathMtu;
 use super::poller::{self, Registration};
 use super::pool::{dec_slot, segment, with_buffers, Buffers, TUN_OFFSET};
+use super::probe::{ProbeError, Prober, MAX_PROBE};
 use super::seqstore::SeqStore;
 use super::setup::RawSpec;
 use super::stats::LineStats;
@@ -321,6 +322,10 @@ fn set_ipv6_int(socket: &Socket, opt: libc::c_int, value: libc::c_int) -> io::Re
     }
 }
 
+/// Room for a probe's outer packet: the outer IP header, GRE with every option, ESP's
+/// header, padding and tag, with margin.
+const PROBE_OUT: usize = 512;
+
 /// One line's state, shared by its paths, its tasks and by the routes of its sockets.
 struct LineIo {
     name: String,
@@ -336,6 +341,11 @@ struct LineIo {
     reserve: Option<tokio::sync::Notify>,
     /// `af_xdp` lines: the AF_XDP transmit path.
     xdp: Option<xsk::Transmit>,
+    /// Health probes: sent by [`RawLine::send_probe`], replies taken off the receive
+    /// path.
+    prober: Prober,
+    /// A probe and its encapsulation (the daemon sends one at a time).
+    probe_buf: Mutex<Vec<u8>>,
 }
 
 impl LineIo {
@@ -412,6 +422,8 @@ impl RawLine {
                 pmtu: spec.pmtu.clone(),
                 reserve: store.is_some().then(tokio::sync::Notify::new),
                 xdp: spec.af_xdp.then(xsk::Transmit::default),
+                prober: Prober::new(),
+                probe_buf: Mutex::new(vec![0u8; MAX_PROBE + PROBE_OUT]),
             });
             let protocols = if esp_spi.is_some() {
                 &[IpProtocol::Esp][..]
@@ -535,6 +547,44 @@ impl RawLine {
         if let Some(x) = &self.io.xdp {
             x.update(&self.io.name, self.io.peer.ip(), hop, &self.sockets.ports);
         }
+    }
+
+    /// Sends health probe `seq` from `from` (the line's VIP) to `target`: encapsulated
+    /// as a packet read from the TUN device would be, and sent to the peer.
+    pub fn send_probe(&self, from: IpAddr, target: IpAddr, seq: u16) -> Result<(), ProbeError> {
+        let io = &self.io;
+        let mut buf = lock(&io.probe_buf);
+        let (inp, out) = buf.split_at_mut(MAX_PROBE);
+        let n = io.prober.build(from, target, seq, inp)?;
+        let base = out.as_ptr();
+        let (off, len, reserve) = {
+            let mut core = io.lock();
+            let (off, len) = match core.handle_tun_packet(&inp[..n], out) {
+                Action::WriteToNetwork(p) => (offset_in(base, p), p.len()),
+                _ => return Err(ProbeError::CannotSend("the tunnel core refused the probe")),
+            };
+            (
+                off,
+                len,
+                core.esp().and_then(EspCore::poll_reservation).is_some(),
+            )
+        };
+        if reserve {
+            if let Some(r) = &io.reserve {
+                r.notify_one();
+            }
+        }
+        let packet = out
+            .get(off..off + len)
+            .ok_or(ProbeError::CannotSend("probe buffer"))?;
+        udp::send_one(&io.tx.socket, packet, io.peer)
+            .map(|_| ())
+            .map_err(|_| ProbeError::CannotSend("the raw socket refused the packet"))
+    }
+
+    /// When the reply to probe `seq` came, if it did.
+    pub fn probe_reply(&self, seq: u16) -> Option<Instant> {
+        self.io.prober.reply(seq)
     }
 
     /// Stops the tasks, releases the sockets, and waits until the TUN device is closed.
@@ -899,6 +949,8 @@ fn receive_once(endpoint: &Endpoint) -> bool {
                     _ => core.handle_ipv4_datagram(packet, now),
                 };
                 match action {
+                    // A reply to the line's own health probe: recorded, not the host's.
+                    Action::WriteToTun(p) if routes[idx].io.prober.take_reply(p, now) => {}
                     Action::WriteToTun(p) => {
                         let rec = (offset_in(base, p), p.len());
                         b.out[i] = rec;
