@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 
 pub mod node;
+pub mod policy;
 pub mod raw;
 pub mod relay;
 pub mod soak;
