@@ -27,7 +27,7 @@ use crate::config::policy::{Cidr, Exit, Source, DEFAULT_EXIT_PRIORITY};
 use crate::config::{Config, LineName};
 use crate::control::{FailoverEvent, LineState};
 use crate::dataplane::{Dataplane, RunningLine};
-use crate::net::{Family, Host, NetError, PolicyRoute, PolicyRule, RuleFrom, Via};
+use crate::net::{Family, Host, NetError, PolicyRoute, PolicyRule, RuleFrom, Via, MAIN_TABLE};
 use crate::policy::{slots, Change, ExitView, Health, Mode, Reason, Selector};
 
 /// Failover events kept for `status`.
@@ -138,8 +138,10 @@ pub(super) fn wanted(config: &Config) -> Vec<(GroupKey, Spec)> {
     out
 }
 
-/// The rules of a group: one per family of its destinations.
-fn rules_for(spec: &Spec) -> Vec<PolicyRule> {
+/// The rules of a group: one per family of its destinations. The default exit's come
+/// after a rule that looks up the main table without its default route, so the host's
+/// own subnets and the administrator's specific routes stay where they are.
+fn rules_for(key: &GroupKey, spec: &Spec) -> Vec<PolicyRule> {
     let mut families: Vec<Family> = Vec::new();
     for c in &spec.cidrs {
         let f = Family::of(c.addr);
@@ -147,19 +149,31 @@ fn rules_for(spec: &Spec) -> Vec<PolicyRule> {
             families.push(f);
         }
     }
-    families
-        .into_iter()
-        .map(|family| PolicyRule {
+    let from = match &spec.from {
+        Source::All => RuleFrom::All,
+        Source::Prefix(c) => RuleFrom::Prefix(c.addr, c.prefix),
+        Source::Iface(i) => RuleFrom::Iif(i.to_string()),
+    };
+    let mut rules = Vec::new();
+    for family in families {
+        if *key == GroupKey::Default {
+            rules.push(PolicyRule {
+                pref: spec.priority,
+                family,
+                from: from.clone(),
+                table: MAIN_TABLE,
+                suppress_default: true,
+            });
+        }
+        rules.push(PolicyRule {
             pref: spec.priority,
             family,
-            from: match &spec.from {
-                Source::All => RuleFrom::All,
-                Source::Prefix(c) => RuleFrom::Prefix(c.addr, c.prefix),
-                Source::Iface(i) => RuleFrom::Iif(i.to_string()),
-            },
+            from: from.clone(),
             table: spec.priority,
-        })
-        .collect()
+            suppress_default: false,
+        });
+    }
+    rules
 }
 
 fn routes_for(spec: &Spec, via: &Via) -> Vec<PolicyRoute> {
@@ -316,7 +330,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         let change = selector.poll(&views, &tuning);
         let via = self.via_for(&spec, selector.active());
         let routes = routes_for(&spec, &via);
-        let rules = rules_for(&spec);
+        let rules = rules_for(key, &spec);
         let mut done = Installed {
             spec,
             selector,
@@ -394,7 +408,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         };
         let via = self.via_for(&spec, selector.active());
         let routes = routes_for(&spec, &via);
-        let rules = rules_for(&spec);
+        let rules = rules_for(key, &spec);
         for r in routes.iter().filter(|r| !old_routes.contains(r)) {
             self.host.replace_route(r).await?;
         }

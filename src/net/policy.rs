@@ -144,6 +144,9 @@ pub struct PolicyRule {
     pub family: Family,
     pub from: RuleFrom,
     pub table: u32,
+    /// `suppress_prefixlength 0`: the table's routes except its default route (the main
+    /// table's own subnets and specific routes, before the default exit).
+    pub suppress_default: bool,
 }
 
 impl PolicyRule {
@@ -161,6 +164,9 @@ impl PolicyRule {
                 m.attributes.push(RuleAttribute::Source(*addr));
             }
             RuleFrom::Iif(name) => m.attributes.push(RuleAttribute::Iifname(name.clone())),
+        }
+        if self.suppress_default {
+            m.attributes.push(RuleAttribute::SuppressPrefixLen(0));
         }
         m.attributes
             .push(RuleAttribute::Protocol(RouteProtocol::from(RTPROT_TWNODE)));
@@ -192,7 +198,11 @@ impl fmt::Display for PolicyRule {
             RuleFrom::Prefix(a, p) => write!(f, "from {a}/{p}")?,
             RuleFrom::Iif(i) => write!(f, "iif {i}")?,
         }
-        write!(f, " lookup {}", self.table)
+        write!(f, " lookup {}", self.table)?;
+        if self.suppress_default {
+            f.write_str(" suppress_prefixlength 0")?;
+        }
+        Ok(())
     }
 }
 
@@ -295,6 +305,7 @@ mod tests {
             family: Family::V4,
             from: RuleFrom::Prefix("10.1.0.0".parse().unwrap(), 16),
             table: 100,
+            suppress_default: false,
         };
         assert_eq!(
             r.to_string(),

@@ -62,7 +62,7 @@ pub struct Star {
 
 /// Plugs `host` into the switch as `eth0` with `addr/24`, the switch side named
 /// `port`, default route via `gateway`.
-fn plug(sw: &Netns, host: &Netns, port: &str, addr: &str, gateway: &str) {
+pub fn plug(sw: &Netns, host: &Netns, port: &str, addr: &str, gateway: &str) {
     sw.ip(&[
         "link",
         "add",
@@ -232,6 +232,8 @@ pub struct Arrival {
     pub seq: u64,
     /// The relay it came through ([`relay_of`] its source).
     pub relay: usize,
+    /// Its source address.
+    pub src: String,
     /// CLOCK_MONOTONIC seconds.
     pub t: f64,
 }
@@ -272,19 +274,24 @@ fn read_arrivals(file: &Path) -> Vec<Arrival> {
     text.lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();
+            let flow = w.next()?.parse().ok()?;
+            let seq = w.next()?.parse().ok()?;
+            let src = w.next()?.to_string();
             Some(Arrival {
-                flow: w.next()?.parse().ok()?,
-                seq: w.next()?.parse().ok()?,
-                relay: relay_of(w.next()?),
+                flow,
+                seq,
+                relay: relay_of(&src),
+                src,
                 t: w.next()?.parse().ok()?,
             })
         })
         .collect()
 }
 
-/// Sends `flows` flows (source ports 40000..) of one datagram each every `1/pps` s to
-/// `dst:port` for `secs` seconds; a datagram the host refuses to send is skipped (it
-/// counts as lost).
+/// Sends `flows` (at most 300) flows of one datagram each every `1/pps` s to
+/// `dst:port` for `secs` seconds, from source ports `30000 + 300 * (port % 100)` on, so
+/// senders to different ports do not collide; a datagram the host refuses to send is
+/// skipped (it counts as lost).
 pub fn send_flows(ns: &Netns, dst: &str, port: u16, flows: u32, pps: u32, secs: f64) -> Spawned {
     ns.spawn(&[
         "python3",
@@ -292,7 +299,7 @@ pub fn send_flows(ns: &Netns, dst: &str, port: u16, flows: u32, pps: u32, secs: 
         "import socket,sys,time\n\
          dst,port,flows,pps,secs=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]),float(sys.argv[4]),float(sys.argv[5])\n\
          socks=[]\n\
-         for i in range(flows):\n s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('0.0.0.0',40000+i)); socks.append(s)\n\
+         for i in range(flows):\n s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('0.0.0.0',30000+300*(port%100)+i)); socks.append(s)\n\
          t0=time.monotonic(); n=0\n\
          while time.monotonic()-t0<secs:\n for i,s in enumerate(socks):\n  try: s.sendto(('%d %d'%(i,n)).encode(),(dst,port))\n  except OSError: pass\n n+=1\n d=t0+n/pps-time.monotonic()\n if d>0: time.sleep(d)\n",
         dst,

@@ -122,6 +122,7 @@ async fn a_group_routes_its_destinations_through_its_first_exit_and_revoke_apply
         family,
         from: RuleFrom::All,
         table: 100,
+        suppress_default: false,
     };
     assert_eq!(
         shared.world().policy_rules,
