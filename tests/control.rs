@@ -1,6 +1,7 @@
 //! The control channel and the daemon's life cycle as an operator meets them: who may
-//! talk to the daemon, which daemon a command talks to, reloading a hand-edited config
-//! without disturbing running lines, and deleting stacked lines.
+//! talk to the daemon, which daemon a command talks to, a second daemon on a running
+//! node, the running daemon putting back what someone removed, reloading a hand-edited
+//! config without disturbing running lines, and deleting stacked lines.
 
 mod common;
 
@@ -9,7 +10,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::node::{create_and_paste, seed_pair, twnode_bin, Node, SECURE_CREATE, SERVER_CREATE};
+use common::node::{
+    create_and_paste, seed_pair, twnode_bin, Node, GRE_CREATE, SECURE_CREATE, SERVER_CREATE,
+};
+use common::raw::{tshark_fields, Capture};
 use common::{dump_state, require_root_and_tools, Netns};
 
 /// The system python, reachable by an unprivileged user (a pyenv shim under /root is not).
@@ -478,4 +482,270 @@ fn idle_control_connections_are_closed_and_do_not_block_commands() {
         clients.log()
     );
     node.cli_ok(&["line", "list"]);
+}
+
+/// An IPIP line on `gre1` (A's side): the GRE line's child.
+const GRE_CHILD_CREATE: &[&str] = &[
+    "line",
+    "create",
+    "gre1",
+    "10.9.0.2",
+    "10.10.0.2",
+    "10.10.0.1",
+    "grekid",
+    "--type",
+    "ipip",
+];
+
+/// The peer VIPs A reaches through its four lines: WireGuard `tunnel_base` and its child
+/// `tunnel_secure`, GRE `gre1` and its child `grekid`.
+const FOUR_PEERS: [&str; 4] = ["10.0.0.2", "172.16.0.2", "10.9.0.2", "10.10.0.2"];
+
+/// A WireGuard line and a GRE line between A and B, each with a child line; all up.
+fn four_lines<'a>(a: &'a Netns, b: &'a Netns) -> (Node<'a>, Node<'a>) {
+    let (na, nb) = base_line(a, b);
+    create_and_paste(&na, &nb, SECURE_CREATE, "tunnel_base");
+    create_and_paste(&na, &nb, GRE_CREATE, "eth0");
+    create_and_paste(&na, &nb, GRE_CHILD_CREATE, "gre1");
+    for line in ["tunnel_base", "tunnel_secure", "gre1", "grekid"] {
+        na.wait_state(line, "up", 10);
+        nb.wait_state(line, "up", 10);
+    }
+    for peer in FOUR_PEERS {
+        a.run_ok(&["ping", "-c", "1", "-W", "2", peer]);
+    }
+    (na, nb)
+}
+
+/// Runs `twnode daemon` with these paths in `ns` and waits (10 s at most) for it to
+/// exit; returns its exit status (`None` if it kept running, then it is killed) and
+/// its stderr.
+fn second_daemon(ns: &Netns, config: &Path, control: &Path, state: &Path) -> (Option<i32>, String) {
+    let process = ns.spawn(&[
+        twnode_bin(),
+        "--config",
+        config.to_str().unwrap(),
+        "--control",
+        control.to_str().unwrap(),
+        "daemon",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let mut process = process;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = process.child.try_wait() {
+            return (status.code(), process.log());
+        }
+        if Instant::now() > deadline {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+            return (None, process.log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 22, item 1: a second `twnode daemon` on a running node, started with the
+/// running one's paths or with others (as the first refusal used to advise), refuses
+/// before touching anything: the rules at pref 10 and 80, table 80 and the encrypted
+/// path survive, and no ping toward the peer's VIPs leaves in clear meanwhile.
+#[test]
+fn a_second_daemon_refuses_naming_the_running_one_and_changes_nothing() {
+    if !require_root_and_tools(&["ip", "ping", "tshark"]) {
+        return;
+    }
+    let (a, b) = seed_pair("csecond");
+    let (na, _nb) = four_lines(&a, &b);
+    let before = dump_state(&a);
+    let config_before = na.config_text();
+    assert!(
+        before.contains("10: from all to 198.51.100.20 lookup main proto"),
+        "{before}"
+    );
+    assert!(before.contains("80: from all lookup 80 proto"), "{before}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let wire = Capture::start(&b, "eth0", 6, dir.path());
+    let pings: Vec<_> = FOUR_PEERS
+        .iter()
+        .map(|peer| a.spawn(&["ping", "-i", "0.1", "-c", "40", "-W", "1", peer]))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let pid = na.daemon_pid();
+    let other = tempfile::tempdir().unwrap();
+    let other_config = other.path().join("other.toml");
+    for (what, config, control, state) in [
+        (
+            "the running daemon's paths",
+            na.config(),
+            na.socket(),
+            na.state_dir(),
+        ),
+        (
+            "other --config, --control and --state-dir paths",
+            other_config.clone(),
+            other.path().join("other.sock"),
+            other.path().join("state"),
+        ),
+    ] {
+        let (code, log) = second_daemon(&a, &config, &control, &state);
+        assert_eq!(dump_state(&a), before, "{what}: the host changed:\n{log}");
+        assert_eq!(
+            code,
+            Some(1),
+            "a second daemon with {what} must refuse:\n{log}"
+        );
+        let refusal = log.lines().last().unwrap_or_default();
+        assert!(
+            refusal.starts_with("twnode: another twnode daemon")
+                && refusal.contains(&format!("(pid {pid})"))
+                && refusal.contains("changed nothing"),
+            "{what}: {log}"
+        );
+        assert!(
+            !log.contains("stale") && !log.contains("deleted"),
+            "{what}: it touched the host:\n{log}"
+        );
+    }
+    assert!(!other_config.exists() && !other.path().join("other.sock").exists());
+
+    for mut ping in pings {
+        let status = ping.child.wait().unwrap();
+        assert!(
+            status.success() && ping.log().contains(" 0% packet loss"),
+            "{}\n{}",
+            ping.log(),
+            na.log()
+        );
+    }
+    let file = wire.finish();
+    // Pings through the GRE lines show as ICMP inside GRE (and IPIP in GRE); through
+    // WireGuard they are not ICMP at all. An ICMP packet right on the wire would be a
+    // leak.
+    let icmp = tshark_fields(&file, "icmp", &["frame.protocols"]);
+    let clear: Vec<&String> = icmp
+        .iter()
+        .filter(|p| p.starts_with("eth:ethertype:ip:icmp"))
+        .collect();
+    assert!(clear.is_empty(), "ICMP in clear on B's wire: {clear:?}");
+    assert!(
+        icmp.iter().any(|p| p.contains(":gre:")),
+        "the capture saw the GRE pings: {icmp:?}"
+    );
+    assert_eq!(dump_state(&a), before);
+    assert_eq!(na.config_text(), config_before);
+    assert!(!na.log().contains("stale"), "{}", na.log());
+}
+
+/// Issue 22, item 1: what the daemon installed and someone removes by hand (`ip rule
+/// del`, `ip route del ... table 80`, `ip addr del`) is put back within a pass or two
+/// (a pass every 2 s), and the daemon's log says what it put back.
+#[test]
+fn rules_routes_and_vips_removed_by_hand_are_put_back_and_logged() {
+    if !require_root_and_tools(&["ip", "ping"]) {
+        return;
+    }
+    let (a, b) = seed_pair("crepair");
+    let (na, _nb) = four_lines(&a, &b);
+    // Rules of one preference are listed in the order they were added; a rule put
+    // back comes after its siblings (their destinations are disjoint, so the order
+    // means nothing).
+    let state = || {
+        let mut lines: Vec<String> = dump_state(&a).lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    let before = state();
+
+    a.ip(&["rule", "del", "pref", "80"]);
+    a.ip(&["rule", "del", "pref", "10", "to", "198.51.100.20"]);
+    a.ip(&["route", "del", "10.9.0.2", "table", "80"]);
+    a.ip(&["route", "del", "172.16.0.2", "table", "80"]);
+    a.ip(&["addr", "del", "10.10.0.1/32", "dev", "grekid"]);
+    assert_ne!(state(), before);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state() != before {
+        assert!(
+            Instant::now() < deadline,
+            "not put back within two passes:\n{:#?}\nbefore:\n{before:#?}\ndaemon log:\n{}",
+            state(),
+            na.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = na.log();
+    for said in [
+        "IPv4 rule pref 80 from all lookup 80",
+        "IPv4 rule pref 10 to 198.51.100.20/32 lookup 254",
+        "route 10.9.0.2/32 table 80",
+        "route 172.16.0.2/32 table 80",
+        "address=10.10.0.1",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("put back") && l.contains(said)),
+            "the log does not say {said:?} was put back:\n{log}"
+        );
+    }
+    for peer in FOUR_PEERS {
+        a.run_ok(&["ping", "-c", "1", "-W", "2", peer]);
+    }
+}
+
+/// Issue 22, item 4: a reload whose line cannot come up (a parent typed `eht0` in the
+/// file) says so: `twnode reload` names the line and why and exits 1, and SIGHUP logs
+/// it; the new configuration is in force all the same.
+#[test]
+fn a_reload_whose_line_cannot_come_up_names_it_and_exits_non_zero() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("creloadbad");
+    let node = Node::start(&a);
+    node.cli_ok(GRE_CREATE);
+    node.wait_state("gre1", "up", 10);
+    let good = node.config_text();
+    assert!(good.contains("parent = \"eth0\""), "{good}");
+    std::fs::write(
+        node.config(),
+        good.replace("parent = \"eth0\"", "parent = \"eht0\""),
+    )
+    .unwrap();
+
+    let out = node.cli(&["reload"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim(), "reloaded: 1 line(s) stopped, 0 started");
+    let line = stderr_line(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        line.contains("1 line(s) did not come up")
+            && line.contains("gre1: parent interface eht0 does not exist"),
+        "{line}"
+    );
+    let shown = node.lines();
+    assert_eq!(
+        shown[0]["parent"], "eht0",
+        "the new config is in force: {shown}"
+    );
+    assert_eq!(shown[0]["state"], "down", "{shown}");
+
+    // SIGHUP says it in the log.
+    std::fs::write(node.config(), &good).unwrap();
+    node.cli_ok(&["reload"]);
+    std::fs::write(
+        node.config(),
+        good.replace("parent = \"eth0\"", "parent = \"eht0\""),
+    )
+    .unwrap();
+    node.signal(libc::SIGHUP);
+    common::wait_for_log(
+        || node.log(),
+        "reloaded, but the line did not come up; retrying line=gre1",
+        10,
+        Duration::from_millis(100),
+        "SIGHUP's reload did not log the line that stayed down",
+    );
 }

@@ -1,7 +1,9 @@
 //! Faults: a lossy underlay (nftables `numgen random`, as this kernel has no netem), the
 //! underlay link going down and back, the peer's daemon and our own killed with SIGKILL
-//! and restarted, line changes while traffic runs over an unchanged line, and a packet
-//! path that panics (injected) and the supervisor restarting its line.
+//! and restarted, line changes while traffic runs over an unchanged line, a packet
+//! path that panics (injected) and the supervisor restarting its line, and netlink
+//! requests that never get an answer or a netlink connection that dies (injected with
+//! `TWNODE_NETLINK_FAULT`, cargo feature `fault-injection`).
 //!
 //! Each test prints its figures (recovery times, loss) on stderr; run with
 //! `cargo test --test faults -- --nocapture` to see them. The 20 s link outage is
@@ -487,4 +489,107 @@ fn creating_deleting_other_lines_and_sighup_lose_no_packet_on_an_unchanged_line(
     report(&format!(
         "ping -i 0.01 over tunnel_base during create/delete of 3 other lines and 3 reloads: {summary}"
     ));
+}
+
+/// How long one `line list` may take while netlink stalls: one request's timeout (the
+/// supervisor's loop may be waiting on it) and a pass's worth of slack.
+const ANSWER_BOUND: Duration = Duration::from_secs(5);
+
+/// Issue 16, item 5: netlink requests that never get an answer (injected: every
+/// `route_mtu`, which each pass sends for the running lines' peer) time out; the
+/// control socket keeps answering within a bound, the lines keep running, and SIGTERM
+/// still ends the daemon with status 0.
+#[test]
+fn stalled_netlink_leaves_line_list_answering_and_sigterm_exiting_0() {
+    if !require_root_and_tools(&["ip", "ping"]) {
+        return;
+    }
+    let (a, b) = seed_pair("nlstall");
+    let mut na = Node::new(&a);
+    na.start_daemon_env(&["TWNODE_NETLINK_FAULT=stall:route_mtu"]);
+    let nb = Node::start(&b);
+    wireguard_line(&na, &nb);
+    gre_line(&na, &nb);
+    na.wait_state("tunnel_base", "up", 10);
+    na.wait_state("gre1", "up", 10);
+    wait_for_log(
+        || na.log(),
+        "netlink request got no answer",
+        15,
+        Duration::from_millis(200),
+        "no netlink timeout logged",
+    );
+
+    // Over three stalls and the holds between them, every `line list` answers.
+    let mut slowest = Duration::ZERO;
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let asked = Instant::now();
+        let lines = na.lines();
+        let took = asked.elapsed();
+        slowest = slowest.max(took);
+        assert!(
+            took < ANSWER_BOUND,
+            "line list took {took:?} while netlink stalled:\n{}",
+            na.log()
+        );
+        assert_eq!(lines.as_array().map(Vec::len), Some(2), "{lines}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.run_ok(&["ping", "-c", "1", "-W", "2", "10.0.0.2"]);
+    a.run_ok(&["ping", "-c", "1", "-W", "2", "10.9.0.2"]);
+    let stalls = na.log().matches("netlink request got no answer").count();
+    assert!(stalls >= 2, "{}", na.log());
+
+    let asked = Instant::now();
+    na.stop_daemon();
+    let stopped = asked.elapsed();
+    report(&format!(
+        "netlink stalling on route_mtu: {stalls} timeouts, slowest line list {:.2} s, \
+         SIGTERM to exit {:.2} s",
+        slowest.as_secs_f64(),
+        stopped.as_secs_f64()
+    ));
+}
+
+/// Issue 16, item 5: a netlink connection that dies (injected: before the daemon's
+/// first `add_addr` at start-up, and before the first `route_mtu` of a later pass) is
+/// re-opened by the next request: the lines of the config come up, and a line created
+/// after the second loss comes up too.
+#[test]
+fn a_lost_netlink_connection_is_reopened_and_lines_come_up_afterwards() {
+    if !require_root_and_tools(&["ip", "ping"]) {
+        return;
+    }
+    let (a, b) = seed_pair("nllost");
+    let mut na = Node::start(&a);
+    let nb = Node::start(&b);
+    wireguard_line(&na, &nb);
+    gre_line(&na, &nb);
+    na.stop_daemon();
+
+    na.start_daemon_env(&["TWNODE_NETLINK_FAULT=fail:add_addr,fail:route_mtu"]);
+    na.wait_state("tunnel_base", "up", 15);
+    na.wait_state("gre1", "up", 15);
+    wait_for_log(
+        || na.log(),
+        "request=route_mtu",
+        10,
+        Duration::from_millis(200),
+        "the second injected loss did not happen",
+    );
+    let log = na.log();
+    assert_eq!(
+        log.matches("netlink connection lost").count(),
+        2,
+        "two losses injected:\n{log}"
+    );
+    assert!(log.contains("netlink connection re-opened"), "{log}");
+    assert!(log.contains("line cannot come up; retrying"), "{log}");
+
+    nested_line(&na, &nb);
+    na.wait_state("tunnel_secure", "up", 15);
+    for dst in ["10.0.0.2", "10.9.0.2", "172.16.0.2"] {
+        a.run_ok(&["ping", "-c", "1", "-W", "2", dst]);
+    }
 }

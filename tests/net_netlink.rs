@@ -300,6 +300,75 @@ fn ipv6_route_with_src_in_vip_table_is_added_and_deleted() {
     assert_eq!(ns.ip(&["-6", "route", "show", "table", "80"]).trim(), "");
 }
 
+/// The supervisor's repair compares what it installed with these dumps, so they must
+/// read back exactly the routes and rules twnode added (IPv4 and IPv6, with source
+/// addresses), and nothing an administrator added.
+#[test]
+fn twnode_routes_and_rules_read_back_exactly_what_was_installed_and_nothing_else() {
+    if !require_root_and_tools(&["ip"]) {
+        return;
+    }
+    let ns = Netns::new("dumps");
+    let oif = up_test_link(&ns);
+    let routes = vec![
+        Route {
+            dst: ip("10.77.0.2"),
+            prefix: 32,
+            oif,
+            table: VIP_TABLE,
+            src: Some(ip("10.77.0.1")),
+        },
+        Route {
+            dst: ip("2001:db8:77::2"),
+            prefix: 128,
+            oif,
+            table: VIP_TABLE,
+            src: Some(ip("2001:db8:77::1")),
+        },
+        Route {
+            dst: ip("198.51.100.9"),
+            prefix: 32,
+            oif,
+            table: VIP_TABLE,
+            src: None,
+        },
+    ];
+    let rules = vec![
+        Rule::from_all(Family::V4, VIP_RULE_PREF, VIP_TABLE),
+        Rule::from_all(Family::V6, VIP_RULE_PREF, VIP_TABLE),
+        Rule::to_prefix(PROTECT_RULE_PREF, ip("198.51.100.9"), 32, MAIN_TABLE),
+        Rule::to_prefix(PROTECT_RULE_PREF, ip("2001:db8:9::9"), 128, VIP_TABLE),
+    ];
+    // An administrator's look-alikes: not twnode's.
+    ns.ip(&["route", "add", "10.77.0.3", "dev", "tw0", "table", "80"]);
+    ns.ip(&["rule", "add", "pref", "80", "lookup", "80"]);
+    let (want_routes, want_rules) = (routes.clone(), rules.clone());
+    let (got_routes, got_rules) = with_host(&ns, |host| async move {
+        host.add_addr(oif, ip("10.77.0.1"), 32).await?;
+        host.add_addr(oif, ip("2001:db8:77::1"), 128).await?;
+        for r in &want_routes {
+            host.add_route(r).await?;
+        }
+        for r in &want_rules {
+            host.add_rule(r).await?;
+        }
+        let both = [Family::V4, Family::V6];
+        Ok::<_, NetError>((
+            host.twnode_routes(VIP_TABLE, &both).await?,
+            host.twnode_rules(&both).await?,
+        ))
+    })
+    .expect("add and dump");
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let debug = |v: &[Route]| v.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>();
+    assert_eq!(sorted(debug(&got_routes)), sorted(debug(&routes)));
+    let debug = |v: &[Rule]| v.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>();
+    assert_eq!(sorted(debug(&got_rules)), sorted(debug(&rules)));
+}
+
 #[test]
 fn duplicate_route_gives_exists_naming_route_and_table() {
     if !require_root_and_tools(&["ip"]) {

@@ -275,10 +275,24 @@ fn gre_key_seq_and_csum_work_end_to_end_and_tshark_reads_them() {
         ("10.0.0.1", "10.0.0.2"),
         &["--key", "1.2.3.4", "--seq", "--csum"],
     );
+    // The key comes back as typed (issue 22, item 8), in the peer command, in `line
+    // show` and in the file, on both ends.
     assert!(
-        peer.trim_end().ends_with("--key 16909060 --seq --csum"),
+        peer.trim_end().ends_with("--key 1.2.3.4 --seq --csum"),
         "the peer gets the same key, sequence numbers and checksums: {peer}"
     );
+    for (n, name) in [(&na, "A"), (&nb, "B")] {
+        let shown = n.cli_ok(&["line", "show", "gks"]);
+        assert!(
+            shown.contains("options:         --key 1.2.3.4 --seq --csum"),
+            "{name}: {shown}"
+        );
+        let file = n.config_text();
+        assert!(
+            file.contains("ikey = \"1.2.3.4\"") && file.contains("okey = \"1.2.3.4\""),
+            "{name}: {file}"
+        );
+    }
     let l = line_json(&na, "gks");
     assert_eq!(l["mtu"], 1500 - 20 - 16, "{l}");
 
@@ -453,7 +467,14 @@ fn keepalive_tracks_a_silenced_peer(kind: &str, protocol: u8) {
     assert!(peer.contains("--keepalive 1,2"), "{peer}");
     na.wait_state("ka", "up", 5);
     nb.wait_state("ka", "up", 5);
-    let l = line_json(&na, "ka");
+    // The peer's traffic (its probes, its kernel's first packets) may bring the line up
+    // before A's next probe comes back; that reply follows within the interval.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut l = line_json(&na, "ka");
+    while l["keepalive"]["replies"].as_u64().unwrap_or(0) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        l = line_json(&na, "ka");
+    }
     assert!(l["keepalive"]["replies"].as_u64().unwrap_or(0) >= 1, "{l}");
     assert_eq!(l["reason"], serde_json::Value::Null, "{l}");
 
@@ -471,6 +492,45 @@ fn keepalive_tracks_a_silenced_peer(kind: &str, protocol: u8) {
     unblock(&b);
     na.wait_state("ka", "up", 3);
     ping(&a, vips.1);
+}
+
+/// Issue 22, item 8: a keepalive line whose first probe went out before the peer
+/// existed is up as soon as the peer's traffic arrives, not at the next probe's reply
+/// (here 30 s later).
+#[test]
+fn a_keepalive_line_is_up_as_soon_as_the_peers_traffic_arrives() {
+    if !require_root_and_tools(&["ip", "ping"]) {
+        return;
+    }
+    let (a, b) = seed_pair("kdata");
+    let na = Node::start(&a);
+    let nb = Node::start(&b);
+    na.cli_ok(&[
+        "line",
+        "create",
+        "eth0",
+        B4,
+        "10.0.0.2",
+        "10.0.0.1",
+        "ka",
+        "--type",
+        "gre",
+        "--key",
+        "7",
+        "--keepalive",
+        "30",
+    ]);
+    // A's first probe is gone (B had no line yet). B without keepalive of its own, so
+    // only its traffic (its kernel's first IPv6 packets, the ping) tells A that it is
+    // there.
+    let peer = na.cli_ok(&["line", "show-peer", "ka"]);
+    assert!(peer.contains(" --keepalive 30"), "{peer}");
+    nb.paste(&peer.replace(" --keepalive 30", ""), "eth0");
+    b.run_ok(&["ping", "-c", "1", "-W", "2", "10.0.0.1"]);
+    na.wait_state("ka", "up", 2);
+    let l = line_json(&na, "ka");
+    assert_eq!(l["keepalive"]["replies"], 0, "{l}");
+    assert_eq!(l["reason"], serde_json::Value::Null, "{l}");
 }
 
 #[test]

@@ -130,7 +130,9 @@ fn read_trace(path: &Path) -> Trace {
             | "rmdir" | "creat" | "truncate" | "chmod" | "fchmodat" | "symlink" | "link" => {
                 t.written.extend(quoted(args));
             }
-            "bind" if args.contains("AF_UNIX") => {
+            // An abstract name (`sun_path=@"..."`: the daemon's host lock) is no file,
+            // and no file-system setting of the unit applies to it.
+            "bind" if args.contains("AF_UNIX") && !args.contains("sun_path=@") => {
                 t.written.extend(quoted(args).into_iter().take(1));
             }
             "mmap" | "mprotect" | "pkey_mprotect"

@@ -19,10 +19,29 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, PrivateKey};
 use crate::control::{self, client, IpTunnelArgs, LineSpec, Request, Response};
 
-/// twnode: userspace point-to-point tunnels (WireGuard) on TUN devices, stackable into
-/// multi-hop relays. Run `twnode daemon` (or the systemd unit), then create lines.
+/// What `twnode --help` says beyond the one-line description: what needs the daemon,
+/// and where the lines are kept.
+const LONG_ABOUT: &str = "\
+twnode: userspace point-to-point tunnels (\"lines\": WireGuard, IPIP, GRE, SIT, IPv6 \
+tunnels, GRE over ESP) on TUN devices, stackable into multi-hop relays.
+
+The `line` commands and `reload` talk to a running daemon over its control socket \
+(--control, default /run/twnode/control.sock): start it first, as root, with \
+`systemctl start twnode` or `twnode daemon`. `daemon`, `init`, `genkey` and `pubkey` \
+need no daemon.
+
+The daemon keeps the lines in its configuration file (--config, default \
+/etc/twnode/twnode.toml): TOML, one [[line]] table per line (name, parent, peer_ip, \
+peer_vip, local_vip, type, and a [line.wireguard] or [line.ip_tunnel] table). \
+`line create` and `line delete` write it; you may edit it by hand and run `twnode \
+reload`. Every key: the README's \"Configuration file\" section and \
+packaging/twnode.toml.example.";
+
+/// twnode: userspace point-to-point tunnels (WireGuard, IP tunnels) on TUN devices,
+/// stackable into multi-hop relays. Run `twnode daemon` (or the systemd unit), then
+/// create lines.
 #[derive(Debug, Parser)]
-#[command(name = "twnode", version, about, long_about = None)]
+#[command(name = "twnode", version, about, long_about = LONG_ABOUT)]
 pub struct Cli {
     /// Configuration file [default: /etc/twnode/twnode.toml]
     #[arg(long, global = true, env = "TWNODE_CONFIG", value_name = "PATH")]
@@ -88,6 +107,7 @@ enum LineCommand {
     },
     /// Show one line in detail (state, endpoint, keys' public halves, counters)
     Show {
+        /// The line's name, as `twnode line list` shows it
         name: String,
         /// Machine-readable output
         #[arg(long)]
@@ -98,9 +118,13 @@ enum LineCommand {
         xfrm: bool,
     },
     /// Print the command that creates this line's other end (server lines)
-    ShowPeer { name: String },
+    ShowPeer {
+        /// The line's name, as `twnode line list` shows it
+        name: String,
+    },
     /// Take a line down and remove it from the config
     Delete {
+        /// The line's name, as `twnode line list` shows it
         name: String,
         /// Also delete the lines stacked on this one
         #[arg(long)]
@@ -309,17 +333,33 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", key.public_key());
             Ok(())
         }
-        Command::Reload => {
-            let r = call(&cli, Request::Reload)?;
-            if let Response::Reloaded { stopped, started } = r {
+        Command::Reload => match call(&cli, Request::Reload)? {
+            Response::Reloaded {
+                stopped,
+                started,
+                not_up,
+            } => {
                 println!(
                     "reloaded: {} line(s) stopped, {} started",
                     stopped.len(),
                     started.len()
                 );
+                if not_up.is_empty() {
+                    return Ok(());
+                }
+                let lines: Vec<String> = not_up
+                    .iter()
+                    .map(|l| format!("{}: {}", l.name, l.reason))
+                    .collect();
+                bail!(
+                    "reloaded, but {} line(s) did not come up (the daemon keeps trying; \
+                     `twnode line show NAME` follows them): {}",
+                    not_up.len(),
+                    lines.join("; ")
+                )
             }
-            Ok(())
-        }
+            other => bail!("unexpected answer from the daemon: {other:?}"),
+        },
         Command::Line(cmd) => line(&cli, cmd),
         Command::Policy(cmd) => policy::run(&cli, cmd),
         Command::Status { json } => policy::status(&cli, *json),
@@ -517,6 +557,7 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                              a trusted channel and do not store it where others can read it."
                         );
                     }
+                    eprintln!("# On the peer, {}.", p.parent_hint());
                     println!("{p}");
                     Ok(())
                 }
@@ -549,5 +590,45 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
             }
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Issue 22, item 8: `--help` says which commands need the daemon and where the
+    /// lines are kept, in what format.
+    #[test]
+    fn help_says_a_daemon_is_needed_and_where_the_toml_config_is() {
+        let help = Cli::command().render_long_help().to_string();
+        for said in [
+            "talk to a running daemon",
+            "systemctl start twnode",
+            "twnode daemon",
+            "/etc/twnode/twnode.toml",
+            "TOML, one [[line]] table per line",
+            "packaging/twnode.toml.example",
+        ] {
+            assert!(help.contains(said), "{said:?} not in:\n{help}");
+        }
+    }
+
+    /// Issue 22, item 8: every line name argument says what it is.
+    #[test]
+    fn line_name_arguments_are_described() {
+        let mut cli = Cli::command();
+        let line = cli.find_subcommand_mut("line").expect("line");
+        for sub in ["show", "show-peer", "delete"] {
+            let cmd = line.find_subcommand_mut(sub).expect(sub);
+            let name = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == "name")
+                .expect("a name argument");
+            let help = name.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(help.contains("line's name"), "{sub}: {help:?}");
+        }
     }
 }

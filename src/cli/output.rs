@@ -77,7 +77,7 @@ pub fn created(c: &Created) {
     if let Some(p) = &c.peer {
         println!();
         println!("[Peer command]");
-        println!("Run this on the peer (replace <parent> with its interface toward this host).");
+        println!("Run this on the peer; {}.", p.parent_hint());
         if p.private_key.is_some() {
             println!("It carries the peer's private key: send it over a trusted channel.");
         } else if p.secret {

@@ -31,6 +31,56 @@ pub struct IpTunnel {
     /// device instead of the raw socket (`--af-xdp`): past the kernel's routing,
     /// netfilter and qdisc on this host. A choice of this host, not mirrored to the peer.
     pub af_xdp: bool,
+    /// How the GRE keys were written, so they are printed and stored as typed.
+    pub key_spelling: KeySpelling,
+}
+
+/// Whether each GRE key was written as a dotted quad (`1.2.3.4`) rather than a number,
+/// so `line show`, the peer command and the config file give it back that way.
+///
+/// A spelling, not a setting: two lines that differ only here are equal (the derived
+/// `PartialEq` of [`IpTunnel`] goes through this type's), so rewriting `16909060` as
+/// `"1.2.3.4"` in the file restarts nothing on reload.
+#[derive(Debug, Clone, Copy, Default, Eq)]
+pub struct KeySpelling {
+    /// `ikey` was a dotted quad.
+    pub ikey_dotted: bool,
+    /// `okey` was a dotted quad.
+    pub okey_dotted: bool,
+}
+
+impl PartialEq for KeySpelling {
+    fn eq(&self, _: &KeySpelling) -> bool {
+        true
+    }
+}
+
+impl KeySpelling {
+    /// The spelling of each key as given (a dotted quad is a text holding a dot).
+    pub fn of(ikey: Option<&IntOrText>, okey: Option<&IntOrText>) -> KeySpelling {
+        let dotted =
+            |k: Option<&IntOrText>| matches!(k, Some(IntOrText::Text(t)) if t.contains('.'));
+        KeySpelling {
+            ikey_dotted: dotted(ikey),
+            okey_dotted: dotted(okey),
+        }
+    }
+
+    fn mirrored(self) -> KeySpelling {
+        KeySpelling {
+            ikey_dotted: self.okey_dotted,
+            okey_dotted: self.ikey_dotted,
+        }
+    }
+}
+
+/// A GRE key as written: a dotted quad or a number.
+fn key_text(k: Key, dotted: bool) -> String {
+    if dotted {
+        std::net::Ipv4Addr::from(k.0).to_string()
+    } else {
+        k.0.to_string()
+    }
 }
 
 impl IpTunnel {
@@ -45,6 +95,7 @@ impl IpTunnel {
             keepalive: None,
             esp: None,
             af_xdp: false,
+            key_spelling: KeySpelling::default(),
         }
     }
 
@@ -53,6 +104,7 @@ impl IpTunnel {
         IpTunnel {
             gre: self.gre.mirrored(),
             af_xdp: false,
+            key_spelling: self.key_spelling.mirrored(),
             ..*self
         }
     }
@@ -86,8 +138,8 @@ impl IpTunnel {
             "--key",
             "--ikey",
             "--okey",
-            g.ikey.map(|k| k.0.to_string()),
-            g.okey.map(|k| k.0.to_string()),
+            g.ikey.map(|k| key_text(k, self.key_spelling.ikey_dotted)),
+            g.okey.map(|k| key_text(k, self.key_spelling.okey_dotted)),
         );
         pair("--seq", "--iseq", "--oseq", flag(g.iseq), flag(g.oseq));
         pair("--csum", "--icsum", "--ocsum", flag(g.icsum), flag(g.ocsum));
@@ -136,10 +188,15 @@ impl IpTunnel {
     }
 
     pub(super) fn to_raw(self) -> Option<RawIpTunnel> {
-        let key = |k: Option<Key>| k.map(|k| IntOrText::Int(i64::from(k.0)));
+        let key = |k: Option<Key>, dotted: bool| {
+            k.map(|k| match dotted {
+                true => IntOrText::Text(key_text(k, true)),
+                false => IntOrText::Int(i64::from(k.0)),
+            })
+        };
         let raw = RawIpTunnel {
-            ikey: key(self.gre.ikey),
-            okey: key(self.gre.okey),
+            ikey: key(self.gre.ikey, self.key_spelling.ikey_dotted),
+            okey: key(self.gre.okey, self.key_spelling.okey_dotted),
             iseq: self.gre.iseq,
             oseq: self.gre.oseq,
             icsum: self.gre.icsum,
@@ -304,13 +361,14 @@ mod test {
     fn peer_options_mirror_keys_sequence_and_checksums() {
         let c = cfg(GRE_TOML).unwrap();
         let g = c.lines[0].ip_tunnel().unwrap();
+        // The file writes ikey as "0.0.0.7": it comes back in that spelling.
         assert_eq!(
             g.cli_options().join(" "),
-            "--ikey 7 --okey 8 --iseq --ocsum --tos 0x28 --keepalive 5,2"
+            "--ikey 0.0.0.7 --okey 8 --iseq --ocsum --tos 0x28 --keepalive 5,2"
         );
         assert_eq!(
             g.mirrored().cli_options().join(" "),
-            "--ikey 8 --okey 7 --oseq --icsum --tos 0x28 --keepalive 5,2"
+            "--ikey 8 --okey 0.0.0.7 --oseq --icsum --tos 0x28 --keepalive 5,2"
         );
         let mut both = IpTunnel::new(TunnelType::Gre6);
         both.gre.ikey = Some(Key(3));
@@ -319,5 +377,33 @@ mod test {
         both.gre.oseq = true;
         both.ttl = Ttl::Fixed(9);
         assert_eq!(both.cli_options().join(" "), "--key 3 --seq --ttl 9");
+    }
+
+    /// Issue 22, item 8: a key typed as a dotted quad comes back as one (in `line
+    /// show`, the peer command and the file), not as the number it stands for; the
+    /// spelling alone is no change.
+    #[test]
+    fn a_dotted_quad_key_is_given_back_as_typed() {
+        let text = GRE_TOML
+            .replace("ikey = \"0.0.0.7\"", "ikey = \"1.2.3.4\"")
+            .replace("okey = 8", "okey = \"1.2.3.4\"");
+        let c = cfg(&text).unwrap();
+        let g = c.lines[0].ip_tunnel().unwrap();
+        assert_eq!(g.gre.okey, Some(Key(16909060)));
+        assert!(g.cli_options().join(" ").starts_with("--key 1.2.3.4 "));
+        assert!(g
+            .mirrored()
+            .cli_options()
+            .join(" ")
+            .starts_with("--key 1.2.3.4 "));
+        let written = c.to_toml();
+        assert!(written.contains("ikey = \"1.2.3.4\""), "{written}");
+        assert!(written.contains("okey = \"1.2.3.4\""), "{written}");
+        assert_eq!(cfg(&written).unwrap(), c);
+        // The number it stands for is the same setting.
+        let numeric = cfg(&text.replace("\"1.2.3.4\"", "16909060")).unwrap();
+        assert_eq!(numeric, c);
+        let n = numeric.lines[0].ip_tunnel().unwrap();
+        assert!(n.cli_options().join(" ").starts_with("--key 16909060 "));
     }
 }

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::esp::{parse_cipher, Esp, EspKey};
-use super::iptunnel::{keepalive, parse_key, parse_tos, parse_ttl, IpTunnel};
+use super::iptunnel::{keepalive, parse_key, parse_tos, parse_ttl, IpTunnel, KeySpelling};
 use super::model::{Config, Line, LineKind, WireGuard, DEFAULT_KEEPALIVE, IPSEC, SUPPORTED_TYPES};
 use super::names::{seconds, LineName, Mode, Mtu, Port};
 use super::policy::Reader;
@@ -350,6 +350,7 @@ fn convert_ip_tunnel(
         pmtudisc: raw.pmtudisc.unwrap_or(true),
         keepalive,
         af_xdp: raw.af_xdp,
+        key_spelling: KeySpelling::of(raw.ikey.as_ref(), raw.okey.as_ref()),
     })
 }
 

@@ -164,7 +164,7 @@ pub enum Response {
         lines: Vec<LineStatus>,
     },
     /// Answer to [`Request::ShowLine`].
-    Line(LineStatus),
+    Line(Box<LineStatus>),
     /// Answer to [`Request::ShowPeer`].
     Peer(PeerCommand),
     /// Answer to [`Request::ShowXfrm`]: shell commands, one per entry. Secret.
@@ -173,18 +173,24 @@ pub enum Response {
         commands: Vec<String>,
     },
     /// Answer to [`Request::CreateLine`].
-    Created(Created),
+    Created(Box<Created>),
     /// Answer to [`Request::DeleteLine`].
     Deleted {
         /// Lines removed, children first.
         names: Vec<String>,
     },
-    /// Answer to [`Request::Reload`].
+    /// Answer to [`Request::Reload`]: the new configuration is in force, and these lines
+    /// changed.
     Reloaded {
         /// Lines stopped.
         stopped: Vec<String>,
-        /// Lines started.
+        /// Lines (re)started that came up.
         started: Vec<String>,
+        /// Lines the reload (re)started that did not come up, and why; the daemon keeps
+        /// trying them. Absent when empty, so an older `twnode` reads every other
+        /// answer as before.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        not_up: Vec<NotUp>,
     },
     /// Answer to `policy list`.
     Policy(PolicyStatus),
@@ -205,6 +211,13 @@ pub enum Response {
         /// One line: what is wrong and what to do.
         message: String,
     },
+}
+
+/// A line that did not come up, and why (as `line show` says).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NotUp {
+    pub name: String,
+    pub reason: String,
 }
 
 /// Who the daemon is.
@@ -358,6 +371,41 @@ pub struct PeerCommand {
     /// The options carry secret keys (an encrypted line's `--enc-key`/`--auth-key`).
     #[serde(default)]
     pub secret: bool,
+    /// Our line runs over a line (not an interface): which one, so the peer knows to
+    /// put its own line toward us for `<parent>`. Absent for a line on an interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_line: Option<ParentLine>,
+}
+
+/// The line ours runs over, as the peer command's hint names it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ParentLine {
+    /// Our parent line.
+    pub name: String,
+    /// Our peer sits beyond the parent line's far end (a relay), so its own parent is
+    /// not the far end of that very line but its line toward the relay.
+    pub relay: bool,
+}
+
+impl PeerCommand {
+    /// What the peer puts for `<parent>`, in words (the peer command's note).
+    pub fn parent_hint(&self) -> String {
+        match &self.parent_line {
+            None => "replace <parent> with the peer's interface toward this host (e.g. eth0)"
+                .to_string(),
+            Some(ParentLine { name, relay: false }) => format!(
+                "replace <parent> with the peer's line toward this host: its end of line \
+                 {name} (also named {name} if it was made from this host's peer command), \
+                 not an interface"
+            ),
+            Some(ParentLine { name, relay: true }) => format!(
+                "replace <parent> with the peer's line toward this host: the line over which \
+                 it reaches {} (this host reaches the peer through line {name}'s far end), \
+                 not an interface",
+                self.peer_ip
+            ),
+        }
+    }
 }
 
 impl fmt::Debug for PeerCommand {
@@ -373,6 +421,7 @@ impl fmt::Debug for PeerCommand {
             .field("peer_port", &self.peer_port)
             .field("options", &RedactedOptions(&self.options))
             .field("secret", &self.secret)
+            .field("parent_line", &self.parent_line)
             .finish()
     }
 }
@@ -522,6 +571,7 @@ mod test {
             peer_port: Some(51820),
             options: Vec::new(),
             secret: true,
+            parent_line: None,
         };
         let debug = format!("{:?}", Response::Peer(peer));
         assert!(
@@ -542,6 +592,7 @@ mod test {
                 .map(String::from)
                 .to_vec(),
             secret: true,
+            parent_line: None,
         };
         let debug = format!("{peer:?}");
         assert!(
@@ -579,6 +630,7 @@ mod test {
             peer_port: Some(51820),
             options: Vec::new(),
             secret: true,
+            parent_line: None,
         };
         let s = p.to_string();
         assert!(s.starts_with(
@@ -601,12 +653,57 @@ mod test {
             peer_port: None,
             secret: false,
             options: vec!["--ikey".into(), "2".into(), "--okey".into(), "1".into()],
+            parent_line: None,
         };
         assert_eq!(
             p.to_string(),
             "twnode line create <parent> 203.0.113.10 10.0.0.1 10.0.0.2 gre1 --type gre \
              --ikey 2 --okey 1"
         );
+    }
+
+    /// Issue 22, item 8: a child line's peer puts its own line toward this host for
+    /// `<parent>`, not "its interface".
+    #[test]
+    fn the_parent_hint_names_an_interface_or_the_peers_line() {
+        let mut p = PeerCommand {
+            peer_ip: "10.0.0.1".parse().unwrap(),
+            peer_vip: "172.16.0.1".parse().unwrap(),
+            local_vip: "172.16.0.2".parse().unwrap(),
+            name: "tunnel_secure".into(),
+            kind: "wireguard".into(),
+            private_key: None,
+            peer_pubkey: None,
+            peer_port: None,
+            options: Vec::new(),
+            secret: false,
+            parent_line: None,
+        };
+        assert!(p
+            .parent_hint()
+            .contains("the peer's interface toward this host"));
+        p.parent_line = Some(ParentLine {
+            name: "tunnel_base".into(),
+            relay: false,
+        });
+        let hint = p.parent_hint();
+        assert!(
+            hint.starts_with("replace <parent> with the peer's line toward this host")
+                && hint.contains("its end of line tunnel_base")
+                && !hint.contains("its interface"),
+            "{hint}"
+        );
+        p.parent_line = Some(ParentLine {
+            name: "tunnel_ab".into(),
+            relay: true,
+        });
+        let hint = p.parent_hint();
+        assert!(
+            hint.contains("the line over which it reaches 10.0.0.1") && hint.contains("tunnel_ab"),
+            "{hint}"
+        );
+        // The hint is a note beside the command, never part of it.
+        assert!(!p.to_string().contains("replace"));
     }
 
     #[test]

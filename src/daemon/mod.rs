@@ -7,11 +7,14 @@
 //! The supervisor's jobs, one file each: the life of lines ([`supervisor`]), control
 //! requests (`requests`), status views (`status`), the host objects lines install
 //! (`objects`), following parents and next hops (`follow`), restart back-off
-//! (`restarts`), policy groups and health probes (`policy`, `policy_requests`, on their
-//! own clock: every probe interval); refusals are [`RequestError`]s.
+//! (`restarts`), policy groups (`policy`, `policy_requests`) and their exits' health
+//! probes (`health`), on their own clock: every probe interval; refusals are
+//! [`RequestError`]s.
 
 mod error;
 mod follow;
+mod health;
+pub mod lock;
 mod objects;
 mod policy;
 mod policy_requests;
@@ -69,12 +72,20 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    /// Another daemon owns this network namespace's objects (or the lock could not be
+    /// taken); nothing was touched.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    // First of all: a second daemon must not purge the running one's rules and routes
+    // (its traffic would leave in clear), nor replace its control socket.
+    let lock = lock::HostLock::acquire()?;
     let config = config::load(&opts.config)?;
-    info!(config = %opts.config.display(), lines = config.lines.len(), "twnode starting");
+    info!(config = %opts.config.display(), lines = config.lines.len(), lock = lock.name(),
+          "twnode starting");
     privileges::log_dropped();
     let host = Netlink::connect()?;
     match host.purge_stale().await {
@@ -143,6 +154,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let _ = serving.await;
     sup.shutdown().await;
     info!("twnode stopped; everything it created is removed");
+    drop(lock);
     Ok(())
 }
 

@@ -7,8 +7,14 @@
 //! rolling back a bring-up that failed midway) removes exactly that, last installed
 //! first. Rules are shared by lines and reference-counted ([`SharedRules`]): the last
 //! line using one removes it, and a rule that existed before twnode is never removed.
+//!
+//! What someone else removes (`ip rule del`, `ip route del ... table 80`, `ip addr
+//! del`, a second daemon's purge) is put back within a pass ([`Supervisor::repair`]):
+//! without its rules and routes a line's traffic would leave on the default route, in
+//! clear, while the line still looked up. The check costs one dump of the addresses,
+//! and one of the routes and of the rules per IP family in use, per pass.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tracing::warn;
 
@@ -89,6 +95,22 @@ impl SharedRules {
         }
     }
 
+    /// The rules some running line holds.
+    fn held(&self) -> impl Iterator<Item = &Rule> {
+        self.rules
+            .iter()
+            .filter(|(_, u)| u.count > 0)
+            .map(|(rule, _)| rule)
+    }
+
+    /// `rule` was put back by twnode after someone removed it: the last line to let it
+    /// go removes it, even if it predated twnode.
+    fn reinstalled(&mut self, rule: &Rule) {
+        if let Some(u) = self.rules.get_mut(rule) {
+            u.preexisting = false;
+        }
+    }
+
     /// How many running lines hold `rule` (0 when none).
     #[cfg(test)]
     pub fn users(&self, rule: &Rule) -> usize {
@@ -96,7 +118,130 @@ impl SharedRules {
     }
 }
 
+/// The objects a repair could not put back, so each failure is logged once, not every
+/// pass.
+#[derive(Debug, Default)]
+pub(super) struct Unrepaired(HashSet<String>);
+
+impl Unrepaired {
+    /// Records the objects that failed this pass; returns those that did not fail the
+    /// pass before (the ones to log).
+    fn update<'a>(&mut self, failed: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        let now: Vec<&str> = failed.into_iter().collect();
+        let new = now
+            .iter()
+            .copied()
+            .filter(|w| !self.0.contains(*w))
+            .collect();
+        self.0 = now.into_iter().map(str::to_string).collect();
+        new
+    }
+
+    /// How many objects are missing still.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 impl<H: Host, D: Dataplane> Supervisor<H, D> {
+    /// Puts back the addresses, routes and rules of running lines that are no longer on
+    /// the host, and logs each. Leaves [`Supervisor::pass_addrs`] holding the host's
+    /// addresses, so the rest of the pass need not dump them again. A dump that fails
+    /// skips the check until the next pass.
+    pub(super) async fn repair(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        let families: Vec<Family> = [Family::V4, Family::V6]
+            .into_iter()
+            .filter(|f| {
+                self.running
+                    .values()
+                    .any(|r| Family::of(r.line.local_vip) == *f || Family::of(r.line.peer_ip) == *f)
+            })
+            .collect();
+        let mut failed = Vec::new();
+
+        // Addresses first: a route whose source address is missing cannot be added (and
+        // the kernel drops IPv4 routes with the address they name as source).
+        let Ok(mut addrs) = self.host.all_addrs().await else {
+            return;
+        };
+        let missing: Vec<_> = self
+            .running
+            .values()
+            .map(|r| (r.line.name.clone(), r.dataplane.ifindex(), r.line.local_vip))
+            .filter(|(_, ifindex, vip)| !addrs.contains(&(*ifindex, *vip)))
+            .collect();
+        for (name, ifindex, vip) in missing {
+            let prefix = Family::of(vip).max_prefix();
+            match self.host.add_addr(ifindex, vip, prefix).await {
+                Ok(()) => {
+                    warn!(line = %name, address = %vip,
+                          "the line's VIP was removed from its device by someone else; put back");
+                    addrs.push((ifindex, vip));
+                }
+                // Back already (or the dump was older than the add): nothing to do.
+                Err(NetError::Exists { .. }) => addrs.push((ifindex, vip)),
+                Err(e) => failed.push((name.to_string(), format!("address {vip}"), e)),
+            }
+        }
+        self.pass_addrs = Some(addrs);
+
+        if let Ok(routes) = self.host.twnode_routes(net::VIP_TABLE, &families).await {
+            let missing: Vec<(String, Route)> = self
+                .running
+                .values()
+                .flat_map(|r| {
+                    r.installed.iter().filter_map(|o| match o {
+                        Installed::Route(route) => Some((r.line.name.to_string(), route.clone())),
+                        Installed::Rule(_) => None,
+                    })
+                })
+                .filter(|(_, route)| !routes.contains(route))
+                .collect();
+            for (name, route) in missing {
+                match self.host.add_route(&route).await {
+                    Ok(()) => {
+                        warn!(line = %name, %route, "the line's route was removed by someone else; put back");
+                    }
+                    Err(NetError::Exists { .. }) => {}
+                    Err(e) => failed.push((name, route.to_string(), e)),
+                }
+            }
+        }
+
+        if let Ok(rules) = self.host.twnode_rules(&families).await {
+            let missing: Vec<Rule> = self
+                .rules
+                .held()
+                .filter(|rule| !rules.contains(rule))
+                .cloned()
+                .collect();
+            for rule in missing {
+                match self.host.add_rule(&rule).await {
+                    Ok(()) => {
+                        self.rules.reinstalled(&rule);
+                        warn!(%rule, "a rule the lines need was removed by someone else; put back");
+                    }
+                    Err(NetError::Exists { .. }) => {}
+                    Err(e) => failed.push(("(shared)".to_string(), rule.to_string(), e)),
+                }
+            }
+        }
+
+        let new = self
+            .unrepaired
+            .update(failed.iter().map(|(_, what, _)| what.as_str()));
+        for (line, what, e) in &failed {
+            if new.contains(&what.as_str()) {
+                warn!(line = %line, object = %what, error = %e,
+                      "could not put back a host object someone removed; trying again every pass");
+            }
+        }
+    }
+
     /// Addresses, routes and rules of a running line. On an error, what was installed
     /// so far is recorded on `r` for [`Self::uninstall`] to remove.
     pub(super) async fn install(

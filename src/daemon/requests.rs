@@ -15,7 +15,9 @@ use super::error::RequestError;
 use super::supervisor::Supervisor;
 use crate::config::model::IpTunnel;
 use crate::config::{self, Line, LineKind, Mode};
-use crate::control::{Created, DaemonStatus, LineSpec, PeerCommand, Request, Response};
+use crate::control::{
+    Created, DaemonStatus, LineSpec, NotUp, ParentLine, PeerCommand, Request, Response,
+};
 use crate::dataplane::{setup, Dataplane};
 use crate::net::Host;
 
@@ -37,12 +39,17 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                     .map(|l| self.status(l))
                     .collect(),
             }),
-            Request::ShowLine { name } => self.known(&name).map(|l| Response::Line(self.status(l))),
+            Request::ShowLine { name } => self
+                .known(&name)
+                .map(|l| Response::Line(Box::new(self.status(l)))),
             Request::ShowPeer { name } => self.show_peer(&name).await.map(Response::Peer),
             Request::ShowXfrm { name } => self
                 .show_xfrm(&name)
                 .map(|commands| Response::Xfrm { commands }),
-            Request::CreateLine(spec) => self.create(*spec).await.map(Response::Created),
+            Request::CreateLine(spec) => self
+                .create(*spec)
+                .await
+                .map(|c| Response::Created(Box::new(c))),
             Request::DeleteLine {
                 name,
                 cascade,
@@ -51,10 +58,11 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                 .delete(&name, cascade, force)
                 .await
                 .map(|names| Response::Deleted { names }),
-            Request::Reload => self
-                .reload()
-                .await
-                .map(|(stopped, started)| Response::Reloaded { stopped, started }),
+            Request::Reload => self.reload().await.map(|r| Response::Reloaded {
+                stopped: r.stopped,
+                started: r.started,
+                not_up: r.not_up,
+            }),
             Request::Policy(p) => self.policy_request(p).await,
             Request::SetCost { line, cost } => self.set_cost(&line, cost).await,
             Request::NodeStatus => Ok(Response::NodeStatus(self.node_status())),
@@ -75,8 +83,9 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
     }
 
     /// Re-reads the config file and applies the difference. A config that does not load
-    /// changes nothing.
-    pub async fn reload(&mut self) -> Result<(Vec<String>, Vec<String>), RequestError> {
+    /// changes nothing; one that does is in force even if some of the lines it (re)starts
+    /// cannot come up: those are reported (and logged), and retried every pass.
+    pub async fn reload(&mut self) -> Result<Reloaded, RequestError> {
         let new = config::load(&self.config_path).map_err(|e| {
             let e = RequestError::ReloadRefused(e);
             warn!("{e}");
@@ -100,11 +109,30 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         }
         self.config = new;
         self.reconcile().await;
-        info!(stopped = ?diff.stop, started = ?diff.start, "configuration reloaded");
-        Ok((
-            diff.stop.iter().map(|n| n.to_string()).collect(),
-            diff.start.iter().map(|n| n.to_string()).collect(),
-        ))
+        let (up, down): (Vec<_>, Vec<_>) = diff
+            .start
+            .iter()
+            .partition(|n| self.running.contains_key(*n));
+        let not_up: Vec<NotUp> = down
+            .into_iter()
+            .map(|n| NotUp {
+                name: n.to_string(),
+                reason: self
+                    .failed
+                    .get(n)
+                    .map_or_else(|| "starting".to_string(), |f| f.reason.clone()),
+            })
+            .collect();
+        info!(stopped = ?diff.stop, started = ?up, "configuration reloaded");
+        for line in &not_up {
+            warn!(line = %line.name, reason = %line.reason,
+                  "reloaded, but the line did not come up; retrying");
+        }
+        Ok(Reloaded {
+            stopped: diff.stop.iter().map(|n| n.to_string()).collect(),
+            started: up.iter().map(|n| n.to_string()).collect(),
+            not_up,
+        })
     }
 
     /// Refuses to write the config file over hand edits the daemon has not loaded: the
@@ -233,7 +261,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                 .map(|m| vec!["--mtu".to_string(), m.get().to_string()])
                 .unwrap_or_default(),
             secret: true,
-            ..seen_from_the_peer(line, local_ip)
+            ..self.seen_from_the_peer(line, local_ip)
         })
     }
 
@@ -306,8 +334,30 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         Ok(PeerCommand {
             options,
             secret: t.esp.is_some(),
-            ..seen_from_the_peer(line, local_ip)
+            ..self.seen_from_the_peer(line, local_ip)
         })
+    }
+
+    /// The peer command's common part: the same line with the addresses swapped (our
+    /// underlay address `local_ip` is the peer's `peer_ip`), no keys and no options;
+    /// for a line on a line, which one (the peer's `<parent>` is a line too).
+    fn seen_from_the_peer(&self, line: &Line, local_ip: IpAddr) -> PeerCommand {
+        PeerCommand {
+            peer_ip: local_ip,
+            peer_vip: line.local_vip,
+            local_vip: line.peer_vip,
+            name: line.name.to_string(),
+            kind: line.kind.type_name().to_string(),
+            private_key: None,
+            peer_pubkey: None,
+            peer_port: None,
+            options: Vec::new(),
+            secret: false,
+            parent_line: self.config.line(line.parent.as_str()).map(|p| ParentLine {
+                name: p.name.to_string(),
+                relay: p.peer_vip != line.peer_ip,
+            }),
+        }
     }
 
     /// The underlay address a running line uses, or why it is not known.
@@ -326,19 +376,13 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
     }
 }
 
-/// The peer command's common part: the same line with the addresses swapped (our
-/// underlay address `local_ip` is the peer's `peer_ip`), no keys and no options.
-fn seen_from_the_peer(line: &Line, local_ip: IpAddr) -> PeerCommand {
-    PeerCommand {
-        peer_ip: local_ip,
-        peer_vip: line.local_vip,
-        local_vip: line.peer_vip,
-        name: line.name.to_string(),
-        kind: line.kind.type_name().to_string(),
-        private_key: None,
-        peer_pubkey: None,
-        peer_port: None,
-        options: Vec::new(),
-        secret: false,
-    }
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Lines stopped (removed, changed, or below a changed line).
+    pub stopped: Vec<String>,
+    /// Lines (re)started that came up.
+    pub started: Vec<String>,
+    /// Lines (re)started that did not come up, and why.
+    pub not_up: Vec<NotUp>,
 }

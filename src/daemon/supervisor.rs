@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use super::objects::{Installed, SharedRules};
+use super::objects::{Installed, SharedRules, Unrepaired};
 use super::policy::PolicyState;
 use super::restarts::Restarts;
 use crate::config::{self, Config, Line, LineKind, LineName, Mode, WireGuard};
@@ -82,6 +82,8 @@ pub struct Supervisor<H: Host = Netlink, D: Dataplane = Devices> {
     restarts: Restarts,
     /// Policy groups on the host, their exits' health, failover events (`policy.rs`).
     pub(super) policy: PolicyState,
+    /// Host objects the last repair could not put back (each logged once).
+    pub(super) unrepaired: Unrepaired,
 }
 
 impl<H: Host, D: Dataplane> Supervisor<H, D> {
@@ -100,6 +102,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             pass_addrs: None,
             restarts: Restarts::default(),
             policy: PolicyState::default(),
+            unrepaired: Unrepaired::default(),
         }
     }
 
@@ -123,10 +126,11 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
     /// [`Self::reconcile`] at `now` (restart delays are counted from it).
     pub(super) async fn reconcile_at(&mut self, now: Instant) {
         self.restart_stopped_paths(now).await;
+        self.repair().await;
         self.follow_parent_mtus().await;
         self.follow_next_hops(None).await;
         let order: Vec<Line> = self.config.ordered().into_iter().cloned().collect();
-        if order.iter().any(|l| !self.running.contains_key(&l.name)) {
+        if self.pass_addrs.is_none() && order.iter().any(|l| !self.running.contains_key(&l.name)) {
             self.pass_addrs = self.host.all_addrs().await.ok();
         }
         let config = &self.config;

@@ -786,7 +786,9 @@ async fn keepalive(io: Arc<LineIo>) {
         }
         if liveness != was {
             match liveness {
-                Some(Liveness::Up) => info!(line = %io.name, "keepalive replies arrive, line up"),
+                Some(Liveness::Up) => {
+                    info!(line = %io.name, "the peer answers (its traffic or a keepalive reply), line up")
+                }
                 Some(Liveness::Down) => {
                     warn!(line = %io.name, "keepalive probes unanswered, line down")
                 }

@@ -163,6 +163,45 @@ pub enum NetError {
         source: Box<rtnetlink::Error>,
     },
 
+    /// The kernel did not answer within [`super::REQUEST_TIMEOUT`]: the connection was
+    /// closed, and requests fail at once for a moment before it is re-opened.
+    #[error(
+        "no answer from the kernel within {} s to {op} {object}; the netlink connection \
+         is re-opened and the request tried again later",
+        super::REQUEST_TIMEOUT.as_secs()
+    )]
+    Timeout {
+        /// What the request did ("add", "delete", ...).
+        op: &'static str,
+        /// What it was about.
+        object: Object,
+    },
+
+    /// A request a moment ago got no answer; until the connection is re-opened, requests
+    /// fail at once instead of each waiting out its own timeout.
+    #[error(
+        "cannot {op} {object}: netlink stopped answering a moment ago; the connection is \
+         re-opened in {retry_in_ms} ms and the request tried again later"
+    )]
+    Unavailable {
+        /// What the request would have done.
+        op: &'static str,
+        /// What it was about.
+        object: Object,
+        /// When requests go through again.
+        retry_in_ms: u64,
+    },
+
+    /// The connection died while the request was in flight, so its answer (a dump, a
+    /// confirmation) cannot be trusted; the next request re-opens it.
+    #[error("the netlink connection was lost during the request to {op} {object}; it is re-opened for the next request")]
+    Lost {
+        /// What the request did.
+        op: &'static str,
+        /// What it was about.
+        object: Object,
+    },
+
     /// A kernel reply lacked an attribute it always carries (for instance IFLA_MTU).
     #[error("kernel reply about {object} has no {attribute}")]
     MissingAttribute {

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 
-use super::{NetError, Netlink, NextHop, PolicyRoute, PolicyRule, Route, Rule};
+use super::{Family, NetError, Netlink, NextHop, PolicyRoute, PolicyRule, Route, Rule};
 
 /// The host side as the daemon sees it: links, addresses, routes and rules.
 pub trait Host {
@@ -54,6 +54,20 @@ pub trait Host {
     /// Whether twnode's rule is installed.
     fn rule_exists(&self, rule: &Rule) -> impl Future<Output = Result<bool, NetError>> + Send;
 
+    /// twnode's routes (protocol 116) in `table`, of `families`, as the host has them.
+    fn twnode_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<Route>, NetError>> + Send;
+
+    /// twnode's rules (protocol 116, of the form it installs), of `families`, as the
+    /// host has them.
+    fn twnode_rules(
+        &self,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<Rule>, NetError>> + Send;
+
     /// The Ethernet next hop from `src` to `dst` for each `(dst, src)`, or why there is
     /// none.
     fn next_hops(
@@ -85,6 +99,13 @@ pub trait Host {
         &self,
         rule: &PolicyRule,
     ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// twnode's policy group rules (protocol 116, with a source, an input interface or
+    /// neither) in the lists of `families`, as the host has them.
+    fn twnode_policy_rules(
+        &self,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<PolicyRule>, NetError>> + Send;
 
     /// Sets the IPv4 and IPv6 multipath hash policies (`fib_multipath_hash_policy`);
     /// returns what they were.
@@ -143,6 +164,21 @@ impl Host for Netlink {
         Netlink::rule_exists(self, rule)
     }
 
+    fn twnode_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<Route>, NetError>> + Send {
+        Netlink::twnode_routes(self, table, families)
+    }
+
+    fn twnode_rules(
+        &self,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<Rule>, NetError>> + Send {
+        Netlink::twnode_rules(self, families)
+    }
+
     fn next_hops(
         &self,
         pairs: &[(IpAddr, IpAddr)],
@@ -176,6 +212,13 @@ impl Host for Netlink {
         rule: &PolicyRule,
     ) -> impl Future<Output = Result<(), NetError>> + Send {
         Netlink::del_policy_rule(self, rule)
+    }
+
+    fn twnode_policy_rules(
+        &self,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<PolicyRule>, NetError>> + Send {
+        Netlink::twnode_policy_rules(self, families)
     }
 
     /// The sysctls of the namespace the daemon runs in (its netlink connection's).

@@ -9,7 +9,8 @@ use rtnetlink::packet_route::address::{
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{AddressMessageBuilder, LinkUnspec};
 
-use super::error::{classify, errno};
+use super::conn::Call;
+use super::error::errno;
 use super::{Family, LinkId, NetError, Netlink, Object};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
@@ -22,14 +23,22 @@ impl Netlink {
         if name.is_empty() || name.len() > IFNAME_MAX {
             return Ok(None);
         }
-        let object = || Object::Link(LinkId::Name(name.to_owned()));
-        let mut replies = self.handle.link().get().match_name(name).execute();
-        match replies.try_next().await {
-            Ok(Some(link)) => Ok(Some(link.header.index)),
-            Ok(None) => Ok(None),
-            Err(err) if errno(&err) == Some(libc::ENODEV) => Ok(None),
-            Err(err) => Err(classify("look up", object(), err)),
-        }
+        let call = Call::new(
+            "link_index",
+            "look up",
+            Object::Link(LinkId::Name(name.to_owned())),
+        );
+        let name = name.to_owned();
+        self.request(call, |handle| async move {
+            let mut replies = handle.link().get().match_name(name).execute();
+            match replies.try_next().await {
+                Ok(Some(link)) => Ok(Some(link.header.index)),
+                Ok(None) => Ok(None),
+                Err(err) if errno(&err) == Some(libc::ENODEV) => Ok(None),
+                Err(err) => Err(err),
+            }
+        })
+        .await
     }
 
     /// Index of the interface called `name`; [`NetError::NoSuchInterface`] naming it if
@@ -72,23 +81,21 @@ impl Netlink {
     /// Sets the interface administratively up.
     pub async fn set_link_up(&self, index: u32) -> Result<(), NetError> {
         let message = LinkUnspec::new_with_index(index).up().build();
-        self.handle
-            .link()
-            .set(message)
-            .execute()
+        let call = Call::new("set_link_up", "set up", Object::Link(LinkId::Index(index)));
+        self.request(call, |handle| handle.link().set(message).execute())
             .await
-            .map_err(|err| classify("set up", Object::Link(LinkId::Index(index)), err))
     }
 
     /// Sets the interface MTU.
     pub async fn set_link_mtu(&self, index: u32, mtu: u32) -> Result<(), NetError> {
         let message = LinkUnspec::new_with_index(index).mtu(mtu).build();
-        self.handle
-            .link()
-            .set(message)
-            .execute()
+        let call = Call::new(
+            "set_link_mtu",
+            "set the MTU of",
+            Object::Link(LinkId::Index(index)),
+        );
+        self.request(call, |handle| handle.link().set(message).execute())
             .await
-            .map_err(|err| classify("set the MTU of", Object::Link(LinkId::Index(index)), err))
     }
 
     /// Adds ADDR/prefix on the interface (IPv4 or IPv6; for IPv6 with IFA_F_NODAD so it
@@ -100,21 +107,21 @@ impl Netlink {
             prefix,
         };
         check_prefix(&object, addr, prefix)?;
-        let mut request = self.handle.address().add(index, addr, prefix);
-        if addr.is_ipv6() {
-            // Without NODAD the address stays "tentative" for a second or more and
-            // binding to it fails with EADDRNOTAVAIL; a VIP on a TUN has nobody to
-            // conflict with.
-            let message = request.message_mut();
-            message.header.flags |= AddressHeaderFlags::Nodad;
-            message
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        request
-            .execute()
-            .await
-            .map_err(|err| classify("add", object, err))
+        self.request(Call::new("add_addr", "add", object), |handle| {
+            let mut request = handle.address().add(index, addr, prefix);
+            if addr.is_ipv6() {
+                // Without NODAD the address stays "tentative" for a second or more and
+                // binding to it fails with EADDRNOTAVAIL; a VIP on a TUN has nobody to
+                // conflict with.
+                let message = request.message_mut();
+                message.header.flags |= AddressHeaderFlags::Nodad;
+                message
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            request.execute()
+        })
+        .await
     }
 
     /// Removes ADDR/prefix from the interface. An address that is not there is not an
@@ -127,35 +134,47 @@ impl Netlink {
         };
         check_prefix(&object, addr, prefix)?;
         let message = addr_message(index, addr, prefix);
-        match self.handle.address().del(message).execute().await {
-            Ok(()) => Ok(()),
-            Err(err) if errno(&err) == Some(libc::EADDRNOTAVAIL) => Ok(()),
-            Err(err) => Err(classify("delete", object, err)),
-        }
+        self.request(
+            Call::new("del_addr", "delete", object),
+            |handle| async move {
+                match handle.address().del(message).execute().await {
+                    Err(err) if errno(&err) == Some(libc::EADDRNOTAVAIL) => Ok(()),
+                    other => other,
+                }
+            },
+        )
+        .await
     }
 
     pub(super) async fn link(&self, index: u32) -> Result<LinkMessage, NetError> {
-        let object = || Object::Link(LinkId::Index(index));
-        let mut replies = self.handle.link().get().match_index(index).execute();
-        match replies.try_next().await {
-            Ok(Some(link)) => Ok(link),
-            Ok(None) => Err(NetError::NoSuchInterface {
-                link: LinkId::Index(index),
-            }),
-            Err(err) => Err(classify("look up", object(), err)),
-        }
+        let object = Object::Link(LinkId::Index(index));
+        let found = self
+            .request(Call::new("link", "look up", object), |handle| async move {
+                handle
+                    .link()
+                    .get()
+                    .match_index(index)
+                    .execute()
+                    .try_next()
+                    .await
+            })
+            .await?;
+        found.ok_or(NetError::NoSuchInterface {
+            link: LinkId::Index(index),
+        })
     }
 
     async fn dump_addrs(&self, index: Option<u32>) -> Result<Vec<(u32, IpAddr)>, NetError> {
-        let mut request = self.handle.address().get();
-        if let Some(index) = index {
-            request = request.set_link_index_filter(index);
-        }
-        let messages: Vec<AddressMessage> = request
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|err| classify("list", Object::Dump("addresses"), err))?;
+        let call = Call::new("dump_addrs", "list", Object::Dump("addresses"));
+        let messages: Vec<AddressMessage> = self
+            .request(call, |handle| {
+                let mut request = handle.address().get();
+                if let Some(index) = index {
+                    request = request.set_link_index_filter(index);
+                }
+                request.execute().try_collect()
+            })
+            .await?;
         Ok(messages
             .iter()
             .filter_map(|msg| local_addr(msg).map(|addr| (msg.header.index, addr)))

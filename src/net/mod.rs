@@ -1,9 +1,10 @@
 //! The host side: addresses, routes, rules and link attributes via netlink.
 //!
 //! [`Netlink`] is one rtnetlink connection in the network namespace of the thread that
-//! opened it. Everything twnode changes on the host goes through it; nothing here shells
-//! out to `ip`. The daemon reaches it through the [`Host`] trait, which an in-memory
-//! host also implements in the daemon's unit tests.
+//! opened it, each request bounded by a timeout and the connection re-opened when it is
+//! lost (`conn`). Everything twnode changes on the host goes through it; nothing here
+//! shells out to `ip`. The daemon reaches it through the [`Host`] trait, which an
+//! in-memory host also implements in the daemon's unit tests.
 //!
 //! Policy groups' routes and rules (`policy`) replace a route in one step, so a switch
 //! between exits never leaves a gap.
@@ -19,7 +20,10 @@
 //! - Netlink types come from `rtnetlink::packet_route`, the exact version rtnetlink
 //!   speaks.
 
+mod conn;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod host;
 mod link;
 mod nexthop;
@@ -29,9 +33,11 @@ mod rule;
 pub mod sysctl;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use rtnetlink::packet_route::AddressFamily;
 
+pub use self::conn::{current_netns, NetnsId, REOPEN_FIRST, REOPEN_MAX, REQUEST_TIMEOUT};
 pub use self::error::{LinkId, NetError, Object};
 pub use self::host::Host;
 pub use self::link::interface_name;
@@ -90,10 +96,12 @@ impl Family {
 /// A netlink route connection to the kernel.
 ///
 /// Cheap to clone; clones share the connection. The connection runs as a task on the
-/// tokio runtime `connect` was called from and ends when every clone is dropped.
+/// tokio runtime `connect` was called from and ends when every clone is dropped. Each
+/// request gets at most [`REQUEST_TIMEOUT`]; a lost connection is re-opened by the next
+/// request (see `conn`).
 #[derive(Clone)]
 pub struct Netlink {
-    handle: rtnetlink::Handle,
+    conn: Arc<conn::Connection>,
 }
 
 impl Netlink {
@@ -101,12 +109,12 @@ impl Netlink {
     /// connection task on the current tokio runtime).
     ///
     /// The socket belongs to the namespace of the calling thread at this moment; a thread
-    /// that `setns`-ed into a test namespace gets a `Netlink` for that namespace.
+    /// that `setns`-ed into a test namespace gets a `Netlink` for that namespace, and the
+    /// connection is only ever re-opened there.
     pub fn connect() -> Result<Netlink, NetError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| NetError::NoRuntime)?;
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetError::Connect)?;
-        runtime.spawn(connection);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            conn: Arc::new(conn::Connection::open()?),
+        })
     }
 
     /// Deletes every rule and route (all tables, both families) whose protocol is

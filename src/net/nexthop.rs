@@ -21,7 +21,7 @@ use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteMetric, RouteType, RouteVia,
 };
 
-use super::error::classify;
+use super::conn::Call;
 use super::{Family, NetError, Netlink, Object};
 
 /// The link-layer next hop of packets from one local address to one peer.
@@ -108,15 +108,17 @@ impl Netlink {
             }
             let family = Family::of(dst);
             if let std::collections::hash_map::Entry::Vacant(e) = neighbours.entry(family) {
+                let call = Call::new("neighbours", "list", Object::Dump("neighbours"));
                 e.insert(
-                    self.handle
-                        .neighbours()
-                        .get()
-                        .set_address_family(family.address_family())
-                        .execute()
-                        .try_collect()
-                        .await
-                        .map_err(|err| classify("list", Object::Dump("neighbours"), err))?,
+                    self.request(call, |handle| {
+                        handle
+                            .neighbours()
+                            .get()
+                            .set_address_family(family.address_family())
+                            .execute()
+                            .try_collect()
+                    })
+                    .await?,
                 );
             }
             out.push(resolve(
@@ -135,7 +137,12 @@ impl Netlink {
         dst: IpAddr,
         src: IpAddr,
     ) -> Result<Result<RouteTo, String>, NetError> {
-        let Some(route) = self.route_get(dst, Some(src)).await?.into_iter().next() else {
+        let Some(route) = self
+            .route_get("next_hops", dst, Some(src))
+            .await?
+            .into_iter()
+            .next()
+        else {
             return Ok(Err(format!("no route to {dst}")));
         };
         if route.header.kind != RouteType::Unicast {

@@ -16,7 +16,8 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 
-use super::error::{classify, errno};
+use super::conn::Call;
+use super::error::errno;
 use super::{Family, NetError, Netlink, Object, Route, RTPROT_TWNODE};
 
 /// Where a policy route sends its packets.
@@ -206,50 +207,122 @@ impl fmt::Display for PolicyRule {
     }
 }
 
+impl PolicyRule {
+    /// The policy rule a dumped rule of twnode's is, if it is of that form.
+    fn from_message(message: &RuleMessage) -> Option<PolicyRule> {
+        let header = &message.header;
+        let family = if header.family == Family::V4.address_family() {
+            Family::V4
+        } else if header.family == Family::V6.address_family() {
+            Family::V6
+        } else {
+            return None;
+        };
+        if header.action != RuleAction::ToTable || header.dst_len != 0 || header.tos != 0 {
+            return None;
+        }
+        let (mut pref, mut table) = (0, u32::from(header.table));
+        let (mut src, mut iif, mut suppress, mut ours) = (None, None, false, false);
+        for attr in &message.attributes {
+            match attr {
+                RuleAttribute::Priority(p) => pref = *p,
+                RuleAttribute::Table(t) => table = *t,
+                RuleAttribute::Source(a) => src = Some(*a),
+                RuleAttribute::Iifname(i) => iif = Some(i.clone()),
+                RuleAttribute::SuppressPrefixLen(n) => suppress = *n == 0,
+                RuleAttribute::Protocol(p) => ours = u8::from(*p) == RTPROT_TWNODE,
+                RuleAttribute::SuppressIfGroup(_) | RuleAttribute::Other(_) => {}
+                _ => return None,
+            }
+        }
+        let from = match (src, iif) {
+            (None, None) => RuleFrom::All,
+            (Some(a), None) => RuleFrom::Prefix(a, header.src_len),
+            (None, Some(i)) => RuleFrom::Iif(i),
+            (Some(_), Some(_)) => return None,
+        };
+        ours.then_some(PolicyRule {
+            pref,
+            family,
+            from,
+            table,
+            suppress_default: suppress,
+        })
+    }
+}
+
 impl Netlink {
+    /// twnode's policy rules in the lists of `families`, as the host has them now.
+    pub async fn twnode_policy_rules(
+        &self,
+        families: &[Family],
+    ) -> Result<Vec<PolicyRule>, NetError> {
+        let mut out = Vec::new();
+        for family in families {
+            let rules = self.dump_rules(*family).await?;
+            out.extend(rules.iter().filter_map(PolicyRule::from_message));
+        }
+        Ok(out)
+    }
+
     /// Installs the route, or replaces the one the table has for its destination in
     /// one step.
     pub async fn replace_route(&self, route: &PolicyRoute) -> Result<(), NetError> {
-        self.handle
-            .route()
-            .add(route.message(false))
-            .replace()
-            .execute()
-            .await
-            .map_err(|err| classify("replace", route.object(), err))
+        let message = route.message(false);
+        let call = Call::new("replace_route", "replace", route.object());
+        self.request(call, |handle| {
+            handle.route().add(message).replace().execute()
+        })
+        .await
     }
 
     /// Deletes twnode's route to the destination in the table, whatever it goes
     /// through; one already gone is not an error.
     pub async fn del_policy_route(&self, route: &PolicyRoute) -> Result<(), NetError> {
-        match self.handle.route().del(route.message(true)).execute().await {
-            Ok(()) => Ok(()),
-            Err(err) if matches!(errno(&err), Some(libc::ESRCH | libc::ENOENT | libc::ENODEV)) => {
-                Ok(())
+        let message = route.message(true);
+        let call = Call::new("del_policy_route", "delete", route.object());
+        self.request(call, |handle| async move {
+            match handle.route().del(message).execute().await {
+                Err(err)
+                    if matches!(errno(&err), Some(libc::ESRCH | libc::ENOENT | libc::ENODEV)) =>
+                {
+                    Ok(())
+                }
+                other => other,
             }
-            Err(err) => Err(classify("delete", route.object(), err)),
-        }
+        })
+        .await
     }
 
     /// Adds the rule; [`NetError::Exists`] if twnode's identical rule is there.
     pub async fn add_policy_rule(&self, rule: &PolicyRule) -> Result<(), NetError> {
         rule.validate()?;
-        let mut request = self.handle.rule().add();
-        *request.message_mut() = rule.message();
-        request
-            .execute()
-            .await
-            .map_err(|err| classify("add", Object::Policy(rule.to_string()), err))
+        let message = rule.message();
+        let call = Call::new("add_policy_rule", "add", Object::Policy(rule.to_string()));
+        self.request(call, |handle| {
+            let mut request = handle.rule().add();
+            *request.message_mut() = message;
+            request.execute()
+        })
+        .await
     }
 
     /// Deletes twnode's rule; one that is not there is not an error.
     pub async fn del_policy_rule(&self, rule: &PolicyRule) -> Result<(), NetError> {
         rule.validate()?;
-        match self.handle.rule().del(rule.message()).execute().await {
-            Ok(()) => Ok(()),
-            Err(err) if errno(&err) == Some(libc::ENOENT) => Ok(()),
-            Err(err) => Err(classify("delete", Object::Policy(rule.to_string()), err)),
-        }
+        let message = rule.message();
+        let call = Call::new(
+            "del_policy_rule",
+            "delete",
+            Object::Policy(rule.to_string()),
+        );
+        self.request(call, |handle| async move {
+            match handle.rule().del(message).execute().await {
+                Err(err) if errno(&err) == Some(libc::ENOENT) => Ok(()),
+                other => other,
+            }
+        })
+        .await
     }
 }
 
@@ -296,6 +369,38 @@ mod tests {
         assert_eq!(d.header.kind, RouteType::Unspec);
         assert_eq!(d.header.scope, RouteScope::NoWhere);
         assert!(d.attributes.contains(&RouteAttribute::Table(1000)));
+    }
+
+    #[test]
+    fn a_dumped_rule_reads_back_as_the_same_policy_rule() {
+        for from in [
+            RuleFrom::All,
+            RuleFrom::Prefix("10.1.0.0".parse().unwrap(), 16),
+            RuleFrom::Iif("lan2".into()),
+        ] {
+            for suppress_default in [false, true] {
+                let r = PolicyRule {
+                    pref: 900,
+                    family: Family::V4,
+                    from: from.clone(),
+                    table: 900,
+                    suppress_default,
+                };
+                assert_eq!(PolicyRule::from_message(&r.message()), Some(r));
+            }
+        }
+        // The kernel reports an unset suppress_prefixlength as all ones.
+        let mut m = PolicyRule {
+            pref: 100,
+            family: Family::V6,
+            from: RuleFrom::All,
+            table: 100,
+            suppress_default: false,
+        }
+        .message();
+        m.attributes
+            .push(RuleAttribute::SuppressPrefixLen(u32::MAX));
+        assert!(!PolicyRule::from_message(&m).unwrap().suppress_default);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use rtnetlink::packet_route::route::{
 };
 use rtnetlink::packet_route::AddressFamily;
 
-use super::error::{classify, errno};
+use super::conn::Call;
+use super::error::errno;
 use super::{Family, NetError, Netlink, Object, RTPROT_TWNODE};
 
 /// A device route `dst/prefix dev <oif> table <table> [src <src>]`, installed with
@@ -156,30 +157,32 @@ impl Netlink {
     /// Adds the route; [`NetError::Exists`] if the table already has one to `dst/prefix`.
     pub async fn add_route(&self, route: &Route) -> Result<(), NetError> {
         route.validate()?;
-        self.handle
-            .route()
-            .add(route.message())
-            .execute()
+        let message = route.message();
+        let call = Call::new("add_route", "add", Object::Route(route.clone()));
+        self.request(call, |handle| handle.route().add(message).execute())
             .await
-            .map_err(|err| classify("add", Object::Route(route.clone()), err))
     }
 
     /// Deletes twnode's route. A route (or its interface) that is already gone is not an
     /// error.
     pub async fn del_route(&self, route: &Route) -> Result<(), NetError> {
         route.validate()?;
-        match self.handle.route().del(route.message()).execute().await {
-            Ok(()) => Ok(()),
-            Err(err) if is_gone(&err) => Ok(()),
-            Err(err) => Err(classify("delete", Object::Route(route.clone()), err)),
-        }
+        let message = route.message();
+        let call = Call::new("del_route", "delete", Object::Route(route.clone()));
+        self.request(call, |handle| async move {
+            match handle.route().del(message).execute().await {
+                Err(err) if is_gone(&err) => Ok(()),
+                other => other,
+            }
+        })
+        .await
     }
 
     /// The path MTU the kernel learnt toward `dst` (from an ICMP fragmentation needed
     /// or packet too big, as `ip route get` shows it: `cache ... mtu N`), or the MTU set
     /// on the route it would use; `None` when neither (the interface's MTU applies).
     pub async fn route_mtu(&self, dst: IpAddr) -> Result<Option<u32>, NetError> {
-        let answers = self.route_get(dst, None).await?;
+        let answers = self.route_get("route_mtu", dst, None).await?;
         Ok(answers
             .iter()
             .flat_map(|m| m.attributes.iter())
@@ -194,9 +197,10 @@ impl Netlink {
     }
 
     /// `ip route get <dst> [from <src>]`: the kernel's answers (one, for a unicast
-    /// destination).
+    /// destination); `call` names the method asking, for fault injection.
     pub(super) async fn route_get(
         &self,
+        call: &'static str,
         dst: IpAddr,
         src: Option<IpAddr>,
     ) -> Result<Vec<RouteMessage>, NetError> {
@@ -211,22 +215,17 @@ impl Netlink {
             query.header.source_prefix_length = family.max_prefix();
             query.attributes.push(RouteAttribute::Source(src.into()));
         }
-        let object = || {
-            Object::Route(Route {
-                dst,
-                prefix: family.max_prefix(),
-                oif: 0,
-                table: 0,
-                src,
-            })
-        };
-        self.handle
-            .route()
-            .get(query)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|err| classify("look up", object(), err))
+        let object = Object::Route(Route {
+            dst,
+            prefix: family.max_prefix(),
+            oif: 0,
+            table: 0,
+            src,
+        });
+        self.request(Call::new(call, "look up", object), |handle| {
+            handle.route().get(query).execute().try_collect()
+        })
+        .await
     }
 
     /// Every route of one family, all tables.
@@ -239,13 +238,32 @@ impl Netlink {
         query.header.address_family = family.address_family();
         // Without strict checking the kernel ignores the table and dumps them all.
         query.header.table = RouteHeader::RT_TABLE_UNSPEC;
-        self.handle
-            .route()
-            .get(query)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|err| classify("list", Object::Dump(what), err))
+        self.request(
+            Call::new("dump_routes", "list", Object::Dump(what)),
+            |handle| handle.route().get(query).execute().try_collect(),
+        )
+        .await
+    }
+
+    /// twnode's routes (protocol [`RTPROT_TWNODE`]) in `table`, of `families`, as the
+    /// host has them now.
+    pub async fn twnode_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> Result<Vec<Route>, NetError> {
+        let mut out = Vec::new();
+        for family in families {
+            let routes = self.dump_routes(*family).await?;
+            out.extend(
+                routes
+                    .iter()
+                    .filter(|m| m.header.protocol == RouteProtocol::from(RTPROT_TWNODE))
+                    .filter(|m| table_of(m) == table)
+                    .map(Route::from_message),
+            );
+        }
+        Ok(out)
     }
 
     /// Deletes every route carrying [`RTPROT_TWNODE`] (all tables, both families);
@@ -262,13 +280,19 @@ impl Netlink {
                 let route = Route::from_message(&message);
                 // Sent back as it was dumped, like `ip route flush`: every attribute
                 // the kernel matches on is there.
-                match self.handle.route().del(message).execute().await {
-                    Ok(()) => {
-                        tracing::info!(%route, "deleted stale twnode route");
-                        purged += 1;
-                    }
-                    Err(err) if is_gone(&err) => {}
-                    Err(err) => return Err(classify("delete", Object::Route(route), err)),
+                let call = Call::new("del_route", "delete", Object::Route(route.clone()));
+                let deleted = self
+                    .request(call, |handle| async move {
+                        match handle.route().del(message).execute().await {
+                            Ok(()) => Ok(true),
+                            Err(err) if is_gone(&err) => Ok(false),
+                            Err(err) => Err(err),
+                        }
+                    })
+                    .await?;
+                if deleted {
+                    tracing::info!(%route, "deleted stale twnode route");
+                    purged += 1;
                 }
             }
         }

@@ -9,7 +9,8 @@ use rtnetlink::packet_route::route::{RouteHeader, RouteProtocol};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::IpVersion;
 
-use super::error::{classify, errno};
+use super::conn::Call;
+use super::error::errno;
 use super::{Family, NetError, Netlink, Object, RTPROT_TWNODE};
 
 /// A rule `pref <pref> [to <to>] lookup <table>`, installed with protocol
@@ -90,13 +91,22 @@ impl Rule {
     /// Whether a dumped rule is this one: same list, preference, selector, action,
     /// table and protocol, and no other selector.
     fn matches(&self, message: &RuleMessage) -> bool {
+        Rule::from_message(message).as_ref() == Some(self)
+    }
+
+    /// The twnode rule a dumped message is: protocol [`RTPROT_TWNODE`], action "lookup
+    /// table", at most a destination selector; `None` for any other rule.
+    fn from_message(message: &RuleMessage) -> Option<Rule> {
         let header = &message.header;
-        if header.family != self.family.address_family()
-            || header.action != RuleAction::ToTable
-            || header.src_len != 0
-            || header.tos != 0
-        {
-            return false;
+        let family = if header.family == Family::V4.address_family() {
+            Family::V4
+        } else if header.family == Family::V6.address_family() {
+            Family::V6
+        } else {
+            return None;
+        };
+        if header.action != RuleAction::ToTable || header.src_len != 0 || header.tos != 0 {
+            return None;
         }
         let mut pref = 0;
         let mut table = u32::from(header.table);
@@ -112,13 +122,15 @@ impl Rule {
                 RuleAttribute::SuppressPrefixLen(_)
                 | RuleAttribute::SuppressIfGroup(_)
                 | RuleAttribute::Other(_) => {}
-                _ => return false,
+                _ => return None,
             }
         }
-        pref == self.pref
-            && table == self.table
-            && dst == self.to
-            && protocol == Some(RTPROT_TWNODE)
+        (protocol == Some(RTPROT_TWNODE)).then_some(Rule {
+            pref,
+            to: dst,
+            table,
+            family,
+        })
     }
 }
 
@@ -141,23 +153,29 @@ impl Netlink {
     /// Adds the rule; [`NetError::Exists`] if twnode's identical rule is already there.
     pub async fn add_rule(&self, rule: &Rule) -> Result<(), NetError> {
         rule.validate()?;
-        let mut request = self.handle.rule().add();
-        *request.message_mut() = rule.message();
-        request
-            .execute()
-            .await
-            .map_err(|err| classify("add", Object::Rule(rule.clone()), err))
+        let message = rule.message();
+        let call = Call::new("add_rule", "add", Object::Rule(rule.clone()));
+        self.request(call, |handle| {
+            let mut request = handle.rule().add();
+            *request.message_mut() = message;
+            request.execute()
+        })
+        .await
     }
 
     /// Deletes twnode's rule. A rule that is not there is not an error; an identical
     /// rule without twnode's protocol is left alone.
     pub async fn del_rule(&self, rule: &Rule) -> Result<(), NetError> {
         rule.validate()?;
-        match self.handle.rule().del(rule.message()).execute().await {
-            Ok(()) => Ok(()),
-            Err(err) if errno(&err) == Some(libc::ENOENT) => Ok(()),
-            Err(err) => Err(classify("delete", Object::Rule(rule.clone()), err)),
-        }
+        let message = rule.message();
+        let call = Call::new("del_rule", "delete", Object::Rule(rule.clone()));
+        self.request(call, |handle| async move {
+            match handle.rule().del(message).execute().await {
+                Err(err) if errno(&err) == Some(libc::ENOENT) => Ok(()),
+                other => other,
+            }
+        })
+        .await
     }
 
     /// Whether twnode's rule (protocol [`RTPROT_TWNODE`]) is installed; an administrator's
@@ -168,18 +186,27 @@ impl Netlink {
         Ok(rules.iter().any(|message| rule.matches(message)))
     }
 
-    async fn dump_rules(&self, family: Family) -> Result<Vec<RuleMessage>, NetError> {
+    /// twnode's rules (protocol [`RTPROT_TWNODE`], of the form twnode installs) in the
+    /// lists of `families`, as the host has them now.
+    pub async fn twnode_rules(&self, families: &[Family]) -> Result<Vec<Rule>, NetError> {
+        let mut out = Vec::new();
+        for family in families {
+            let rules = self.dump_rules(*family).await?;
+            out.extend(rules.iter().filter_map(Rule::from_message));
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn dump_rules(&self, family: Family) -> Result<Vec<RuleMessage>, NetError> {
         let (version, what) = match family {
             Family::V4 => (IpVersion::V4, "IPv4 rules"),
             Family::V6 => (IpVersion::V6, "IPv6 rules"),
         };
-        self.handle
-            .rule()
-            .get(version)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|err| classify("list", Object::Dump(what), err))
+        self.request(
+            Call::new("dump_rules", "list", Object::Dump(what)),
+            |handle| handle.rule().get(version).execute().try_collect(),
+        )
+        .await
     }
 
     /// Deletes every rule carrying [`RTPROT_TWNODE`] (both families); returns how many.
@@ -201,13 +228,19 @@ impl Netlink {
                     _ => None,
                 });
                 // Sent back as it was dumped, like `ip rule flush`.
-                match self.handle.rule().del(message).execute().await {
-                    Ok(()) => {
-                        tracing::info!(?pref, ?family, "deleted stale twnode rule");
-                        purged += 1;
-                    }
-                    Err(err) if errno(&err) == Some(libc::ENOENT) => {}
-                    Err(err) => return Err(classify("delete", Object::Dump(what), err)),
+                let call = Call::new("del_rule", "delete", Object::Dump(what));
+                let deleted = self
+                    .request(call, |handle| async move {
+                        match handle.rule().del(message).execute().await {
+                            Ok(()) => Ok(true),
+                            Err(err) if errno(&err) == Some(libc::ENOENT) => Ok(false),
+                            Err(err) => Err(err),
+                        }
+                    })
+                    .await?;
+                if deleted {
+                    tracing::info!(?pref, ?family, "deleted stale twnode rule");
+                    purged += 1;
                 }
             }
         }
@@ -267,6 +300,16 @@ mod tests {
         let mut message = protect().message();
         message.attributes.push(RuleAttribute::FwMark(1));
         assert!(!protect().matches(&message));
+    }
+
+    #[test]
+    fn dumped_rules_read_back_as_the_rules_installed() {
+        let vip = Rule::from_all(Family::V6, VIP_RULE_PREF, 1000);
+        assert_eq!(Rule::from_message(&vip.message()), Some(vip));
+        assert_eq!(Rule::from_message(&protect().message()), Some(protect()));
+        let mut admins = protect().message();
+        admins.attributes.retain(|attr| *attr != twnode_protocol());
+        assert_eq!(Rule::from_message(&admins), None);
     }
 
     #[test]

@@ -653,13 +653,29 @@ impl IpTunnelCore {
         };
         match self.reflect_probe(version, inner, now) {
             Probe::No => {}
-            Probe::Reflect(len) => return Action::WriteToNetwork(&inner[..len]),
+            Probe::Reflect(len) => {
+                // The peer probing us is alive.
+                self.heard_from_peer();
+                return Action::WriteToNetwork(&inner[..len]);
+            }
             Probe::Refused => return Action::Drop(DropReason::ProbeRefused),
         }
         if !kind.carries(version) {
             return Action::Drop(DropReason::WrongInnerVersion);
         }
-        finish_inner(version, inner, outer_ecn)
+        let action = finish_inner(version, inner, outer_ecn);
+        if matches!(action, Action::WriteToTun(_)) {
+            self.heard_from_peer();
+        }
+        action
+    }
+
+    /// A packet of the peer's was accepted: with keepalive on, the line is up (see
+    /// [`Keepalive::handle_data`]).
+    fn heard_from_peer(&mut self) {
+        if let Some(k) = self.keepalive.as_mut() {
+            k.handle_data();
+        }
     }
 
     /// Whether `inner` is the peer's keepalive probe: a packet of the underlay's family
@@ -1014,6 +1030,36 @@ mod test {
 
     fn core(s: Settings) -> IpTunnelCore {
         IpTunnelCore::new(s).unwrap()
+    }
+
+    /// A with keepalive (one probe a second, down after `retries`), B its mirror
+    /// without; A's settings.
+    fn keepalive_pair(
+        kind: TunnelType,
+        gre: GreOptions,
+        retries: u8,
+    ) -> (Settings, IpTunnelCore, IpTunnelCore) {
+        let s = Settings {
+            keepalive: Some(KeepaliveConfig {
+                interval: SEC,
+                retries,
+            }),
+            ..settings(kind, gre)
+        };
+        let b = core(Settings {
+            keepalive: None,
+            ..mirror(&s)
+        });
+        (s, core(s), b)
+    }
+
+    /// An inner packet `kind` carries.
+    fn inner_for(kind: TunnelType) -> &'static [u8] {
+        if kind.carries(IpVersion::V4) {
+            &INNER_V4
+        } else {
+            &INNER_V6
+        }
     }
 
     #[test]
@@ -1393,18 +1439,7 @@ mod test {
             } else {
                 GreOptions::default()
             };
-            let s = Settings {
-                keepalive: Some(KeepaliveConfig {
-                    interval: SEC,
-                    retries: 2,
-                }),
-                ..settings(kind, gre)
-            };
-            let mut a = core(s);
-            let mut b = core(Settings {
-                keepalive: None,
-                ..mirror(&s)
-            });
+            let (s, mut a, mut b) = keepalive_pair(kind, gre, 2);
             let t0 = Instant::now();
             let mut out = vec![0u8; 256];
             assert_eq!(a.liveness(), Some(Liveness::Waiting));
@@ -1423,11 +1458,7 @@ mod test {
             assert_eq!(decap(&mut a, &reflected, t0), Got::Done, "{kind}");
             assert_eq!(a.liveness(), Some(Liveness::Up), "{kind}");
             // Data still flows after a keepalive (sequence numbers untouched by replies).
-            let inner: &[u8] = if kind.carries(IpVersion::V4) {
-                &INNER_V4
-            } else {
-                &INNER_V6
-            };
+            let inner = inner_for(kind);
             let data = net(encap(&mut a, inner));
             assert_eq!(decap(&mut b, &data, t0), Got::Tun(inner.to_vec()));
 
@@ -1444,6 +1475,52 @@ mod test {
             let st = a.keepalive_status(t0 + 4 * SEC).unwrap();
             assert_eq!((st.sent, st.replies), (4, 2));
             assert_eq!(b.liveness(), None);
+        }
+    }
+
+    /// Issue 22, item 8: the peer's data arriving before any probe was answered brings
+    /// a keepalive line up at once (it used to wait up to one interval for the reply);
+    /// a packet the line refuses (another GRE key) does not.
+    #[test]
+    fn data_from_the_peer_brings_a_keepalive_line_up_before_the_first_reply() {
+        for kind in TunnelType::ALL {
+            let gre = if kind.is_gre() {
+                GreOptions {
+                    ikey: Some(Key(11)),
+                    okey: Some(Key(12)),
+                    ..GreOptions::default()
+                }
+            } else {
+                GreOptions::default()
+            };
+            let (s, mut a, mut b) = keepalive_pair(kind, gre, 3);
+            let t0 = Instant::now();
+            let mut out = vec![0u8; 256];
+            net(own(a.poll_keepalive(t0, &mut out)));
+            assert_eq!(a.liveness(), Some(Liveness::Waiting), "{kind}");
+            let inner = inner_for(kind);
+            if kind.is_gre() {
+                let mut stranger = core(Settings {
+                    keepalive: None,
+                    gre: GreOptions {
+                        okey: Some(Key(99)),
+                        ..mirror(&s).gre
+                    },
+                    ..mirror(&s)
+                });
+                let wrong_key = net(encap(&mut stranger, inner));
+                assert_eq!(
+                    decap(&mut a, &wrong_key, t0),
+                    Got::Drop(DropReason::WrongKey),
+                    "{kind}"
+                );
+                assert_eq!(a.liveness(), Some(Liveness::Waiting), "{kind}");
+            }
+            let data = net(encap(&mut b, inner));
+            assert_eq!(decap(&mut a, &data, t0), Got::Tun(inner.to_vec()), "{kind}");
+            assert_eq!(a.liveness(), Some(Liveness::Up), "{kind}");
+            let st = a.keepalive_status(t0).unwrap();
+            assert_eq!((st.sent, st.replies), (1, 0), "{kind}");
         }
     }
 

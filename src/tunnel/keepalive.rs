@@ -2,6 +2,13 @@
 //! tunnel interface: a probe every interval; the line is down once `retries` probes in
 //! a row went unanswered, and up again at the first reply.
 //!
+//! Data received from the peer settles the wait for the first reply
+//! ([`Keepalive::handle_data`]): a line whose peer already sends traffic is up at once,
+//! not up to one interval later when the next probe comes back. It does not stand in
+//! for replies after that: a path that lost our direction (our probes and packets go
+//! nowhere, the peer's still arrive) must still show down after `retries` unanswered
+//! probes, as Cisco's keepalive shows it.
+//!
 //! The probe itself (a packet the peer reflects back without any keepalive support of
 //! its own) is built by [`super::iptunnel::IpTunnelCore::poll_keepalive`]; this file is
 //! only the clock-driven state machine. Time comes in as `now`.
@@ -102,6 +109,15 @@ impl Keepalive {
         self.replies += 1;
     }
 
+    /// A packet of the peer's (decapsulated with the line's settings) arrived: a line
+    /// still waiting for its first reply is up; otherwise nothing changes (the
+    /// probes' count goes on). Called per packet: one compare.
+    pub fn handle_data(&mut self) {
+        if self.liveness == Liveness::Waiting {
+            self.liveness = Liveness::Up;
+        }
+    }
+
     /// The current verdict.
     pub fn liveness(&self) -> Liveness {
         self.liveness
@@ -198,6 +214,39 @@ mod test {
         assert_eq!(k.liveness(), Liveness::Waiting);
         k.poll(t0 + 2 * SEC);
         assert_eq!(k.liveness(), Liveness::Down);
+    }
+
+    #[test]
+    fn data_from_the_peer_brings_the_line_up_before_the_first_reply() {
+        let t0 = Instant::now();
+        let mut k = ka(3);
+        k.poll(t0);
+        assert_eq!(k.liveness(), Liveness::Waiting);
+        k.handle_data();
+        assert_eq!(k.liveness(), Liveness::Up);
+        let s = k.status(t0 + SEC / 2);
+        assert_eq!((s.replies, s.unanswered, s.last_reply), (0, 1, None));
+    }
+
+    #[test]
+    fn data_does_not_stand_in_for_replies_once_the_first_wait_is_over() {
+        let t0 = Instant::now();
+        let mut k = ka(2);
+        k.poll(t0);
+        k.handle_data();
+        assert_eq!(k.liveness(), Liveness::Up);
+        // Our probes go unanswered while the peer's packets still arrive (a path lost
+        // in our direction): down after `retries` unanswered probes all the same...
+        for s in 1..=2 {
+            k.poll(t0 + s * SEC);
+            k.handle_data();
+        }
+        assert_eq!(k.liveness(), Liveness::Down);
+        // ...and only a reply brings it back.
+        k.handle_data();
+        assert_eq!(k.liveness(), Liveness::Down);
+        k.handle_reply(t0 + 2 * SEC);
+        assert_eq!(k.liveness(), Liveness::Up);
     }
 
     #[test]

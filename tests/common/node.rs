@@ -156,6 +156,11 @@ impl<'a> Node<'a> {
         panic!("daemon did not answer within 10 s:\n{}", self.log());
     }
 
+    /// The running daemon's pid.
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("no daemon running").id()
+    }
+
     /// Sends SIGTERM and asserts the daemon exits 0 within 10 s.
     pub fn stop_daemon(&mut self) {
         let mut d = self.daemon.take().expect("no daemon running");

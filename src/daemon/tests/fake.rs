@@ -16,7 +16,7 @@ use crate::dataplane::{
     RunningLine, WireGuardSpec,
 };
 use crate::net::{
-    Host, LinkId, NetError, NextHop, Object, PolicyRoute, PolicyRule, Route, Rule, Via,
+    Family, Host, LinkId, NetError, NextHop, Object, PolicyRoute, PolicyRule, Route, Rule, Via,
 };
 
 /// The host as the fakes see it.
@@ -44,6 +44,8 @@ pub struct World {
     pub probes: HashMap<String, u64>,
     /// The multipath hash policies (IPv4, IPv6).
     pub multipath_hash: [u8; 2],
+    /// How many times each dump was asked for.
+    pub dumps: BTreeMap<&'static str, usize>,
     next_index: u32,
 }
 
@@ -55,6 +57,10 @@ impl World {
         self.links.insert(name.to_string(), (index, mtu));
         self.addrs.extend(addrs.iter().map(|a| (index, *a)));
         index
+    }
+
+    fn count(&mut self, dump: &'static str) {
+        *self.dumps.entry(dump).or_default() += 1;
     }
 
     /// Makes line `name`'s packet path look stopped after a panic.
@@ -83,6 +89,22 @@ impl World {
             self.policy_routes,
             self.policy_rules,
             self.multipath_hash
+        )
+    }
+
+    /// [`World::snapshot`] whatever the order things were added in.
+    pub fn sorted_snapshot(&self) -> String {
+        fn sorted<T: std::fmt::Debug>(items: &[T]) -> Vec<String> {
+            let mut v: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+            v.sort();
+            v
+        }
+        format!(
+            "links {:?}\naddrs {:?}\nroutes {:?}\nrules {:?}",
+            self.links,
+            sorted(&self.addrs),
+            sorted(&self.routes),
+            sorted(&self.rules)
         )
     }
 }
@@ -143,7 +165,9 @@ impl Host for FakeHost {
     }
 
     async fn all_addrs(&self) -> Result<Vec<(u32, IpAddr)>, NetError> {
-        Ok(self.0.world().addrs.clone())
+        let mut world = self.0.world();
+        world.count("dump addresses");
+        Ok(world.addrs.clone())
     }
 
     async fn add_addr(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<(), NetError> {
@@ -215,6 +239,36 @@ impl Host for FakeHost {
         Ok(self.0.world().rules.contains(rule))
     }
 
+    async fn twnode_routes(&self, table: u32, families: &[Family]) -> Result<Vec<Route>, NetError> {
+        let mut world = self.0.world();
+        world.count("dump routes");
+        let policy = world.policy_routes.iter().map(|p| Route {
+            dst: p.dst,
+            prefix: p.prefix,
+            oif: 0,
+            table: p.table,
+            src: None,
+        });
+        Ok(world
+            .routes
+            .iter()
+            .cloned()
+            .chain(policy)
+            .filter(|r| r.table == table && families.contains(&r.family()))
+            .collect())
+    }
+
+    async fn twnode_rules(&self, families: &[Family]) -> Result<Vec<Rule>, NetError> {
+        let mut world = self.0.world();
+        world.count("dump rules");
+        Ok(world
+            .rules
+            .iter()
+            .filter(|r| families.contains(&r.family))
+            .cloned()
+            .collect())
+    }
+
     async fn next_hops(
         &self,
         pairs: &[(IpAddr, IpAddr)],
@@ -262,6 +316,17 @@ impl Host for FakeHost {
         world.policy_rules.retain(|r| r != rule);
         world.log.push(format!("del {rule}"));
         Ok(())
+    }
+
+    async fn twnode_policy_rules(&self, families: &[Family]) -> Result<Vec<PolicyRule>, NetError> {
+        let mut world = self.0.world();
+        world.count("dump rules");
+        Ok(world
+            .policy_rules
+            .iter()
+            .filter(|r| families.contains(&r.family))
+            .cloned()
+            .collect())
     }
 
     fn set_multipath_hash(&self, value: [u8; 2]) -> io::Result<[u8; 2]> {

@@ -4,6 +4,7 @@
 
 mod fake;
 mod policy;
+mod repair;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -17,11 +18,11 @@ use crate::control::{IpTunnelArgs, LineSpec, LineState, Request, Response};
 use crate::net::{Family, Rule, MAIN_TABLE, PROTECT_RULE_PREF, VIP_RULE_PREF, VIP_TABLE};
 use fake::{FakeDataplane, FakeHost, Shared, World};
 
-type Sup = Supervisor<FakeHost, FakeDataplane>;
+pub(super) type Sup = Supervisor<FakeHost, FakeDataplane>;
 
 /// A gre line `a` on eth0, and an ipip line `b` over it (listed first: the file's order
 /// is not the bring-up order).
-const STACK: &str = r#"
+pub(super) const STACK: &str = r#"
 [[line]]
 name = "b"
 parent = "a"
@@ -40,7 +41,7 @@ type = "gre"
 "#;
 
 /// A line whose parent interface is not there yet.
-const LATE: &str = r#"
+pub(super) const LATE: &str = r#"
 [[line]]
 name = "c"
 parent = "eth1"
@@ -51,7 +52,7 @@ type = "gre"
 "#;
 
 /// A second line to a's peer: it shares a's protection rule and the VIP rule.
-const TWIN: &str = r#"
+pub(super) const TWIN: &str = r#"
 [[line]]
 name = "e"
 parent = "eth0"
@@ -61,17 +62,17 @@ local_vip = "10.3.0.1"
 type = "ipip"
 "#;
 
-fn ip(s: &str) -> IpAddr {
+pub(super) fn ip(s: &str) -> IpAddr {
     s.parse().expect("an address")
 }
 
-fn name(s: &str) -> LineName {
+pub(super) fn name(s: &str) -> LineName {
     s.parse().expect("a line name")
 }
 
 /// The host with eth0 (192.0.2.1, MTU 1500), a config file holding `toml`, and a
 /// supervisor for them; the directory lives as long as the returned guard.
-fn setup(toml: &str) -> (Sup, Shared, PathBuf, TempDir) {
+pub(super) fn setup(toml: &str) -> (Sup, Shared, PathBuf, TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("twnode.toml");
     std::fs::write(&path, toml).expect("config written");
@@ -88,17 +89,17 @@ fn setup(toml: &str) -> (Sup, Shared, PathBuf, TempDir) {
     (sup, shared, path, dir)
 }
 
-fn position(log: &[String], entry: &str) -> usize {
+pub(super) fn position(log: &[String], entry: &str) -> usize {
     log.iter()
         .position(|e| e == entry)
         .unwrap_or_else(|| panic!("{entry:?} is not in the log {log:#?}"))
 }
 
-fn vip_rule() -> Rule {
+pub(super) fn vip_rule() -> Rule {
     Rule::from_all(Family::V4, VIP_RULE_PREF, VIP_TABLE)
 }
 
-fn protect_rule(peer: &str, table: u32) -> Rule {
+pub(super) fn protect_rule(peer: &str, table: u32) -> Rule {
     Rule::to_prefix(PROTECT_RULE_PREF, ip(peer), 32, table)
 }
 
@@ -359,4 +360,81 @@ async fn shutdown_removes_every_installed_object_children_first() {
         );
     }
     assert!(position(teardown, "del route 10.1.0.2/32 table 80") < stop_b);
+}
+
+/// Issue 22, item 4: a reload whose lines cannot come up says which and why (and keeps
+/// the new configuration, whose lines are retried every pass).
+#[tokio::test]
+async fn a_reload_reports_the_lines_it_started_that_did_not_come_up() {
+    let (mut sup, _shared, path, _dir) = setup(STACK);
+    sup.reconcile().await;
+    assert_eq!(sup.running.len(), 2);
+    let text = std::fs::read_to_string(&path).expect("config file");
+    std::fs::write(
+        &path,
+        text.replace("parent = \"eth0\"", "parent = \"eht0\""),
+    )
+    .expect("config written");
+
+    let answer = sup.handle(Request::Reload).await;
+
+    let Response::Reloaded {
+        stopped,
+        started,
+        not_up,
+    } = answer
+    else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(stopped, ["b", "a"]);
+    assert!(started.is_empty(), "{started:?}");
+    let names: Vec<&str> = not_up.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(
+        not_up[0]
+            .reason
+            .starts_with("parent interface eht0 does not exist on this host"),
+        "{not_up:?}"
+    );
+    assert_eq!(not_up[1].reason, "parent line a is not running");
+    assert_eq!(
+        sup.config.line("a").map(|l| l.parent.as_str()),
+        Some("eht0")
+    );
+
+    // A reload where everything comes up reports nothing missing.
+    std::fs::write(&path, text).expect("config written");
+    let answer = sup.handle(Request::Reload).await;
+    assert!(
+        matches!(&answer, Response::Reloaded { started, not_up, .. }
+            if started == &["a", "b"] && not_up.is_empty()),
+        "{answer:?}"
+    );
+}
+
+/// Issue 22, item 8: the peer command of a line on a line says that the peer's parent
+/// is its own line (the far end of ours), and of a line on an interface, nothing.
+#[tokio::test]
+async fn a_child_lines_peer_command_names_the_parent_line() {
+    let (mut sup, _shared, _, _dir) = setup(STACK);
+    sup.reconcile().await;
+    let peer = |r: Response| match r {
+        Response::Peer(p) => p,
+        other => panic!("{other:?}"),
+    };
+    let b = peer(sup.handle(Request::ShowPeer { name: "b".into() }).await);
+    assert_eq!(
+        b.parent_line,
+        Some(crate::control::ParentLine {
+            name: "a".into(),
+            relay: false
+        })
+    );
+    assert!(
+        b.parent_hint().contains("its end of line a"),
+        "{}",
+        b.parent_hint()
+    );
+    let a = peer(sup.handle(Request::ShowPeer { name: "a".into() }).await);
+    assert_eq!(a.parent_line, None);
 }

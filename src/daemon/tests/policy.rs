@@ -506,3 +506,35 @@ async fn the_default_exit_is_table_900_and_a_group_without_a_running_exit_is_unr
     let world = shared.world();
     assert!(world.policy_routes.is_empty() && world.policy_rules.is_empty());
 }
+
+#[tokio::test]
+async fn a_route_or_rule_someone_removed_is_put_back_within_a_pass() {
+    let (mut sup, shared, _, _dir) = setup(&format!("{RELAYS}{FAILOVER}"));
+    sup.reconcile().await;
+    let (rules, routes) = {
+        let world = shared.world();
+        (world.policy_rules.clone(), world.policy_routes.clone())
+    };
+    {
+        let mut world = shared.world();
+        world.policy_rules.retain(|r| r.family != Family::V4);
+        world.policy_routes.retain(|r| r.dst != ip("2001:db8:9::"));
+    }
+    sup.reconcile().await;
+    let world = shared.world();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let strings = |v: &[PolicyRule]| v.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        sorted(strings(&world.policy_rules)),
+        sorted(strings(&rules))
+    );
+    let dsts = |v: &[PolicyRoute]| {
+        v.iter()
+            .map(|r| format!("{r} {:?}", r.via))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sorted(dsts(&world.policy_routes)), sorted(dsts(&routes)));
+}
