@@ -5,8 +5,9 @@
 //!
 //! Rules: fixed rings, no allocation after [`Health::new`]; time comes in as `now`. A
 //! probe's outcome is recorded once (a reply after the probe was declared lost is
-//! ignored). The timeout grows with the path's round trip (at least three smoothed
-//! round-trip times), so a slow but healthy path is not declared dead.
+//! ignored). The timeout grows with the path's round trip (at least twice the smoothed
+//! round trip plus four deviations, RFC 6298's way), so a slow but healthy path is not
+//! declared dead.
 
 use std::time::{Duration, Instant};
 
@@ -142,8 +143,8 @@ impl Health {
         }
     }
 
-    /// How long a probe may wait for its reply: the setting, or three smoothed round
-    /// trips on a slow path.
+    /// How long a probe may wait for its reply: the setting, or twice the smoothed round
+    /// trip plus four deviations on a slow path.
     pub fn timeout(&self) -> Duration {
         let adaptive = self
             .srtt_us

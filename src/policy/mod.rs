@@ -33,7 +33,7 @@ pub struct Tuning {
     /// Time between two probes of one path.
     pub interval: Duration,
     /// A probe unanswered this long is lost (longer when the path's round trip is: at
-    /// least three smoothed round-trip times).
+    /// least twice the smoothed round trip plus four deviations).
     pub timeout: Duration,
     /// Probes lost in a row that make a path dead at once, whatever its score.
     pub lost_probes: u32,

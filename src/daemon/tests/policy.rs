@@ -538,3 +538,30 @@ async fn a_route_or_rule_someone_removed_is_put_back_within_a_pass() {
     };
     assert_eq!(sorted(dsts(&world.policy_routes)), sorted(dsts(&routes)));
 }
+
+#[tokio::test]
+async fn a_reload_installs_changes_and_removes_groups_without_touching_the_lines() {
+    let (mut sup, shared, path, _dir) = setup(RELAYS);
+    sup.reconcile().await;
+    let b2 = ifindex(&sup, "b2");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{text}{FAILOVER}").replace("[\"b1\", \"b2\"]", "[\"b2\"]"),
+    )
+    .unwrap();
+    let start = shared.world().log.len();
+    sup.reload().await.expect("reload");
+    assert_eq!(via(&shared, "198.18.0.0", 100), Via::Dev(b2));
+    std::fs::write(&path, &text).unwrap();
+    sup.reload().await.expect("reload");
+    let world = shared.world();
+    assert!(world.policy_routes.is_empty() && world.policy_rules.is_empty());
+    assert!(
+        !world.log[start..]
+            .iter()
+            .any(|e| e.starts_with("start") || e.starts_with("stop")),
+        "{:#?}",
+        &world.log[start..]
+    );
+}
