@@ -7,38 +7,30 @@
 
 mod common;
 
-use common::node::{seed_pair, Node, SERVER_CREATE};
+use common::node::{create_and_paste, seed_pair, Node, GRE_CREATE, SERVER_CREATE};
 use common::{dump_state, require_root_and_tools};
 
 /// A WireGuard line `tunnel_base` (A server, B client) and a GRE line `gre1`, both up.
 fn lines(na: &Node, nb: &Node) {
-    na.cli_ok(SERVER_CREATE);
-    nb.paste(&na.cli_ok(&["line", "show-peer", "tunnel_base"]), "eth0");
-    na.cli_ok(&[
-        "line",
-        "create",
-        "eth0",
-        "198.51.100.20",
-        "10.9.0.2",
-        "10.9.0.1",
-        "gre1",
-        "--type",
-        "gre",
-    ]);
-    nb.paste(&na.cli_ok(&["line", "show-peer", "gre1"]), "eth0");
+    create_and_paste(na, nb, SERVER_CREATE, "eth0");
+    create_and_paste(na, nb, GRE_CREATE, "eth0");
     na.wait_state("tunnel_base", "up", 15);
     na.wait_state("gre1", "up", 15);
 }
 
-/// The device `ip route get <args>` names.
+/// The device `ip route get <args>` names, or `unreachable` when the host refuses.
 fn dev_for(node: &Node, args: &[&str]) -> String {
-    let mut full = vec!["route", "get"];
+    let mut full = vec!["ip", "route", "get"];
     full.extend_from_slice(args);
-    let out = node.ns.ip(&full);
-    out.split_whitespace()
+    let out = node.ns.exec(&full);
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return "unreachable".into();
+    }
+    text.split_whitespace()
         .skip_while(|w| *w != "dev")
         .nth(1)
-        .unwrap_or_else(|| panic!("no dev in `ip route get {args:?}`: {out}"))
+        .unwrap_or_else(|| panic!("no dev in `ip route get {args:?}`: {text}"))
         .to_string()
 }
 
@@ -125,6 +117,13 @@ fn groups_and_the_default_exit_route_their_prefixes_and_every_undo_is_exact() {
     assert!(
         rules.contains("101:\tfrom 203.0.113.10 lookup 101"),
         "{rules}"
+    );
+    // Under every destination's route, a fallback that refuses rather than leaks while
+    // the exit's device is gone (a line restarting).
+    let asia = na.ns.ip(&["route", "show", "table", "100"]);
+    assert!(
+        asia.contains("unreachable 192.0.2.0/24 proto 116 metric 4294967295"),
+        "{asia}"
     );
     let spread = na.ns.ip(&["route", "show", "table", "102"]);
     assert!(
@@ -265,6 +264,30 @@ fn line_check_and_status_report_loss_latency_and_score() {
         text.contains("* gre1") && text.contains("asia: - -> gre1: first choice"),
         "{text}"
     );
+
+    // Someone removes the group's rule and route: put back within a pass.
+    na.cli_ok(&["policy", "add", "asia", "192.0.2.0/24"]);
+    assert_eq!(dev_for(&na, &["192.0.2.5"]), "gre1");
+    na.ns.ip(&["rule", "del", "pref", "100"]);
+    na.ns.ip(&[
+        "route",
+        "del",
+        "192.0.2.0/24",
+        "table",
+        "100",
+        "dev",
+        "gre1",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while dev_for(&na, &["192.0.2.5"]) != "gre1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not put back:\n{}",
+            na.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(na.log().contains("was removed by someone else; put back"));
 }
 
 #[test]

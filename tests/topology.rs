@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::node::Node;
-use common::policy::{monotonic, plug, send_flows, Arrival, Receiver};
+use common::policy::{monotonic, nft_drop_from, plug, send_flows, Arrival, Receiver};
 use common::relay::line_pair;
 use common::{require_root_and_tools, Netns};
 
@@ -78,20 +78,6 @@ fn wait_exit(rx: &Receiver, host: &str, secs: f64, what: &str) {
             panic!("{what}: not through {host} after {secs} s; the latest datagrams: {last:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn drop_from(ns: &Netns, src: &str, on: bool) {
-    if on {
-        ns.run_ok(&[
-            "nft",
-            &format!(
-                "add table inet twcut; add chain inet twcut in {{ type filter hook input \
-                 priority -10; }}; add rule inet twcut in ip saddr {src} drop"
-            ),
-        ]);
-    } else {
-        ns.run_ok(&["nft", "delete table inet twcut"]);
     }
 }
 
@@ -354,16 +340,16 @@ fn ten_hosts_groups_failover_and_balancing_together() {
     assert!(share("r2") > 0 && share("r3") > 0, "{before:?}");
 
     // x1 cut: cl1 moves to x2 and back; the balanced flows and the default exit stay.
-    drop_from(host("x1"), underlay("r1"), true);
+    nft_drop_from(host("x1"), underlay("r1"), true);
     wait_exit(&rx_a, "x2", 5.0, "cl1's traffic failing over to x2");
     let now = monotonic();
     assert_eq!(main_exit(&rx_d.arrivals(), 0, now - 1.0, now), Some("r3"));
-    drop_from(host("x1"), underlay("r1"), false);
+    nft_drop_from(host("x1"), underlay("r1"), false);
     wait_exit(&rx_a, "x1", 20.0, "cl1's traffic failing back to x1");
 
     // r3 cut: its share of the balanced flows moves, the rest stays; the default exit
     // moves to r2.
-    drop_from(host("r3"), G, true);
+    nft_drop_from(host("r3"), G, true);
     wait_exit(&rx_d, "r2", 5.0, "the default exit failing over to r2");
     std::thread::sleep(Duration::from_secs(1));
     let t = monotonic();
@@ -379,7 +365,7 @@ fn ten_hosts_groups_failover_and_balancing_together() {
             h => assert_eq!(after, Some(h), "flow {f} moved off {h}"),
         }
     }
-    drop_from(host("r3"), G, false);
+    nft_drop_from(host("r3"), G, false);
     wait_exit(&rx_d, "r3", 20.0, "the default exit back on r3");
 
     for rx in [&rx_a, &rx_b, &rx_d] {

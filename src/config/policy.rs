@@ -23,6 +23,7 @@ use super::names::LineName;
 use super::ConfigError;
 use crate::policy::{Mode, Tuning};
 use crate::tunnel::iptunnel::IpVersion;
+use crate::wire::network;
 
 /// Lowest priority a group may take (rules 10 and 80 come before).
 pub const MIN_PRIORITY: u32 = 100;
@@ -165,20 +166,6 @@ impl FromStr for Cidr {
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// `addr` with every bit beyond `prefix` cleared.
-fn network(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(v4) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4((u32::from(v4) & mask).into())
-        }
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
     }
 }
 

@@ -28,7 +28,9 @@ use crate::config::policy::{Cidr, Exit, Source, DEFAULT_EXIT_PRIORITY};
 use crate::config::{Config, LineName};
 use crate::control::FailoverEvent;
 use crate::dataplane::{Dataplane, RunningLine};
-use crate::net::{Family, Host, NetError, PolicyRoute, PolicyRule, RuleFrom, Via, MAIN_TABLE};
+use crate::net::{
+    Family, Host, NetError, PolicyRoute, PolicyRule, RuleFrom, Via, FALLBACK_METRIC, MAIN_TABLE,
+};
 use crate::policy::{slots, Health, Mode, Selector};
 
 /// A group, or the default exit.
@@ -174,14 +176,23 @@ fn rules_for(key: &GroupKey, spec: &Spec) -> Vec<PolicyRule> {
     rules
 }
 
+/// A group's routes: per destination the active one through `via`, and under it an
+/// `unreachable` fallback for the moment the active one goes with its device.
 fn routes_for(spec: &Spec, via: &Via) -> Vec<PolicyRoute> {
+    let route = |c: &Cidr, via: &Via, metric| PolicyRoute {
+        dst: c.addr,
+        prefix: c.prefix,
+        table: spec.priority,
+        via: via.clone(),
+        metric,
+    };
     spec.cidrs
         .iter()
-        .map(|c| PolicyRoute {
-            dst: c.addr,
-            prefix: c.prefix,
-            table: spec.priority,
-            via: via.clone(),
+        .flat_map(|c| {
+            [
+                route(c, via, 0),
+                route(c, &Via::Unreachable, FALLBACK_METRIC),
+            ]
         })
         .collect()
 }
@@ -273,14 +284,15 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         }
         let families = [Family::V4, Family::V6];
         for (key, inst) in self.policy.installed.iter() {
-            let Ok(present) = self.host.twnode_routes(inst.spec.priority, &families).await else {
+            let Ok(present) = self
+                .host
+                .twnode_policy_routes(inst.spec.priority, &families)
+                .await
+            else {
                 return;
             };
             for r in &inst.routes {
-                if !present
-                    .iter()
-                    .any(|p| (p.dst, p.prefix) == (r.dst, r.prefix))
-                {
+                if !present.contains(&(r.dst, r.prefix, r.metric)) {
                     match self.host.replace_route(r).await {
                         Ok(()) => {
                             warn!(group = key.name(), route = %r, "a route of {key} was removed by someone else; put back")
@@ -413,7 +425,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             self.host.del_policy_rule(rule).await?;
         }
         let same_place = |a: &PolicyRoute, b: &PolicyRoute| {
-            (a.dst, a.prefix, a.table) == (b.dst, b.prefix, b.table)
+            (a.dst, a.prefix, a.table, a.metric) == (b.dst, b.prefix, b.table, b.metric)
         };
         for r in old_routes
             .iter()
@@ -532,7 +544,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         let Some(inst) = self.policy.installed.get_mut(key) else {
             return;
         };
-        for r in inst.routes.iter_mut() {
+        for r in inst.routes.iter_mut().filter(|r| r.metric == 0) {
             let next = PolicyRoute {
                 via: via.clone(),
                 ..r.clone()

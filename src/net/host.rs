@@ -100,6 +100,13 @@ pub trait Host {
         rule: &PolicyRule,
     ) -> impl Future<Output = Result<(), NetError>> + Send;
 
+    /// twnode's routes in a policy group's `table` as (destination, prefix, metric).
+    fn twnode_policy_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<(IpAddr, u8, u32)>, NetError>> + Send;
+
     /// twnode's policy group rules (protocol 116, with a source, an input interface or
     /// neither) in the lists of `families`, as the host has them.
     fn twnode_policy_rules(
@@ -212,6 +219,14 @@ impl Host for Netlink {
         rule: &PolicyRule,
     ) -> impl Future<Output = Result<(), NetError>> + Send {
         Netlink::del_policy_rule(self, rule)
+    }
+
+    fn twnode_policy_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<(IpAddr, u8, u32)>, NetError>> + Send {
+        Netlink::twnode_policy_routes(self, table, families)
     }
 
     fn twnode_policy_rules(

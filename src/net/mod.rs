@@ -42,7 +42,7 @@ pub use self::error::{LinkId, NetError, Object};
 pub use self::host::Host;
 pub use self::link::interface_name;
 pub use self::nexthop::NextHop;
-pub use self::policy::{PolicyRoute, PolicyRule, RuleFrom, Via};
+pub use self::policy::{PolicyRoute, PolicyRule, RuleFrom, Via, FALLBACK_METRIC};
 pub use self::route::Route;
 pub use self::rule::Rule;
 

@@ -12,12 +12,14 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
 use rtnetlink::packet_route::route::{
-    RouteAttribute, RouteHeader, RouteMessage, RouteNextHop, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteNextHop, RouteProtocol,
+    RouteScope, RouteType,
 };
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 
 use super::conn::Call;
 use super::error::errno;
+use super::route::table_of;
 use super::{Family, NetError, Netlink, Object, Route, RTPROT_TWNODE};
 
 /// Where a policy route sends its packets.
@@ -33,13 +35,20 @@ pub enum Via {
     Unreachable,
 }
 
-/// `dst/prefix table <table> proto 116` through [`Via`].
+/// The metric of a group's fallback route: `unreachable` under the active one, so a
+/// packet finds it when the active route goes with its device (a line restarting)
+/// instead of falling through to the main table.
+pub const FALLBACK_METRIC: u32 = u32::MAX;
+
+/// `dst/prefix table <table> [metric <metric>] proto 116` through [`Via`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PolicyRoute {
     pub dst: IpAddr,
     pub prefix: u8,
     pub table: u32,
     pub via: Via,
+    /// 0 for the active route, [`FALLBACK_METRIC`] for the fallback.
+    pub metric: u32,
 }
 
 impl PolicyRoute {
@@ -74,6 +83,9 @@ impl PolicyRoute {
         m.attributes.push(RouteAttribute::Table(self.table));
         m.attributes
             .push(RouteAttribute::Destination(self.dst.into()));
+        if self.metric != 0 {
+            m.attributes.push(RouteAttribute::Priority(self.metric));
+        }
         if delete {
             // As `ip route del`: any scope, any type.
             m.header.scope = RouteScope::NoWhere;
@@ -123,7 +135,11 @@ fn v6_gateway(k: usize) -> Ipv6Addr {
 
 impl fmt::Display for PolicyRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "route {}/{} table {}", self.dst, self.prefix, self.table)
+        write!(f, "route {}/{} table {}", self.dst, self.prefix, self.table)?;
+        if self.metric != 0 {
+            write!(f, " metric {}", self.metric)?;
+        }
+        Ok(())
     }
 }
 
@@ -252,6 +268,47 @@ impl PolicyRule {
 }
 
 impl Netlink {
+    /// twnode's routes in `table` as (destination, prefix length, metric), of
+    /// `families`, as the host has them now.
+    pub async fn twnode_policy_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> Result<Vec<(IpAddr, u8, u32)>, NetError> {
+        let mut out = Vec::new();
+        for family in families {
+            let routes = self.dump_routes(*family).await?;
+            out.extend(
+                routes
+                    .iter()
+                    .filter(|m| m.header.protocol == RouteProtocol::from(RTPROT_TWNODE))
+                    .filter(|m| table_of(m) == table)
+                    .map(|m| {
+                        let mut dst = None;
+                        let mut metric = 0;
+                        for attr in &m.attributes {
+                            match attr {
+                                RouteAttribute::Destination(RouteAddress::Inet(a)) => {
+                                    dst = Some(IpAddr::V4(*a))
+                                }
+                                RouteAttribute::Destination(RouteAddress::Inet6(a)) => {
+                                    dst = Some(IpAddr::V6(*a))
+                                }
+                                RouteAttribute::Priority(p) => metric = *p,
+                                _ => {}
+                            }
+                        }
+                        let dst = dst.unwrap_or(match family {
+                            Family::V4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                            Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                        });
+                        (dst, m.header.destination_prefix_length, metric)
+                    }),
+            );
+        }
+        Ok(out)
+    }
+
     /// twnode's policy rules in the lists of `families`, as the host has them now.
     pub async fn twnode_policy_rules(
         &self,
@@ -337,6 +394,7 @@ mod tests {
             prefix: 32,
             table: 120,
             via: Via::Multipath(vec![(3, 30), (4, 15), (3, 15)]),
+            metric: 0,
         };
         let m = r.message(false);
         assert_eq!(u8::from(m.header.protocol), RTPROT_TWNODE);
@@ -363,8 +421,13 @@ mod tests {
             prefix: 24,
             table: 1000,
             via: Via::Unreachable,
+            metric: FALLBACK_METRIC,
         };
         assert_eq!(r.message(false).header.kind, RouteType::Unreachable);
+        assert!(r
+            .message(true)
+            .attributes
+            .contains(&RouteAttribute::Priority(FALLBACK_METRIC)));
         let d = r.message(true);
         assert_eq!(d.header.kind, RouteType::Unspec);
         assert_eq!(d.header.scope, RouteScope::NoWhere);

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::node::Node;
+use super::node::{create_and_paste, Node};
 use super::{Netns, Spawned};
 
 /// A's underlay address.
@@ -137,14 +137,14 @@ impl Star {
     }
 }
 
-/// Drops (or stops dropping) every packet relay `ns` receives from A, in nftables.
-pub fn nft_drop_from_a(ns: &Netns, on: bool) {
+/// Drops (or stops dropping) every packet `ns` receives from `src`, in nftables.
+pub fn nft_drop_from(ns: &Netns, src: &str, on: bool) {
     if on {
         ns.run_ok(&[
             "nft",
             &format!(
                 "add table inet twcut; add chain inet twcut in {{ type filter hook input \
-                 priority -10; }}; add rule inet twcut in ip saddr {A_IP} drop"
+                 priority -10; }}; add rule inet twcut in ip saddr {src} drop"
             ),
         ]);
     } else {
@@ -152,15 +152,21 @@ pub fn nft_drop_from_a(ns: &Netns, on: bool) {
     }
 }
 
+/// Drops (or stops dropping) every packet relay `ns` receives from A.
+pub fn nft_drop_from_a(ns: &Netns, on: bool) {
+    nft_drop_from(ns, A_IP, on);
+}
+
 /// A WireGuard line `name` from A (client) to relay `i` (server), as a user makes it.
 pub fn wireguard_to_relay(a: &Node, b: &Node, i: usize, name: &str) {
+    let (a_vip, relay_vip) = (a_vip(i), relay_vip(i));
     let create = [
         "line",
         "create",
         "eth0",
         A_IP,
-        &a_vip(i),
-        &relay_vip(i),
+        &a_vip,
+        &relay_vip,
         name,
         "--type",
         "wireguard",
@@ -169,8 +175,7 @@ pub fn wireguard_to_relay(a: &Node, b: &Node, i: usize, name: &str) {
         "--listen-port",
         "51820",
     ];
-    b.cli_ok(&create);
-    a.paste(&b.cli_ok(&["line", "show-peer", name]), "eth0");
+    create_and_paste(b, a, &create, "eth0");
 }
 
 /// A GRE line `name` between A and relay `i`, both ends typed.

@@ -242,19 +242,11 @@ impl Host for FakeHost {
     async fn twnode_routes(&self, table: u32, families: &[Family]) -> Result<Vec<Route>, NetError> {
         let mut world = self.0.world();
         world.count("dump routes");
-        let policy = world.policy_routes.iter().map(|p| Route {
-            dst: p.dst,
-            prefix: p.prefix,
-            oif: 0,
-            table: p.table,
-            src: None,
-        });
         Ok(world
             .routes
             .iter()
-            .cloned()
-            .chain(policy)
             .filter(|r| r.table == table && families.contains(&r.family()))
+            .cloned()
             .collect())
     }
 
@@ -278,8 +270,8 @@ impl Host for FakeHost {
 
     async fn replace_route(&self, route: &PolicyRoute) -> Result<(), NetError> {
         let mut world = self.0.world();
-        let same =
-            |r: &PolicyRoute| (r.dst, r.prefix, r.table) == (route.dst, route.prefix, route.table);
+        let key = |r: &PolicyRoute| (r.dst, r.prefix, r.table, r.metric);
+        let same = |r: &PolicyRoute| key(r) == key(route);
         match world.policy_routes.iter_mut().find(|r| same(r)) {
             Some(r) => *r = route.clone(),
             None => world.policy_routes.push(route.clone()),
@@ -292,9 +284,8 @@ impl Host for FakeHost {
 
     async fn del_policy_route(&self, route: &PolicyRoute) -> Result<(), NetError> {
         let mut world = self.0.world();
-        world
-            .policy_routes
-            .retain(|r| (r.dst, r.prefix, r.table) != (route.dst, route.prefix, route.table));
+        let key = |r: &PolicyRoute| (r.dst, r.prefix, r.table, r.metric);
+        world.policy_routes.retain(|r| key(r) != key(route));
         world.log.push(format!("del {route}"));
         Ok(())
     }
@@ -316,6 +307,21 @@ impl Host for FakeHost {
         world.policy_rules.retain(|r| r != rule);
         world.log.push(format!("del {rule}"));
         Ok(())
+    }
+
+    async fn twnode_policy_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> Result<Vec<(IpAddr, u8, u32)>, NetError> {
+        let mut world = self.0.world();
+        world.count("dump routes");
+        Ok(world
+            .policy_routes
+            .iter()
+            .filter(|r| r.table == table && families.contains(&Family::of(r.dst)))
+            .map(|r| (r.dst, r.prefix, r.metric))
+            .collect())
     }
 
     async fn twnode_policy_rules(&self, families: &[Family]) -> Result<Vec<PolicyRule>, NetError> {

@@ -67,7 +67,7 @@ fn route_of(shared: &Shared, dst: &str, table: u32) -> Option<PolicyRoute> {
         .world()
         .policy_routes
         .iter()
-        .find(|r| r.dst == ip(dst) && r.table == table)
+        .find(|r| r.dst == ip(dst) && r.table == table && r.metric == 0)
         .cloned()
 }
 
