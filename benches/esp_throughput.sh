@@ -112,6 +112,11 @@ esp_line() { # cipher
         --enc-key "$ENC" --auth-key "$AUTH" >/dev/null
     tw b line create eth0 203.0.113.10 10.0.3.1 10.0.3.2 esp1 --type ipsec --cipher "$1" \
         --enc-key "$ENC" --auth-key "$AUTH" >/dev/null
+    # Epoch keying (the default): the line carries traffic once both ends agreed on keys.
+    for _ in $(seq 50); do
+        tw a line show esp1 --json | grep -q '"state": "up"' && break
+        sleep 0.1
+    done
 }
 esp_line chacha20-poly1305
 for _ in $(seq 100); do a ping -c 1 -W 1 10.0.0.2 >/dev/null 2>&1 && break; sleep 0.1; done

@@ -61,7 +61,7 @@ for n in "${COUNTS[@]}"; do
     done
     t0=$(now)
     ip netns exec "$NS" "$TWNODE" daemon --config "$cfg" --control "$WORK/control.sock" \
-        </dev/null >"$WORK/daemon.log" 2>&1 &
+        --state-dir "$WORK/state" </dev/null >"$WORK/daemon.log" 2>&1 &
     DAEMON=$!
     while :; do
         links=$(ip -n "$NS" -o link show up 2>/dev/null | grep -cE '^[0-9]+: s[0-9]+:' || true)

@@ -81,10 +81,11 @@ tw() { # side args...
 
 up_twnode() {
     mkdir -p "$WORK/a" "$WORK/b"
+    # Each daemon its own state directory: a daemon locks it (the default is the host's).
     a "$TWNODE" daemon --config "$WORK/a/twnode.toml" --control "$WORK/a/control.sock" \
-        >"$WORK/a.log" 2>&1 &
+        --state-dir "$WORK/a/state" >"$WORK/a.log" 2>&1 &
     b "$TWNODE" daemon --config "$WORK/b/twnode.toml" --control "$WORK/b/control.sock" \
-        >"$WORK/b.log" 2>&1 &
+        --state-dir "$WORK/b/state" >"$WORK/b.log" 2>&1 &
     for _ in $(seq 50); do tw a line list >/dev/null 2>&1 && tw b line list >/dev/null 2>&1 && break; sleep 0.1; done
     tw a line create eth0 198.51.100.20 10.0.0.2 10.0.0.1 hop0 "$@" >/dev/null
     local peer

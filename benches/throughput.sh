@@ -253,11 +253,14 @@ tw() { # ns-runner node args...
 tw_daemons() {
     rm -rf "$WORK/twa" "$WORK/twb"
     mkdir -p "$WORK/twa" "$WORK/twb"
+    # Each daemon its own state directory: a daemon locks it (the default is the host's).
     start_bg "$WORK/twa/daemon.log" ip netns exec "$NS_A" "$TWNODE" daemon \
-        --config "$WORK/twa/twnode.toml" --control "$WORK/twa/control.sock"
+        --config "$WORK/twa/twnode.toml" --control "$WORK/twa/control.sock" \
+        --state-dir "$WORK/twa/state"
     local pa=$STARTED
     start_bg "$WORK/twb/daemon.log" ip netns exec "$NS_B" "$TWNODE" daemon \
-        --config "$WORK/twb/twnode.toml" --control "$WORK/twb/control.sock"
+        --config "$WORK/twb/twnode.toml" --control "$WORK/twb/control.sock" \
+        --state-dir "$WORK/twb/state"
     local pb=$STARTED
     DAEMONS="$pa $pb"
     wait_for 100 tw a twa line list || { cat "$WORK/twa/daemon.log"; return 1; }

@@ -48,8 +48,10 @@ for h in A B; do
     mkdir -p "$WORK/$h"
     on "${!h}" "$TW" init --config "$WORK/$h/twnode.toml" >/dev/null
     # `ip netns exec` execs the daemon, so $! is the daemon itself (SIGTERM reaches it).
+    # Each host its own state directory: a daemon locks it (the default is this host's).
     TWNODE_LOG=info ip netns exec "${!h}" "$TW" daemon --config "$WORK/$h/twnode.toml" \
-        --control "$WORK/$h/control.sock" 2>"$WORK/$h/daemon.log" &
+        --control "$WORK/$h/control.sock" --state-dir "$WORK/$h/state" \
+        2>"$WORK/$h/daemon.log" &
     PIDS+=($!)
 done
 for h in A B; do

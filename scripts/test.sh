@@ -19,12 +19,14 @@ export CI=${CI:-false}
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "==> cargo clippy --all-targets -- -D warnings"
+echo "==> cargo clippy -- -D warnings (the daemon as released, without fault injection; then all targets with it)"
+cargo clippy --quiet --lib --bins -- -D warnings
 cargo clippy --quiet --all-targets --features fault-injection -- -D warnings
 
-# fault-injection: the tests inject netlink faults (TWNODE_NETLINK_FAULT). Test builds
-# have it anyway (Cargo.toml's dev-dependency on this package); named here so the
-# suite says what it runs with. Release builds never have it.
+# fault-injection: the tests inject packet-path faults (TWNODE_FAULT_INJECT) and netlink
+# faults (TWNODE_NETLINK_FAULT). Test builds have it anyway (Cargo.toml's dev-dependency
+# on this package); named here so the suite says what it runs with. Release builds
+# never have it.
 echo "==> cargo test (unit, property and network-namespace integration tests)"
 cargo test --all-targets --features fault-injection --no-fail-fast 2>&1 | tee /tmp/twnode-test.log
 # cargo test exits non-zero on any failure; set -o pipefail carries it through tee.

@@ -1,7 +1,8 @@
 //! AF_XDP transmit (`--af-xdp`): IP tunnel lines whose outer packets go to the next
 //! hop's device through an AF_XDP socket, past the sending host's IP output path.
 //! Between two twnode hosts in network namespaces; the receiving host's tshark reads
-//! the frames, and the sender's kernel counters show its IP layer was skipped.
+//! the frames, and the sender's kernel counters show its IP layer was skipped. With the
+//! `fault-injection` feature, a failed wake-up sends no packet twice.
 
 mod common;
 
@@ -207,12 +208,17 @@ fn ipip6_line_with_af_xdp_carries_traffic_past_the_kernel() {
     );
 }
 
-/// GRE over ESP: the sealed packets take the same path (only ESP on the wire).
+/// GRE over ESP: the sealed packets take the same path (only ESP on the wire). Static
+/// keying, which sends from the first packet (with epoch keying the line drops what its
+/// kernel sends before the peer's end exists, and only its Hellos differ, which go
+/// through the raw socket).
 #[test]
 fn encrypted_gre_line_with_af_xdp_carries_traffic_past_the_kernel() {
     af_xdp_line_carries_traffic_past_the_kernel(
         "ipsec",
         &[
+            "--esp-keying",
+            "static",
             "--enc-key",
             "0x9f8e7d6c5b4a39281716050403020100aabbccddeeff0011",
             "--auth-key",
@@ -221,5 +227,66 @@ fn encrypted_gre_line_with_af_xdp_carries_traffic_past_the_kernel() {
         false,
         false,
         ("esp && ip.src == 203.0.113.10", "eth:ethertype:ip:esp"),
+    );
+}
+
+/// Issue 16 item 8: an AF_XDP wake-up that fails after a batch's frames are on the TX
+/// ring (injected once with `fail-xdp-wake`) must not make the batch go out twice: the
+/// frames on the ring are the kernel's to send with the port's next wake-up, so the line
+/// counts them as sent and sends only the rest through the raw socket while it waits for
+/// the next pass. A second line on the same device keeps the port open and wakes it
+/// (with the port closed, what was on its ring would be dropped, not sent twice).
+/// Numbered pings cross the fault; tshark on B sees every ICMP sequence number once.
+#[test]
+fn a_failed_af_xdp_wake_up_sends_no_packet_twice() {
+    if !common::require_fault_injection(&["ip", "ping", "tshark"]) {
+        return;
+    }
+    let (a, b) = seed_pair("xwake");
+    let mut na = Node::new(&a);
+    na.start_daemon_env(&["TWNODE_FAULT_INJECT=fail-xdp-wake:x1"]);
+    let nb = Node::start(&b);
+    // The capture covers the whole run. x1 is IPIP, which carries IPv4 only, so its
+    // device sends nothing of its own (no IPv6 router solicitations): its first batch
+    // through AF_XDP, the one whose wake-up fails, is a ping.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = Capture::start(&b, "eth0", 14, dir.path());
+    for (line, kind, peer_vip, local_vip) in [
+        ("x1", "ipip", "10.0.0.2", "10.0.0.1"),
+        ("x2", "gre", "10.0.1.2", "10.0.1.1"),
+    ] {
+        na.cli_ok(&[
+            "line", "create", "eth0", B4, peer_vip, local_vip, line, "--type", kind, "--af-xdp",
+        ]);
+        nb.paste(&na.cli_ok(&["line", "show-peer", line]), "eth0");
+    }
+    let _x2 = a.spawn(&["ping", "-c", "80", "-i", "0.1", "10.0.1.2"]);
+    let ping = a.exec(&["ping", "-c", "60", "-i", "0.1", "-W", "3", "10.0.0.2"]);
+    let file = capture.finish();
+    let log = na.log();
+    assert!(
+        log.contains("AF_XDP send on eth0 failed: wake-up failed (fault injected"),
+        "the injected wake-up failure did not happen:\n{log}\n{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let xdp = line_json(&na, "x1")["af_xdp_packets"]
+        .as_u64()
+        .expect("af_xdp_packets");
+    assert!(xdp > 0, "nothing went through AF_XDP:\n{log}");
+    let seqs = tshark_fields(&file, "icmp.type == 8 && ip.src == 10.0.0.1", &["icmp.seq"]);
+    let mut seen = std::collections::BTreeMap::new();
+    for s in &seqs {
+        *seen.entry(s.clone()).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "echo requests on B's wire more than once (sequence number, times): {twice:?}\n{log}"
+    );
+    assert!(
+        seen.len() >= 58,
+        "only {} of 60 echo requests reached B:\n{}",
+        seen.len(),
+        String::from_utf8_lossy(&ping.stdout)
     );
 }

@@ -92,6 +92,7 @@ fn server_with_line(a: &Netns) -> Node<'_> {
 fn start_daemon_expecting_failure(node: &Node) -> Output {
     let config = node.config();
     let socket = node.socket();
+    let state = node.state_dir();
     node.ns.exec(&[
         "timeout",
         "10",
@@ -101,6 +102,8 @@ fn start_daemon_expecting_failure(node: &Node) -> Output {
         config.to_str().unwrap(),
         "--control",
         socket.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
     ])
 }
 

@@ -216,11 +216,14 @@ fn twnode_config_and_twnode_control_variables_stand_in_for_the_flags() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("env.toml");
     let socket = dir.path().join("env.sock");
+    // The daemon locks its state directory; the default is the host's.
+    let state = dir.path().join("state");
     let with_env = |args: &[&str]| {
         let mut command = a.command(args);
         command
             .env("TWNODE_CONFIG", &config)
-            .env("TWNODE_CONTROL", &socket);
+            .env("TWNODE_CONTROL", &socket)
+            .env("TWNODE_STATE_DIR", &state);
         command
     };
 

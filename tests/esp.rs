@@ -1,7 +1,9 @@
 //! GRE over ESP (issue 4) between hosts in network namespaces: on the underlay, on top
 //! of a WireGuard line as in the seed's scenario 3, against scapy's independent ESP, and
 //! under attack (tampering, replay, truncation, wrong SPI) and restarts (no sequence
-//! number, so no nonce, twice on the wire).
+//! number, so no nonce, twice on the wire). The tests of static keying's layout and
+//! files (`--xfrm`, marks, scapy) run with `--esp-keying static`; the seed's scenario
+//! and gre6 run with the default, epoch keying (tests/esp_epochs.rs tests epochs).
 
 mod common;
 
@@ -53,18 +55,16 @@ fn ping(ns: &Netns, dst: &str) {
     ns.run_ok(&["ping", "-c", "3", "-i", "0.2", "-W", "2", dst]);
 }
 
-fn line_json(n: &Node, line: &str) -> serde_json::Value {
-    serde_json::from_str(&n.cli_ok(&["line", "show", line, "--json"])).expect("json")
-}
-
-fn drops(n: &Node, line: &str, reason: &str) -> u64 {
-    line_json(n, line)["drops"]
-        .as_array()
-        .expect("drops")
-        .iter()
-        .find(|d| d[0] == reason)
-        .and_then(|d| d[1].as_u64())
-        .unwrap_or(0)
+/// Waits until an epoch-keyed line agreed on keys with its peer (`up`) and returns its
+/// drops then: nothing but `no_session`, what the kernel sent into the line before the
+/// peer's end existed (an IPv6 router solicitation, say).
+fn agreed(n: &Node, line: &str) -> serde_json::Value {
+    n.wait_state(line, "up", 10);
+    let drops = n.line_json(line)["drops"].clone();
+    for d in drops.as_array().expect("drops") {
+        assert_eq!(d[0], "no_session", "before agreeing: {drops}");
+    }
+    drops
 }
 
 /// One SA from `line show --xfrm`: (SPI, key||salt hex) of the state from `src`.
@@ -127,9 +127,9 @@ fn encrypted_pair<'a>(a: &'a Netns, b: &'a Netns, extra: &[&str]) -> (Node<'a>, 
     (na, nb)
 }
 
-/// GRE over ESP straight on the underlay: ping both ways, 4 MB of TCP with matching
-/// checksums, only ESP on the wire (tshark finds no GRE), the SPIs of `--xfrm`, the
-/// exact ESP MTU, keys in no listing, nothing left after SIGTERM.
+/// GRE over ESP straight on the underlay with static keys: ping both ways, 4 MB of TCP
+/// with matching checksums, only ESP on the wire (tshark finds no GRE), the SPIs of
+/// `--xfrm`, the exact ESP MTU, keys in no listing, nothing left after SIGTERM.
 #[test]
 fn gre_over_esp_on_the_underlay_carries_ping_and_tcp_and_the_wire_shows_only_esp() {
     if !require_root_and_tools(&["ip", "ping", "python3", "tshark"]) {
@@ -138,8 +138,8 @@ fn gre_over_esp_on_the_underlay_carries_ping_and_tcp_and_the_wire_shows_only_esp
     let (a, b) = seed_pair("espu");
     let before_a = dump_state(&a);
     let before_b = dump_state(&b);
-    let (mut na, mut nb) = encrypted_pair(&a, &b, &[]);
-    let l = line_json(&na, "sec");
+    let (mut na, mut nb) = encrypted_pair(&a, &b, &["--esp-keying", "static"]);
+    let l = na.line_json("sec");
     // 1500 - 20 (IPv4) - 16 (ESP header, IV) - 16 (ICV) = 1448 = GRE 4 + inner + 2,
     // already a multiple of 4: inner 1442.
     assert_eq!(l["mtu"], 1442, "{l}");
@@ -195,7 +195,7 @@ fn gre_over_esp_on_the_underlay_carries_ping_and_tcp_and_the_wire_shows_only_esp
     let (sent, got) = tcp_transfer(&a, &b, "10.0.0.2", 5001, 4 << 20);
     assert_eq!(sent, got, "4 MB transfer checksum");
     // `line show` reports the ESP layer without keys: SPIs, counters, reservation.
-    let e = &line_json(&na, "sec")["esp"];
+    let e = &na.line_json("sec")["esp"];
     assert_eq!(e["spi_out"].as_u64(), Some(u64::from(want)), "{e}");
     assert_eq!(e["cipher"], "chacha20-poly1305", "{e}");
     assert_eq!(e["reserved_to"], 1 + (1 << 20), "{e}");
@@ -204,8 +204,9 @@ fn gre_over_esp_on_the_underlay_carries_ping_and_tcp_and_the_wire_shows_only_esp
     assert!(na
         .cli_ok(&["line", "show", "sec"])
         .contains("esp:             chacha20-poly1305, SPI out"));
+    assert_eq!(e["keying"], "static", "{e}");
     for (n, name) in [(&na, "A"), (&nb, "B")] {
-        let l = line_json(n, "sec");
+        let l = n.line_json("sec");
         assert_eq!(l["drops"], serde_json::json!([]), "{name}: {l}");
     }
     // The sequence-number mark is on disk, 0600.
@@ -227,7 +228,8 @@ fn gre_over_esp_on_the_underlay_carries_ping_and_tcp_and_the_wire_shows_only_esp
 
 /// The seed's scenario 3, typed as the seed types it: a WireGuard line, then on it GRE
 /// over IPsec with `--auth-key 0x... --enc-key 0x... --encrypt` (no `--type`) on both
-/// ends. Ping both ways and a TCP transfer with matching checksums.
+/// ends (so epoch keying). Ping both ways and a TCP transfer with matching checksums;
+/// once the ends agreed, no packet is dropped.
 #[test]
 fn seed_scenario_3_gre_over_esp_on_a_wireguard_line_carries_ping_and_tcp() {
     if !require_root_and_tools(&["ip", "ping", "python3"]) {
@@ -283,7 +285,9 @@ fn seed_scenario_3_gre_over_esp_on_a_wireguard_line_carries_ping_and_tcp() {
         ENC,
         "--encrypt",
     ]);
-    let l = line_json(&na, "tunnel_gre");
+    let base_a = agreed(&na, "tunnel_gre");
+    let base_b = agreed(&nb, "tunnel_gre");
+    let l = na.line_json("tunnel_gre");
     assert_eq!(l["type"], "gre", "{l}");
     assert_eq!(l["depth"], 1, "{l}");
     // tunnel_wg's MTU 1440 (1500 - 20 - 8 - 32): 1440 - 20 - 32 = 1388, a multiple
@@ -298,9 +302,9 @@ fn seed_scenario_3_gre_over_esp_on_a_wireguard_line_carries_ping_and_tcp() {
     );
     // B received the 2 MB; A, the sender, its ACKs and the ping replies (with GRO on
     // B's TUN device, B's TCP acknowledges coalesced super-packets: a few dozen ACKs).
-    for (n, name, min_bytes) in [(&na, "A", 1000), (&nb, "B", 2 << 20)] {
-        let l = line_json(n, "tunnel_gre");
-        assert_eq!(l["drops"], serde_json::json!([]), "{name}: {l}");
+    for (n, name, min_bytes, base) in [(&na, "A", 1000, base_a), (&nb, "B", 2 << 20, base_b)] {
+        let l = n.line_json("tunnel_gre");
+        assert_eq!(l["drops"], base, "{name}: {l}");
         assert!(
             l["rx_bytes"].as_u64().unwrap_or(0) > min_bytes,
             "{name}: {l}"
@@ -309,15 +313,29 @@ fn seed_scenario_3_gre_over_esp_on_a_wireguard_line_carries_ping_and_tcp() {
 }
 
 /// scapy, an independent ESP implementation, decrypts what twnode sends with the SA
-/// `line show --xfrm` prints, and twnode accepts what scapy encrypts (AES-256-GCM here);
-/// then tampered, replayed, truncated and wrong-SPI packets are dropped and counted,
-/// and the line keeps working.
+/// `line show --xfrm` prints (static keying), and twnode accepts what scapy encrypts
+/// (AES-256-GCM here); then tampered, replayed, truncated and wrong-SPI packets are
+/// dropped and counted, and the line keeps working.
 #[test]
 fn scapy_reads_twnode_esp_and_twnode_takes_scapy_esp_and_drops_forgeries() {
+    scapy_interop("aes-256-gcm", "rfc4106(gcm(aes))", "espsc");
+}
+
+/// The same with ChaCha20-Poly1305 (RFC 7634), the default cipher.
+#[test]
+fn scapy_interop_with_chacha20_poly1305() {
+    scapy_interop(
+        "chacha20-poly1305",
+        "rfc7539esp(chacha20,poly1305)",
+        "espcc",
+    );
+}
+
+fn scapy_interop(cipher: &str, xfrm_name: &str, prefix: &str) {
     if !require_root_and_tools(&["ip", "ping", "tshark"]) || !require_scapy() {
         return;
     }
-    let (a, b) = seed_pair("espsc");
+    let (a, b) = seed_pair(prefix);
     let na = Node::start(&a);
     na.cli_ok(&[
         "line",
@@ -330,14 +348,16 @@ fn scapy_reads_twnode_esp_and_twnode_takes_scapy_esp_and_drops_forgeries() {
         "--type",
         "ipsec",
         "--cipher",
-        "aes-256-gcm",
+        cipher,
+        "--esp-keying",
+        "static",
         "--enc-key",
         ENC,
         "--auth-key",
         AUTH,
     ]);
     let xfrm = na.cli_ok(&["line", "show", "sec", "--xfrm"]);
-    assert!(xfrm.contains("rfc4106(gcm(aes))"), "{xfrm}");
+    assert!(xfrm.contains(xfrm_name), "{xfrm}");
     let (spi_out, key_out) = xfrm_sa(&xfrm, A4);
     let (spi_in, key_in) = xfrm_sa(&xfrm, B4);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -347,7 +367,7 @@ fn scapy_reads_twnode_esp_and_twnode_takes_scapy_esp_and_drops_forgeries() {
     let _ = a.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", "10.0.0.2"]);
     let file = capture.finish();
     let f = file.to_str().expect("utf-8");
-    let out = scapy(&b, &["decrypt", f, A4, &spi_out, &key_out, "aes-256-gcm"]);
+    let out = scapy(&b, &["decrypt", f, A4, &spi_out, &key_out, cipher]);
     let requests: Vec<&str> = out.lines().filter(|l| l.contains("icmp=8")).collect();
     assert!(requests.len() >= 3, "{out}");
     for l in &requests {
@@ -358,50 +378,38 @@ fn scapy_reads_twnode_esp_and_twnode_takes_scapy_esp_and_drops_forgeries() {
     std::fs::remove_file(&file).expect("rm pcap");
     // Long enough for scapy's slow start on a busy machine.
     let capture = Capture::start(&b, "eth0", 10, dir.path());
-    scapy(
-        &b,
-        &["send", B4, A4, &spi_in, &key_in, "aes-256-gcm", "ok:1"],
-    );
+    scapy(&b, &["send", B4, A4, &spi_in, &key_in, cipher, "ok:1"]);
     let file = capture.finish();
     let f = file.to_str().expect("utf-8");
-    let out = scapy(&b, &["decrypt", f, A4, &spi_out, &key_out, "aes-256-gcm"]);
+    let out = scapy(&b, &["decrypt", f, A4, &spi_out, &key_out, cipher]);
     assert!(
         out.lines()
             .any(|l| l.contains("inner=10.0.0.1>10.0.0.2 icmp=0")),
         "A answered scapy's request over ESP: {out}"
     );
-    assert_eq!(line_json(&na, "sec")["rx_packets"], 1);
-    assert_eq!(line_json(&na, "sec")["drops"], serde_json::json!([]));
+    assert_eq!(na.line_json("sec")["rx_packets"], 1);
+    assert_eq!(na.line_json("sec")["drops"], serde_json::json!([]));
 
     // Forgeries: each is dropped under its own counter; then a good packet still passes.
     scapy(
         &b,
         &[
-            "send",
-            B4,
-            A4,
-            &spi_in,
-            &key_in,
-            "aes-256-gcm",
-            "flip:2",
-            "ok:1",
-            "trunc:3",
-            "badspi:4",
+            "send", B4, A4, &spi_in, &key_in, cipher, "flip:2", "ok:1", "trunc:3", "badspi:4",
             "ok:5",
         ],
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
     let shown = na.cli_ok(&["line", "show", "sec"]);
-    assert_eq!(drops(&na, "sec", "bad_auth"), 1, "{shown}");
-    assert_eq!(drops(&na, "sec", "replay"), 1, "{shown}");
-    assert_eq!(drops(&na, "sec", "malformed"), 1, "{shown}");
-    assert_eq!(drops(&na, "sec", "unknown_spi"), 1, "{shown}");
-    assert_eq!(line_json(&na, "sec")["rx_packets"], 2, "{shown}");
+    assert_eq!(na.drops("sec", "bad_auth"), 1, "{shown}");
+    assert_eq!(na.drops("sec", "replay"), 1, "{shown}");
+    assert_eq!(na.drops("sec", "malformed"), 1, "{shown}");
+    assert_eq!(na.drops("sec", "unknown_spi"), 1, "{shown}");
+    assert_eq!(na.line_json("sec")["rx_packets"], 2, "{shown}");
 }
 
-/// The sender restarts (SIGTERM, then SIGKILL as a crash) while a capture runs: no
-/// (SPI, sequence number) and no IV appears twice on the wire, each IV is its sequence
-/// number, and every restart jumps past the persisted mark. A captured packet replayed
+/// Static keying: the sender restarts (SIGTERM, then SIGKILL as a crash) while a
+/// capture runs: no (SPI, sequence number) and no IV appears twice on the wire, each IV
+/// is its sequence number, and every restart jumps past the persisted mark. A captured packet replayed
 /// on the wire, or tampered with, is dropped and counted; the line keeps working. Then
 /// the receiver restarts, and captured packets are still refused (its replay floor).
 #[test]
@@ -410,14 +418,14 @@ fn restarts_never_repeat_a_sequence_number_or_nonce_nor_reopen_replays() {
         return;
     }
     let (a, b) = seed_pair("esprs");
-    let (mut na, mut nb) = encrypted_pair(&a, &b, &[]);
+    let (mut na, mut nb) = encrypted_pair(&a, &b, &["--esp-keying", "static"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let capture = Capture::start(&b, "eth0", 18, dir.path());
     ping(&a, "10.0.0.2");
     na.stop_daemon();
     na.start_daemon();
     ping(&a, "10.0.0.2");
-    let e = line_json(&na, "sec")["esp"].clone();
+    let e = na.line_json("sec")["esp"].clone();
     assert!(
         e["next_seq"].as_u64().unwrap_or(0) > 1 << 20,
         "began at the mark: {e}"
@@ -462,9 +470,9 @@ fn restarts_never_repeat_a_sequence_number_or_nonce_nor_reopen_replays() {
     scapy(&a, &["replay", f, A4, "trunc"]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let shown = nb.cli_ok(&["line", "show", "sec"]);
-    assert_eq!(drops(&nb, "sec", "replay"), 1, "{shown}");
-    assert_eq!(drops(&nb, "sec", "bad_auth"), 1, "{shown}");
-    assert_eq!(drops(&nb, "sec", "malformed"), 1, "{shown}");
+    assert_eq!(nb.drops("sec", "replay"), 1, "{shown}");
+    assert_eq!(nb.drops("sec", "bad_auth"), 1, "{shown}");
+    assert_eq!(nb.drops("sec", "malformed"), 1, "{shown}");
     ping(&a, "10.0.0.2");
     ping(&b, "10.0.0.1");
 
@@ -476,14 +484,14 @@ fn restarts_never_repeat_a_sequence_number_or_nonce_nor_reopen_replays() {
     scapy(&a, &["replay-first", f, A4]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let shown = nb.cli_ok(&["line", "show", "sec"]);
-    assert_eq!(drops(&nb, "sec", "replay"), 1, "{shown}");
-    assert_eq!(drops(&nb, "sec", "replay_too_old"), 1, "{shown}");
+    assert_eq!(nb.drops("sec", "replay"), 1, "{shown}");
+    assert_eq!(nb.drops("sec", "replay_too_old"), 1, "{shown}");
     ping(&a, "10.0.0.2");
     ping(&b, "10.0.0.1");
 }
 
-/// gre6 with ESP over an IPv6 underlay (AES-256-GCM): ping both ways, ESP in IPv6 on
-/// the wire, MTU 1500 - 40 - 32 - 4 - 2 = 1422.
+/// gre6 with ESP over an IPv6 underlay (AES-256-GCM, epoch keying: Hellos in IPv6 too):
+/// ping both ways, ESP in IPv6 on the wire, MTU 1500 - 40 - 32 - 4 - 2 = 1422.
 #[test]
 fn gre6_over_esp_on_an_ipv6_underlay_carries_ping() {
     if !require_root_and_tools(&["ip", "ping", "tshark"]) {
@@ -517,7 +525,9 @@ fn gre6_over_esp_on_an_ipv6_underlay_carries_ping() {
         "{peer}"
     );
     nb.paste(&peer, "eth0");
-    assert_eq!(line_json(&na, "sec6")["mtu"], 1422);
+    let base_a = agreed(&na, "sec6");
+    let base_b = agreed(&nb, "sec6");
+    assert_eq!(na.line_json("sec6")["mtu"], 1422);
     let dir = tempfile::tempdir().expect("tempdir");
     let capture = Capture::start(&b, "eth0", 3, dir.path());
     ping(&a, "10.0.0.2");
@@ -526,8 +536,8 @@ fn gre6_over_esp_on_an_ipv6_underlay_carries_ping() {
     assert!(tshark_fields(&file, "gre || icmp", &["frame.number"]).is_empty());
     let esp = tshark_fields(&file, "ipv6 && esp", &["esp.sequence"]);
     assert!(esp.len() >= 6, "{esp:?}");
-    for (n, name) in [(&na, "A"), (&nb, "B")] {
-        let l = line_json(n, "sec6");
-        assert_eq!(l["drops"], serde_json::json!([]), "{name}: {l}");
+    for (n, name, base) in [(&na, "A", base_a), (&nb, "B", base_b)] {
+        let l = n.line_json("sec6");
+        assert_eq!(l["drops"], base, "{name}: {l}");
     }
 }

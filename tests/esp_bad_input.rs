@@ -57,10 +57,15 @@ fn assert_refused(out: &Output, needles: &[&str]) -> String {
 /// Runs `twnode daemon` in the foreground for the node's files; it must exit by itself
 /// (a refused start), so it runs under `timeout`.
 fn start_expecting_failure(node: &Node) -> Output {
+    start_expecting_failure_with(node, &[])
+}
+
+/// [`start_expecting_failure`] with `extra` daemon arguments.
+fn start_expecting_failure_with(node: &Node, extra: &[&str]) -> Output {
     let config = node.config();
     let socket = node.socket();
     let state = node.state_dir();
-    node.ns.exec(&[
+    let mut args = vec![
         "timeout",
         "10",
         twnode_bin(),
@@ -71,7 +76,9 @@ fn start_expecting_failure(node: &Node) -> Output {
         socket.to_str().unwrap(),
         "--state-dir",
         state.to_str().unwrap(),
-    ])
+    ];
+    args.extend_from_slice(extra);
+    node.ns.exec(&args)
 }
 
 /// Config bytes and mode, the lines, the host.
@@ -226,6 +233,36 @@ fn malformed_or_missing_esp_options_are_refused_naming_the_flag() {
         ),
         (
             &[
+                "--encrypt",
+                "--enc-key",
+                ENC,
+                "--auth-key",
+                AUTH,
+                "--esp-keying",
+                "ike",
+            ],
+            &["--esp-keying", "\"ike\"", "epoch, static"],
+        ),
+        (
+            &[
+                "--encrypt",
+                "--enc-key",
+                ENC,
+                "--auth-key",
+                AUTH,
+                "--esp-keying",
+                "static",
+                "--esp-rekey",
+                "60",
+            ],
+            &["--esp-rekey", "epoch keying only", "--esp-keying"],
+        ),
+        (
+            &["--type", "gre", "--esp-keying", "static"],
+            &["--esp-keying", "applies to encrypted lines only"],
+        ),
+        (
+            &[
                 "--type",
                 "wireguard",
                 "--mode",
@@ -264,6 +301,11 @@ fn malformed_or_missing_esp_options_are_refused_naming_the_flag() {
     assert_refused(
         &node.cli(&["line", "show", "nosuch", "--xfrm"]),
         &["no line named \"nosuch\""],
+    );
+    // --xfrm on a line with epoch keying (the default): a kernel cannot follow epochs.
+    assert_refused(
+        &node.cli(&["line", "show", "sec", "--xfrm"]),
+        &["line sec", "epoch keying", "--esp-keying static"],
     );
 }
 
@@ -381,4 +423,31 @@ fn an_encrypted_line_is_listed_and_shown_as_encrypted() {
         serde_json::from_str(&node.cli_ok(&["line", "show", "sec", "--json"])).expect("json");
     assert_eq!(l["type"], "gre", "{l}");
     assert!(l["options"].to_string().contains("--encrypt"), "{l}");
+}
+
+/// `twnode daemon --esp-fresh-state LINE` is for static-keyed lines only: naming an
+/// epoch-keyed line or no line refuses the start, saying why.
+#[test]
+fn esp_fresh_state_is_refused_for_lines_that_keep_no_state() {
+    if !require_root_and_tools(&["ip", "timeout"]) {
+        return;
+    }
+    let (a, _b) = seed_pair("besf");
+    let mut node = Node::new(&a);
+    node.start_daemon();
+    node.cli_ok(SEC_CREATE);
+    node.stop_daemon();
+    let before_host = dump_state(&a);
+    let out = start_expecting_failure_with(&node, &["--esp-fresh-state", "sec"]);
+    assert_refused(
+        &out,
+        &[
+            "--esp-fresh-state sec",
+            "epoch keying",
+            "--esp-keying static",
+        ],
+    );
+    let out = start_expecting_failure_with(&node, &["--esp-fresh-state", "nosuch"]);
+    assert_refused(&out, &["--esp-fresh-state nosuch", "no such line"]);
+    assert_eq!(dump_state(&a), before_host);
 }

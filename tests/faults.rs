@@ -1,9 +1,12 @@
 //! Faults: a lossy underlay (nftables `numgen random`, as this kernel has no netem), the
 //! underlay link going down and back, the peer's daemon and our own killed with SIGKILL
-//! and restarted, line changes while traffic runs over an unchanged line, a packet
-//! path that panics (injected) and the supervisor restarting its line, and netlink
-//! requests that never get an answer or a netlink connection that dies (injected with
-//! `TWNODE_NETLINK_FAULT`, cargo feature `fault-injection`).
+//! and restarted, line changes while traffic runs over an unchanged line, packet paths
+//! that panic (injected with `TWNODE_FAULT_INJECT`): a line's own path (WireGuard
+//! outbound and inbound, IP tunnel outbound) and the supervisor restarting its line, and
+//! the receive path of a raw socket that IP tunnel lines share, registered again for all
+//! of them; and netlink requests that never get an answer or a netlink connection that
+//! dies (injected with `TWNODE_NETLINK_FAULT`). Both need the cargo feature
+//! `fault-injection`, which test builds have.
 //!
 //! Each test prints its figures (recovery times, loss) on stderr; run with
 //! `cargo test --test faults -- --nocapture` to see them. The 20 s link outage is
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::node::{create_and_paste, seed_pair, tcp_transfer, Node, SECURE_CREATE, SERVER_CREATE};
 use common::soak::{self, time_until_ping};
-use common::{require_root_and_tools, wait_for_log, Netns};
+use common::{require_fault_injection, require_root_and_tools, wait_for_log, Netns};
 
 fn report(text: &str) {
     // Straight to fd 2: libtest swallows eprintln! of passing tests.
@@ -166,21 +169,27 @@ fn lines_recover_by_themselves_after_the_underlay_is_down_20_s() {
     underlay_down_and_back(Duration::from_secs(20));
 }
 
-/// A packet path that panics (a bug, injected here with `TWNODE_FAULT_INJECT`) stops
-/// alone while its line would look alive: the supervisor notices, takes the line down
-/// and brings it up again, and the log says what happened.
-#[test]
-fn a_line_whose_packet_path_panicked_is_restarted_and_carries_traffic_again() {
-    if !require_root_and_tools(&["ip", "ping"]) {
+/// A packet path that panics once (a bug, injected with `TWNODE_FAULT_INJECT=fault`)
+/// stops alone while its line would look alive: the supervisor notices, takes the line
+/// down and brings it up again, and the log says what happened; the line carries ping
+/// to `dst` and a checksummed transfer again. `make` creates `line` on both hosts.
+fn panicked_path_is_restarted(
+    prefix: &str,
+    fault: &str,
+    make: fn(&Node, &Node),
+    line: &str,
+    dst: &str,
+) {
+    if !require_fault_injection(&["ip", "ping"]) {
         return;
     }
-    let (a, b) = seed_pair("panic");
+    let (a, b) = seed_pair(prefix);
     let mut na = Node::new(&a);
-    na.start_daemon_env(&["TWNODE_FAULT_INJECT=panic-outbound:tunnel_base"]);
+    na.start_daemon_env(&[&format!("TWNODE_FAULT_INJECT={fault}")]);
     let nb = Node::start(&b);
-    wireguard_line(&na, &nb);
-    // The first packet A's kernel puts into the line kills its outbound path.
-    let _ = a.exec(&["ping", "-c", "1", "-W", "1", "10.0.0.2"]);
+    make(&na, &nb);
+    // The first packet on the path kills it (one of A's own, or the peer's first).
+    let _ = a.exec(&["ping", "-c", "1", "-W", "1", dst]);
     wait_for_log(
         || na.log(),
         "restarting the line",
@@ -194,22 +203,210 @@ fn a_line_whose_packet_path_panicked_is_restarted_and_carries_traffic_again() {
         "{log}"
     );
     assert!(log.contains("data-plane handler panicked"), "{log}");
-    let back = time_until_ping(&a, "10.0.0.2", Duration::from_secs(20))
+    let back = time_until_ping(&a, dst, Duration::from_secs(20))
         .unwrap_or_else(|| panic!("no traffic after the line's restart:\n{}", na.log()));
-    na.wait_state("tunnel_base", "up", 10);
-    let (sent, got) = tcp_transfer(&a, &b, "10.0.0.2", 5201, 1 << 20);
+    na.wait_state(line, "up", 10);
+    let (sent, got) = tcp_transfer(&a, &b, dst, 5201, 1 << 20);
     assert_eq!(sent, got, "1 MB after the restart");
     report(&format!(
-        "packet path panicked: traffic again {:.2} s after the restart was logged",
+        "{fault}: traffic again {:.2} s after the restart was logged",
         back.as_secs_f64()
     ));
+}
+
+#[test]
+fn a_line_whose_packet_path_panicked_is_restarted_and_carries_traffic_again() {
+    panicked_path_is_restarted(
+        "panic",
+        "panic-outbound:tunnel_base",
+        wireguard_line,
+        "tunnel_base",
+        "10.0.0.2",
+    );
+}
+
+#[test]
+fn a_wireguard_line_whose_inbound_path_panicked_is_restarted_and_carries_traffic_again() {
+    // The peer's first handshake initiation kills the server's inbound path.
+    panicked_path_is_restarted(
+        "wgin",
+        "panic-inbound:tunnel_base",
+        wireguard_line,
+        "tunnel_base",
+        "10.0.0.2",
+    );
+}
+
+#[test]
+fn an_ip_tunnel_line_whose_outbound_path_panicked_is_restarted_and_carries_traffic_again() {
+    panicked_path_is_restarted(
+        "greout",
+        "panic-outbound:gre1",
+        gre_line,
+        "gre1",
+        "10.9.0.2",
+    );
+}
+
+/// GRE line `name` with key `key` from A (10.9.`key`.1) to B (10.9.`key`.2), without a
+/// keepalive: such a line reports up whenever its data plane runs, so only the data
+/// plane can say it cannot receive.
+fn gre_key_line(na: &Node, name: &str, key: u8) -> String {
+    let (peer_vip, local_vip) = (format!("10.9.{key}.2"), format!("10.9.{key}.1"));
+    na.cli_ok(&[
+        "line",
+        "create",
+        "eth0",
+        "198.51.100.20",
+        &peer_vip,
+        &local_vip,
+        name,
+        "--type",
+        "gre",
+        "--key",
+        &key.to_string(),
+    ]);
+    na.cli_ok(&["line", "show-peer", name])
+}
+
+/// The supervisor's log line for a receive path registered again.
+const REVIVED: &str = "packet path had stopped after an internal error; restarted";
+
+/// `line list` on `n`: (state, reason) of `line`.
+fn state_of(lines: &serde_json::Value, line: &str) -> (String, String) {
+    let l = lines
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["name"] == line))
+        .cloned()
+        .unwrap_or_default();
+    (
+        l["state"].as_str().unwrap_or("").to_string(),
+        l["reason"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// Two GRE lines from A to B share A's GRE socket; A's receive path on it panics at the
+/// first packet for `gre1` (injected with `faults`). Until the supervisor has registered
+/// the path again, `line list` on A must never call either line up (samples taken while
+/// the log says it is still stopped; an `up` sample is allowed only in the moment
+/// between the registration and its log line); afterwards both lines carry ping again.
+/// Returns the reasons the samples gave and how many samples were taken.
+fn receive_path_panics(prefix: &str, faults: &str) -> (Vec<String>, usize) {
+    let (a, b) = seed_pair(prefix);
+    let mut na = Node::new(&a);
+    na.start_daemon_env(&[&format!("TWNODE_FAULT_INJECT={faults}")]);
+    let nb = Node::start(&b);
+    let peer1 = gre_key_line(&na, "gre1", 1);
+    let peer2 = gre_key_line(&na, "gre2", 2);
+    nb.paste(&peer2, "eth0");
+    time_until_ping(&a, "10.9.2.2", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("gre2 carries nothing before the fault:\n{}", na.log()));
+    // B's end of gre1 sends (IPv6 router solicitations at once, then our pings): the
+    // first of it to reach A kills the receive path of A's GRE socket, for both lines.
+    nb.paste(&peer1, "eth0");
+    let _pinger = a.spawn(&["ping", "-i", "0.2", "-W", "1", "10.9.1.2"]);
+    wait_for_log(
+        || na.log(),
+        "data-plane handler panicked",
+        15,
+        Duration::from_millis(20),
+        "the injected panic did not happen",
+    );
+    let mut reasons = Vec::new();
+    let mut samples = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the receive path was not registered again:\n{}",
+            na.log()
+        );
+        if na.log().contains(REVIVED) {
+            break;
+        }
+        let lines = na.lines();
+        let revived = na.log().contains(REVIVED);
+        for line in ["gre1", "gre2"] {
+            let (state, reason) = state_of(&lines, line);
+            if state == "up" && !revived {
+                // Registered again in the moment between the sample and the log line?
+                std::thread::sleep(Duration::from_millis(300));
+                assert!(
+                    na.log().contains(REVIVED),
+                    "{line} says up while its socket's receive path is stopped:\n{lines:#}\n{}",
+                    na.log()
+                );
+            }
+            if !revived && state != "up" {
+                assert!(
+                    reason.contains("raw socket receive (protocol 47, 203.0.113.10)"),
+                    "{line} is {state}, but the reason does not name the receive path: {reason}"
+                );
+                reasons.push(reason);
+            }
+        }
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every line on the socket receives again.
+    for dst in ["10.9.1.2", "10.9.2.2"] {
+        time_until_ping(&a, dst, Duration::from_secs(10)).unwrap_or_else(|| {
+            panic!(
+                "{dst} unanswered after the receive path was registered again:\n{}\n{}",
+                na.cli_ok(&["line", "list"]),
+                na.log()
+            )
+        });
+    }
+    na.wait_state("gre1", "up", 5);
+    na.wait_state("gre2", "up", 5);
+    let log = na.log();
+    assert!(
+        log.contains("fault injected by TWNODE_FAULT_INJECT into line gre1's receive path"),
+        "{log}"
+    );
+    (reasons, samples)
+}
+
+/// Issue 16 item 3: the receive path of a shared raw socket that panicked is registered
+/// again (the stopped registration is removed first: adding the same descriptor to the
+/// same epoll set again fails with EEXIST, which left every line on the socket deaf
+/// while it said up), and every line on the socket receives again.
+#[test]
+fn a_shared_receive_path_that_panicked_is_registered_again_and_every_line_on_it_receives() {
+    if !require_fault_injection(&["ip", "ping"]) {
+        return;
+    }
+    let (reasons, samples) = receive_path_panics("rxpanic", "panic-receive:gre1");
+    report(&format!(
+        "shared receive path panicked: {samples} samples before it was registered again, \
+         {} of them down with the reason",
+        reasons.len() / 2
+    ));
+}
+
+/// A stopped receive path that cannot be registered again (refused once, injected) is
+/// no silent failure: every line on the socket is down, `line show` says why, and the
+/// next supervisor pass registers it.
+#[test]
+fn lines_whose_receive_path_cannot_be_registered_again_are_down_with_the_reason() {
+    if !require_fault_injection(&["ip", "ping"]) {
+        return;
+    }
+    let (reasons, _) = receive_path_panics("rxfail", "panic-receive:gre1,fail-revive:gre1");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("cannot be registered with a data-plane thread again")),
+        "no sample said the path cannot be registered: {reasons:#?}"
+    );
 }
 
 /// A bug that every restart meets again: the line is restarted at once, then after 4
 /// and 8 s, `line list` saying why and when; the daemon and its control socket carry on.
 #[test]
 fn a_line_whose_packet_path_keeps_panicking_is_restarted_ever_more_slowly() {
-    if !require_root_and_tools(&["ip", "ping"]) {
+    if !require_fault_injection(&["ip", "ping"]) {
         return;
     }
     let (a, b) = seed_pair("panics");

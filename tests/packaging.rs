@@ -109,6 +109,8 @@ fn every_key() -> BTreeSet<String> {
                     twnode::config::esp::EspKey::parse("0x00112233445566778899aabbccddeeff")
                         .expect("key"),
                 ),
+                esp_keying: Some("epoch".into()),
+                esp_rekey: Some(3600),
                 af_xdp: true,
             }),
         }],

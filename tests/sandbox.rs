@@ -233,7 +233,7 @@ fn the_units_sandbox_allows_everything_the_daemon_does() {
     // WireGuard, one line nested in another.
     create_and_paste(&na, &nb, SERVER_CREATE, "eth0");
     create_and_paste(&na, &nb, SECURE_CREATE, "tunnel_base");
-    // GRE over ESP: sequence-number marks in the state directory.
+    // GRE over ESP with static keys: sequence-number marks in the state directory.
     let esp = [
         "line",
         "create",
@@ -244,6 +244,8 @@ fn the_units_sandbox_allows_everything_the_daemon_does() {
         "esp1",
         "--type",
         "ipsec",
+        "--esp-keying",
+        "static",
         "--enc-key",
         ENC,
         "--auth-key",

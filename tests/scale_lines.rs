@@ -54,6 +54,9 @@ fn spawn_daemon(ns: &Netns, node: &Node<'_>, env: &[(&str, &str)]) -> Spawned {
     let log2 = log.try_clone().expect("dup log fd");
     let config = node.config();
     let socket = node.socket();
+    // Each daemon its own state directory: the default, /var/lib/twnode, is the host's,
+    // and a daemon locks its directory (a second one on it refuses to start).
+    let state = node.state_dir();
     let mut command = ns.command(&[
         twnode_bin(),
         "daemon",
@@ -61,6 +64,8 @@ fn spawn_daemon(ns: &Netns, node: &Node<'_>, env: &[(&str, &str)]) -> Spawned {
         config.to_str().expect("utf-8 path"),
         "--control",
         socket.to_str().expect("utf-8 path"),
+        "--state-dir",
+        state.to_str().expect("utf-8 path"),
     ]);
     command
         .envs(env.iter().copied())

@@ -7,7 +7,10 @@
 //!   so that the ICV verifies and the trailer parser and ESN inference see arbitrary
 //!   bytes;
 //! - 2: a whole IPv4 datagram for an encrypted GRE line, and the same bytes behind a
-//!   valid outer header from the peer with protocol 50.
+//!   valid outer header from the peer with protocol 50;
+//! - 3: epoch keying: the bytes as an ESP packet or Hello (the Hello SPI forced when
+//!   the next byte is odd), then, after a genuine agreement with a peer core, again,
+//!   so that the current epoch's SAs see them too.
 //!
 //! Nothing may panic; what is returned must lie inside the input buffer.
 
@@ -18,9 +21,10 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use twnode::tunnel::esp::{self, Cipher, EspCore, SaCrypto, SaPair};
+use twnode::tunnel::esp::{self, Cipher, Decap, EpochParams, EspCore, SaCrypto, SaPair};
 use twnode::tunnel::gre::GreOptions;
-use twnode::tunnel::iptunnel::{IpTunnelCore, Settings, Tos, Ttl, TunnelType};
+use twnode::tunnel::iptunnel::{IpTunnelCore, Settings};
+use twnode::tunnel::iptype::{Tos, Ttl, TunnelType};
 use twnode::tunnel::Action;
 use twnode::wire::{ipv4, IpProtocol, TrafficClass};
 
@@ -59,11 +63,12 @@ fuzz_target!(|data: &[u8]| {
     let cipher = Cipher::ALL[usize::from(selector & 1)];
     let (sa_a, sa_b) = sas(cipher);
     let mut rx = EspCore::new(cipher, sa_b, 1, 1 << 20).unwrap();
-    match (selector >> 1) % 3 {
+    let now = Instant::now();
+    match (selector >> 1) % 4 {
         0 => {
             let mut buf = rest.to_vec();
             let r = range_of(&buf);
-            if let Ok((_, payload)) = rx.decapsulate(&mut buf) {
+            if let Ok(Decap::Packet { payload, .. }) = rx.decapsulate(&mut buf, now) {
                 inside(payload, &r);
             }
         }
@@ -81,13 +86,13 @@ fuzz_target!(|data: &[u8]| {
             let (p, icv) = buf[16..].split_at_mut(plain.len());
             tx.seal(seq, seq.to_be_bytes(), true, p, icv).unwrap();
             let r = range_of(&buf);
-            if let Ok((_, payload)) = rx.decapsulate(&mut buf) {
+            if let Ok(Decap::Packet { payload, .. }) = rx.decapsulate(&mut buf, now) {
                 inside(payload, &r);
                 // The ICV verified, so the payload is a prefix of what was sealed.
                 assert_eq!(payload, &plain[..payload.len()]);
             }
         }
-        _ => {
+        2 => {
             let (local, peer) = (B.parse().unwrap(), A.parse().unwrap());
             let settings = Settings {
                 kind: TunnelType::Gre,
@@ -100,7 +105,6 @@ fuzz_target!(|data: &[u8]| {
                 keepalive: None,
             };
             let mut core = IpTunnelCore::new(settings).unwrap().with_esp(rx).unwrap();
-            let now = Instant::now();
             let mut buf = rest.to_vec();
             let r = range_of(&buf);
             if let Action::WriteToTun(p) | Action::WriteToNetwork(p) =
@@ -133,5 +137,46 @@ fuzz_target!(|data: &[u8]| {
                 inside(p, &r);
             }
         }
+        _ => epochs(cipher, rest, now),
     }
 });
+
+/// Epoch keying: arbitrary bytes before and after an agreement.
+fn epochs(cipher: Cipher, rest: &[u8], now: Instant) {
+    let (a, b): (IpAddr, IpAddr) = (A.parse().unwrap(), B.parse().unwrap());
+    let params = |local, peer| EpochParams {
+        cipher,
+        enc_key: b"fuzz-encryption-key",
+        auth_key: b"fuzz-authentication",
+        local,
+        peer,
+        rekey_after: esp::DEFAULT_REKEY_AFTER,
+    };
+    let mut rx = EspCore::with_epochs(params(b, a), [0xbb; 32], now).unwrap();
+    let mut tx = EspCore::with_epochs(params(a, b), [0xaa; 32], now).unwrap();
+    let (&flag, bytes) = rest.split_first().unwrap_or((&0, &[]));
+    let mut buf = bytes.to_vec();
+    if flag & 1 == 1 && buf.len() >= 4 {
+        buf[..4].copy_from_slice(&0x74u32.to_be_bytes());
+    }
+    let feed = |core: &mut EspCore, buf: &[u8]| {
+        let mut b = buf.to_vec();
+        let r = range_of(&b);
+        if let Ok(Decap::Packet { payload, .. }) = core.decapsulate(&mut b, now) {
+            inside(payload, &r);
+        }
+    };
+    feed(&mut rx, &buf);
+    // A genuine exchange: every Hello each way until both are quiet.
+    let exchange = |from: &mut EspCore, to: &mut EspCore, fresh: u8| {
+        let mut hello = [0u8; 200];
+        if let Some(n) = from.poll_hello(now, move || Some([fresh; 32]), &mut hello) {
+            let _ = to.decapsulate(&mut hello[..n], now);
+        }
+    };
+    for i in 0..6u8 {
+        exchange(&mut tx, &mut rx, 2 * i + 1);
+        exchange(&mut rx, &mut tx, 2 * i + 2);
+    }
+    feed(&mut rx, &buf);
+}

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use twnode::tunnel::gre::GreOptions;
-use twnode::tunnel::iptunnel::{IpTunnelCore, Settings, Tos, Ttl, TunnelType};
+use twnode::tunnel::iptunnel::{IpTunnelCore, Settings};
+use twnode::tunnel::iptype::{Tos, Ttl, TunnelType};
 use twnode::tunnel::keepalive::KeepaliveConfig;
 use twnode::tunnel::Action;
 use twnode::wire::gre::Key;

@@ -63,7 +63,8 @@ pub struct Cli {
 enum Command {
     /// Run the daemon in the foreground (systemd runs it as `twnode daemon`)
     Daemon {
-        /// Directory for durable state (ESP sequence-number marks)
+        /// Directory for durable state (ESP sequence-number marks of static-keyed
+        /// lines), locked by the daemon: one daemon per directory
         #[arg(
             long,
             env = "TWNODE_STATE_DIR",
@@ -71,6 +72,11 @@ enum Command {
             default_value = crate::daemon::DEFAULT_STATE_DIR
         )]
         state_dir: PathBuf,
+        /// Let this static-keyed ESP line start once without its sequence-number mark,
+        /// from sequence number 1: only if no packet was ever sent under its keys from
+        /// this host, or nonces repeat (repeatable)
+        #[arg(long, value_name = "LINE")]
+        esp_fresh_state: Vec<String>,
     },
     /// Prepare this host: enable IPv4/IPv6 forwarding, create the config directory (0700)
     Init,
@@ -238,6 +244,14 @@ struct CreateArgs {
     /// Second ESP key, 0x + 32-128 hex digits, the same on both ends (secret)
     #[arg(long, value_name = "0xHEX")]
     auth_key: Option<String>,
+    /// How ESP gets its SAs: epoch (fresh keys agreed with a twnode peer at every start
+    /// and rekey) or static (from the keys alone, for a Linux kernel peer and `line show
+    /// --xfrm`) [default: epoch]
+    #[arg(long, value_name = "epoch|static")]
+    esp_keying: Option<String>,
+    /// Epoch keying: seconds between rekeys, 1-86400 [default: 3600]
+    #[arg(long, value_name = "SECS")]
+    esp_rekey: Option<u32>,
     /// IP tunnels over an Ethernet parent: send through an AF_XDP socket on the next
     /// hop's device, past this host's routing, netfilter, qdisc and packet captures
     /// (faster; see the README's "AF_XDP transmit")
@@ -314,7 +328,10 @@ fn config_path(cli: &Cli) -> PathBuf {
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {
-        Command::Daemon { state_dir } => run_daemon(&cli, state_dir.clone()),
+        Command::Daemon {
+            state_dir,
+            esp_fresh_state,
+        } => run_daemon(&cli, state_dir.clone(), esp_fresh_state),
         Command::Init => init(&cli),
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());
@@ -366,11 +383,19 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn run_daemon(cli: &Cli, state_dir: PathBuf) -> Result<()> {
+fn run_daemon(cli: &Cli, state_dir: PathBuf, fresh: &[String]) -> Result<()> {
+    let esp_fresh_state = fresh
+        .iter()
+        .map(|n| {
+            n.parse::<crate::config::LineName>()
+                .map_err(|e| anyhow!("--esp-fresh-state {n:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let opts = crate::daemon::Options {
         config: config_path(cli),
         control: cli.control.clone(),
         state_dir,
+        esp_fresh_state,
     };
     // Before the runtime starts its threads: capabilities are per thread.
     crate::daemon::privileges::drop_at_start().context("cannot drop privileges")?;
@@ -462,6 +487,7 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                 name: a.name.clone(),
                 kind: a.kind.clone().unwrap_or_else(|| {
                     let esp = a.encrypt || a.enc_key.is_some() || a.auth_key.is_some();
+                    // (--esp-keying alone does not: it applies to encrypted lines only.)
                     if esp { "ipsec" } else { "wireguard" }.to_string()
                 }),
                 mode: a.mode.clone(),
@@ -493,6 +519,8 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                     cipher: a.cipher.clone(),
                     enc_key: a.enc_key.clone().map(control::Secret),
                     auth_key: a.auth_key.clone().map(control::Secret),
+                    esp_keying: a.esp_keying.clone(),
+                    esp_rekey: a.esp_rekey,
                     af_xdp: a.af_xdp,
                 },
             };

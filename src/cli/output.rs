@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::control::{Created, LineState, LineStatus};
+use crate::control::{Created, EspInfo, LineState, LineStatus};
 
 /// `line create`'s report, in the order the seed shows it.
 pub fn created(c: &Created) {
@@ -298,12 +298,8 @@ pub fn detail(l: &LineStatus) -> String {
         };
         let _ = writeln!(out, "options:         {options}");
         if let Some(e) = &l.esp {
-            let _ = writeln!(
-                out,
-                "esp:             {}, SPI out {:#010x} in {:#010x}; next sequence {}, \
-                 reserved to {}, highest received {}",
-                e.cipher, e.spi_out, e.spi_in, e.next_seq, e.reserved_to, e.highest_received
-            );
+            let _ = writeln!(out, "esp:             {}", esp_line(e));
+            let _ = writeln!(out, "keying:          {}", keying_line(e));
         }
         if let Some(t) = &l.transmit {
             let _ = writeln!(out, "transmit:        {t}");
@@ -351,6 +347,52 @@ pub fn detail(l: &LineStatus) -> String {
         }
     }
     out
+}
+
+/// The ESP layer's SAs and sequence numbers (`esp:`).
+fn esp_line(e: &EspInfo) -> String {
+    let (Some(out), Some(inb)) = (e.spi_out, e.spi_in) else {
+        return format!("{}, no SAs yet", e.cipher);
+    };
+    let reserved = e
+        .reserved_to
+        .map(|r| format!("reserved to {r}, "))
+        .unwrap_or_default();
+    format!(
+        "{}, SPI out {out:#010x} in {inb:#010x}; next sequence {}, {reserved}highest \
+         received {}",
+        e.cipher, e.next_seq, e.highest_received
+    )
+}
+
+/// How the SAs came to be (`keying:`): the epoch and the next rekey, or static keys.
+fn keying_line(e: &EspInfo) -> String {
+    let Some(p) = &e.epoch else {
+        return format!(
+            "{} (SAs from the keys alone; sequence numbers kept in the state directory)",
+            e.keying
+        );
+    };
+    if p.epochs == 0 {
+        return format!(
+            "epoch: waiting for the peer's Hello ({} sent, {} received); nothing is sent \
+             until the peer answers",
+            p.hellos_sent, p.hellos_received
+        );
+    }
+    let mut text = format!(
+        "epoch {}, agreed {}; next rekey in {} or after {} packets (every {} s)",
+        p.epochs,
+        age(p.last_rekey_secs),
+        p.secs_to_rekey
+            .map_or_else(|| "-".to_string(), |s| format!("{s} s")),
+        p.packets_to_rekey.unwrap_or(0),
+        p.rekey_interval_secs
+    );
+    if p.rekeying {
+        text.push_str("; a rekey is under way");
+    }
+    text
 }
 
 #[cfg(test)]

@@ -3,12 +3,13 @@
 //! (`parse_key`, `parse_ttl`, `parse_tos`), and their `line create` spelling for the
 //! peer command (`cli_options`, `mirrored`).
 
-use super::esp::Esp;
+use super::esp::{Esp, Keying};
 use super::names::seconds;
 use super::raw::{IntOrText, RawIpTunnel};
 use super::setting::Setting;
+use crate::tunnel::esp::DEFAULT_REKEY_AFTER;
 use crate::tunnel::gre::GreOptions;
-use crate::tunnel::iptunnel::{Tos, Ttl, TunnelType};
+use crate::tunnel::iptype::{Tos, Ttl, TunnelType};
 use crate::tunnel::keepalive::{KeepaliveConfig, DEFAULT_RETRIES};
 use crate::wire::gre::Key;
 
@@ -84,21 +85,6 @@ fn key_text(k: Key, dotted: bool) -> String {
 }
 
 impl IpTunnel {
-    /// A line of `kind` with Linux's defaults.
-    pub fn new(kind: TunnelType) -> IpTunnel {
-        IpTunnel {
-            kind,
-            gre: GreOptions::default(),
-            ttl: Ttl::default_for(kind),
-            tos: Tos::default(),
-            pmtudisc: true,
-            keepalive: None,
-            esp: None,
-            af_xdp: false,
-            key_spelling: KeySpelling::default(),
-        }
-    }
-
     /// The same line seen from the peer: input and output options swapped.
     pub fn mirrored(&self) -> IpTunnel {
         IpTunnel {
@@ -167,6 +153,12 @@ impl IpTunnel {
             if e.cipher != crate::tunnel::esp::Cipher::default() {
                 out.extend(["--cipher".to_string(), e.cipher.as_str().to_string()]);
             }
+            if e.keying != Keying::default() {
+                out.extend(["--esp-keying".to_string(), e.keying.as_str().to_string()]);
+            }
+            if e.rekey != DEFAULT_REKEY_AFTER {
+                out.extend(["--esp-rekey".to_string(), e.rekey.as_secs().to_string()]);
+            }
         }
         if self.af_xdp {
             out.push("--af-xdp".into());
@@ -219,6 +211,14 @@ impl IpTunnel {
                 .map(|e| e.cipher.as_str().to_string()),
             enc_key: self.esp.map(|e| e.enc_key),
             auth_key: self.esp.map(|e| e.auth_key),
+            esp_keying: self
+                .esp
+                .filter(|e| e.keying != Keying::default())
+                .map(|e| e.keying.as_str().to_string()),
+            esp_rekey: self
+                .esp
+                .filter(|e| e.rekey != DEFAULT_REKEY_AFTER)
+                .map(|e| e.rekey.as_secs() as u32),
             af_xdp: self.af_xdp,
         };
         (raw != RawIpTunnel::default()).then_some(raw)
@@ -307,6 +307,21 @@ mod test {
     use super::*;
     use crate::config::testdata::{cfg, GRE_TOML};
 
+    /// A line of `kind` with Linux's defaults.
+    fn linux_defaults(kind: TunnelType) -> IpTunnel {
+        IpTunnel {
+            kind,
+            gre: GreOptions::default(),
+            ttl: Ttl::default_for(kind),
+            tos: Tos::default(),
+            pmtudisc: true,
+            keepalive: None,
+            esp: None,
+            af_xdp: false,
+            key_spelling: KeySpelling::default(),
+        }
+    }
+
     #[test]
     fn ip_tunnel_lines_parse_with_defaults_and_round_trip() {
         let c = cfg(GRE_TOML).unwrap();
@@ -320,7 +335,7 @@ mod test {
         let k = g.keepalive.unwrap();
         assert_eq!((k.interval.as_secs(), k.retries), (5, 2));
         let i = c.lines[1].ip_tunnel().unwrap();
-        assert_eq!(*i, IpTunnel::new(TunnelType::Ipip));
+        assert_eq!(*i, linux_defaults(TunnelType::Ipip));
         assert!(!c.has_private_keys());
         let written = c.to_toml();
         assert!(!written.contains("[line.wireguard]"), "{written}");
@@ -347,6 +362,42 @@ mod test {
         assert_eq!(cfg(&written).unwrap(), c, "{written}");
     }
 
+    /// `esp_keying` and `esp_rekey` parse, are written back only when not the default,
+    /// show as options and go to the peer's command (both ends must agree on them).
+    #[test]
+    fn esp_keying_and_rekey_round_trip_and_are_mirrored() {
+        const ENC: &str = "0x9f8e7d6c5b4a39281716050403020100aabbccddeeff0011";
+        let encrypted = |extra: &str| {
+            let text = format!(
+                "[[line]]\nname = \"sec\"\nparent = \"eth0\"\npeer_ip = \"198.51.100.20\"\n\
+                 peer_vip = \"10.9.0.2\"\nlocal_vip = \"10.9.0.1\"\ntype = \"gre\"\n\n\
+                 [line.ip_tunnel]\nencrypt = true\nenc_key = \"{ENC}\"\nauth_key = \"{ENC}\"\n{extra}"
+            );
+            cfg(&text).unwrap()
+        };
+        let plain = encrypted("");
+        let e = plain.lines[0].ip_tunnel().unwrap().esp.unwrap();
+        assert_eq!((e.keying, e.rekey), (Keying::Epoch, DEFAULT_REKEY_AFTER));
+        let written = plain.to_toml();
+        assert!(
+            !written.contains("esp_"),
+            "defaults are left out: {written}"
+        );
+        let c = encrypted("esp_keying = \"static\"\n");
+        let t = c.lines[0].ip_tunnel().unwrap();
+        assert_eq!(t.esp.unwrap().keying, Keying::Static);
+        assert_eq!(t.cli_options().join(" "), "--encrypt --esp-keying static");
+        assert_eq!(t.mirrored().cli_options(), t.cli_options());
+        assert_eq!(cfg(&c.to_toml()).unwrap(), c);
+        let c = encrypted("esp_rekey = 60\n");
+        let t = c.lines[0].ip_tunnel().unwrap();
+        assert_eq!(t.cli_options().join(" "), "--encrypt --esp-rekey 60");
+        assert_eq!(t.mirrored().cli_options(), t.cli_options());
+        let written = c.to_toml();
+        assert!(written.contains("esp_rekey = 60"), "{written}");
+        assert_eq!(cfg(&written).unwrap(), c);
+    }
+
     #[test]
     fn tos_is_hexadecimal_as_iproute2() {
         assert_eq!(parse_tos("10"), Ok(Tos::Fixed(0x10)));
@@ -370,7 +421,7 @@ mod test {
             g.mirrored().cli_options().join(" "),
             "--ikey 8 --okey 0.0.0.7 --oseq --icsum --tos 0x28 --keepalive 5,2"
         );
-        let mut both = IpTunnel::new(TunnelType::Gre6);
+        let mut both = linux_defaults(TunnelType::Gre6);
         both.gre.ikey = Some(Key(3));
         both.gre.okey = Some(Key(3));
         both.gre.iseq = true;

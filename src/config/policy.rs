@@ -22,7 +22,7 @@ use super::model::Line;
 use super::names::LineName;
 use super::ConfigError;
 use crate::policy::{Mode, Tuning};
-use crate::tunnel::iptunnel::IpVersion;
+use crate::tunnel::iptype::IpVersion;
 use crate::wire::network;
 
 /// Lowest priority a group may take (rules 10 and 80 come before).

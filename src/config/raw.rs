@@ -119,6 +119,13 @@ pub struct RawIpTunnel {
     /// Secret: "0x" + hex, the same on both ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_key: Option<EspKey>,
+    /// "epoch" (default: keys agreed with a twnode peer at every start) or "static"
+    /// (SAs from the keys alone, for a kernel peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esp_keying: Option<String>,
+    /// Epoch keying: seconds between rekeys (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub esp_rekey: Option<u32>,
     /// Send the outer packets through AF_XDP on the next hop's Ethernet device.
     #[serde(default, skip_serializing_if = "is_false")]
     pub af_xdp: bool,

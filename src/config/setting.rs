@@ -48,6 +48,8 @@ pub enum Setting {
     Cipher,
     EncKey,
     AuthKey,
+    EspKeying,
+    EspRekey,
     AfXdp,
 }
 
@@ -87,6 +89,8 @@ impl Setting {
             Cipher => "ip_tunnel.cipher",
             EncKey => "ip_tunnel.enc_key",
             AuthKey => "ip_tunnel.auth_key",
+            EspKeying => "ip_tunnel.esp_keying",
+            EspRekey => "ip_tunnel.esp_rekey",
             AfXdp => "ip_tunnel.af_xdp",
         }
     }
@@ -126,6 +130,8 @@ impl Setting {
             Cipher => "--cipher",
             EncKey => "--enc-key",
             AuthKey => "--auth-key",
+            EspKeying => "--esp-keying",
+            EspRekey => "--esp-rekey",
             AfXdp => "--af-xdp",
         }
     }

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use super::esp::{parse_cipher, Esp, EspKey};
+use super::esp::{parse_cipher, parse_keying, parse_rekey, Esp, Keying};
 use super::iptunnel::{keepalive, parse_key, parse_tos, parse_ttl, IpTunnel, KeySpelling};
 use super::model::{Config, Line, LineKind, WireGuard, DEFAULT_KEEPALIVE, IPSEC, SUPPORTED_TYPES};
 use super::names::{seconds, LineName, Mode, Mtu, Port};
@@ -21,7 +21,7 @@ use super::setting::{Origin, Problem, Setting};
 use super::ConfigError;
 use crate::tunnel::esp::Cipher;
 use crate::tunnel::gre::GreOptions;
-use crate::tunnel::iptunnel::{IpVersion, Tos, Ttl, TunnelType};
+use crate::tunnel::iptype::{IpVersion, Tos, Ttl, TunnelType};
 
 impl TryFrom<RawConfig> for Config {
     type Error = ConfigError;
@@ -216,6 +216,8 @@ fn ip_tunnel_on_wireguard(i: usize, t: &RawIpTunnel) -> Problem {
         (t.cipher.is_some(), S::Cipher),
         (t.enc_key.is_some(), S::EncKey),
         (t.auth_key.is_some(), S::AuthKey),
+        (t.esp_keying.is_some(), S::EspKeying),
+        (t.esp_rekey.is_some(), S::EspRekey),
         (t.af_xdp, S::AfXdp),
     ];
     let setting = set
@@ -227,7 +229,7 @@ fn ip_tunnel_on_wireguard(i: usize, t: &RawIpTunnel) -> Problem {
         "RETRIES applies to IP tunnel keepalives; a wireguard line takes --keepalive SECS"
     } else {
         "--key, --seq, --csum, --ttl, --tos, --[no]pmtudisc, --encrypt, --cipher, --enc-key, \
-         --auth-key and --af-xdp apply to the IP tunnel types (ipip, gre, sit, ip6ip6, ipip6, \
+         --auth-key, --esp-keying, --esp-rekey and --af-xdp apply to the IP tunnel types (ipip, gre, sit, ip6ip6, ipip6, \
          gre6; ipsec), not to wireguard"
     };
     Problem::at(i, setting).either(file, request)
@@ -327,13 +329,7 @@ fn convert_ip_tunnel(
     };
     let keepalive = keepalive(raw.keepalive.unwrap_or(0), raw.keepalive_retries)
         .map_err(|(s, m)| Problem::new(i, s, m))?;
-    let esp = esp_settings(
-        i,
-        raw.encrypt.then_some(esp),
-        raw.cipher.as_deref(),
-        raw.enc_key,
-        raw.auth_key,
-    )?;
+    let esp = esp_settings(i, raw.encrypt.then_some(esp), &raw)?;
     Ok(IpTunnel {
         esp,
         kind,
@@ -355,20 +351,21 @@ fn convert_ip_tunnel(
 }
 
 /// The ESP settings from what the line gives: `encrypt` (the setting that asked for
-/// it), an optional cipher and the two keys. `None` for a plain line.
+/// it), an optional cipher, the two keys, the keying mode and its rekey interval. `None`
+/// for a plain line.
 fn esp_settings(
     i: usize,
     encrypt: Option<Setting>,
-    cipher: Option<&str>,
-    enc_key: Option<EspKey>,
-    auth_key: Option<EspKey>,
+    raw: &RawIpTunnel,
 ) -> Result<Option<Esp>, Problem> {
     use Setting as S;
     if encrypt.is_none() {
         let given = [
-            (cipher.is_some(), S::Cipher),
-            (enc_key.is_some(), S::EncKey),
-            (auth_key.is_some(), S::AuthKey),
+            (raw.cipher.is_some(), S::Cipher),
+            (raw.enc_key.is_some(), S::EncKey),
+            (raw.auth_key.is_some(), S::AuthKey),
+            (raw.esp_keying.is_some(), S::EspKeying),
+            (raw.esp_rekey.is_some(), S::EspRekey),
         ];
         if let Some(&(_, s)) = given.iter().find(|(on, _)| *on) {
             return Err(Problem::at(i, s)
@@ -380,7 +377,7 @@ fn esp_settings(
         }
         return Ok(None);
     }
-    let cipher = match cipher {
+    let cipher = match &raw.cipher {
         Some(c) => parse_cipher(c).map_err(bad(i, S::Cipher))?,
         None => Cipher::default(),
     };
@@ -392,13 +389,21 @@ fn esp_settings(
             .key(S::AuthKey)
             .text(" (0x + hex, the same on both ends)")
     };
-    let enc_key = enc_key.ok_or_else(|| needs_both(S::EncKey))?;
-    let auth_key = auth_key.ok_or_else(|| needs_both(S::AuthKey))?;
-    Ok(Some(Esp {
-        cipher,
-        enc_key,
-        auth_key,
-    }))
+    let enc_key = raw.enc_key.ok_or_else(|| needs_both(S::EncKey))?;
+    let auth_key = raw.auth_key.ok_or_else(|| needs_both(S::AuthKey))?;
+    let mut esp = Esp::new(cipher, enc_key, auth_key);
+    if let Some(k) = &raw.esp_keying {
+        esp.keying = parse_keying(k).map_err(bad(i, S::EspKeying))?;
+    }
+    if let Some(secs) = raw.esp_rekey {
+        if esp.keying == Keying::Static {
+            return Err(Problem::at(i, S::EspRekey)
+                .text("applies to epoch keying only (static keys never change); remove it or ")
+                .key(S::EspKeying));
+        }
+        esp.rekey = parse_rekey(secs).map_err(bad(i, S::EspRekey))?;
+    }
+    Ok(Some(esp))
 }
 
 /// Whether an IP tunnel line's settings fit together: underlay family, the VIPs' family
@@ -649,7 +654,10 @@ fn check_across(lines: &[Converted]) -> Result<(), Problem> {
 
 #[cfg(test)]
 mod test {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::esp::EspKey;
     use crate::config::setting::Flags;
     use crate::config::testdata::{cfg, err, GRE_TOML, SERVER_TOML};
     use crate::wire::gre::Key;
@@ -920,34 +928,97 @@ auth_key = "0x1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f"
         }
     }
 
+    /// `esp_settings` of a table with these ESP keys.
+    fn esp_of(
+        encrypt: Option<Setting>,
+        cipher: Option<&str>,
+        enc_key: Option<EspKey>,
+        auth_key: Option<EspKey>,
+    ) -> Result<Option<Esp>, Problem> {
+        let raw = RawIpTunnel {
+            encrypt: encrypt.is_some(),
+            cipher: cipher.map(str::to_string),
+            enc_key,
+            auth_key,
+            ..RawIpTunnel::default()
+        };
+        esp_settings(0, encrypt, &raw)
+    }
+
     #[test]
     fn encrypt_needs_both_keys_and_keys_need_encrypt() {
         let k = EspKey::parse("0x1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f").unwrap();
         let on = Some(Setting::Encrypt);
-        assert_eq!(esp_settings(0, None, None, None, None).unwrap(), None);
+        assert_eq!(esp_of(None, None, None, None).unwrap(), None);
         assert_eq!(
-            flag_of(esp_settings(0, on, None, Some(k), None).unwrap_err()),
+            flag_of(esp_of(on, None, Some(k), None).unwrap_err()),
             "--auth-key"
         );
         assert_eq!(
-            flag_of(esp_settings(0, on, None, None, Some(k)).unwrap_err()),
+            flag_of(esp_of(on, None, None, Some(k)).unwrap_err()),
             "--enc-key"
         );
         assert_eq!(
-            flag_of(esp_settings(0, None, None, Some(k), None).unwrap_err()),
+            flag_of(esp_of(None, None, Some(k), None).unwrap_err()),
             "--enc-key"
         );
         assert_eq!(
-            flag_of(esp_settings(0, None, Some("aes-256-gcm"), None, None).unwrap_err()),
+            flag_of(esp_of(None, Some("aes-256-gcm"), None, None).unwrap_err()),
             "--cipher"
         );
-        let p = esp_settings(0, on, Some("des"), Some(k), Some(k)).unwrap_err();
+        let p = esp_of(on, Some("des"), Some(k), Some(k)).unwrap_err();
         let msg = p.render(&["x"], Origin::File).to_string();
         assert!(msg.contains("chacha20-poly1305, aes-256-gcm"), "{msg}");
-        let e = esp_settings(0, on, Some("aes-256-gcm"), Some(k), Some(k))
+        let e = esp_of(on, Some("aes-256-gcm"), Some(k), Some(k))
             .unwrap()
             .unwrap();
         assert_eq!(e.cipher, Cipher::Aes256Gcm);
+    }
+
+    #[test]
+    fn esp_keying_defaults_to_epoch_and_rekey_applies_to_epochs_only() {
+        let k = EspKey::parse("0x1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f").unwrap();
+        let on = Some(Setting::Encrypt);
+        let table = |keying: Option<&str>, rekey: Option<u32>, encrypt: bool| RawIpTunnel {
+            encrypt,
+            enc_key: Some(k),
+            auth_key: Some(k),
+            esp_keying: keying.map(str::to_string),
+            esp_rekey: rekey,
+            ..RawIpTunnel::default()
+        };
+        let e = esp_settings(0, on, &table(None, None, true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.keying, e.rekey),
+            (Keying::Epoch, Duration::from_secs(3600))
+        );
+        let e = esp_settings(0, on, &table(Some("static"), None, true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.keying, Keying::Static);
+        let e = esp_settings(0, on, &table(None, Some(30), true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.rekey, Duration::from_secs(30));
+        let p = esp_settings(0, on, &table(Some("static"), Some(30), true)).unwrap_err();
+        assert_eq!(flag_of(p), "--esp-rekey");
+        let p = esp_settings(0, on, &table(Some("static"), Some(30), true)).unwrap_err();
+        let msg = p.render(&["x"], Origin::File).to_string();
+        assert!(
+            msg.contains("ip_tunnel.esp_keying") && msg.contains("epoch"),
+            "{msg}"
+        );
+        let p = esp_settings(0, on, &table(Some("ike"), None, true)).unwrap_err();
+        assert_eq!(flag_of(p), "--esp-keying");
+        let p = esp_settings(0, on, &table(None, Some(0), true)).unwrap_err();
+        assert_eq!(flag_of(p), "--esp-rekey");
+        let mut plain = table(Some("static"), None, false);
+        plain.enc_key = None;
+        plain.auth_key = None;
+        let p = esp_settings(0, None, &plain).unwrap_err();
+        assert_eq!(flag_of(p), "--esp-keying");
     }
 
     proptest! {

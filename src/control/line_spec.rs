@@ -96,6 +96,10 @@ pub struct IpTunnelArgs {
     pub enc_key: Option<Secret>,
     /// `--auth-key`, as typed. Secret.
     pub auth_key: Option<Secret>,
+    /// `--esp-keying`.
+    pub esp_keying: Option<String>,
+    /// `--esp-rekey`, seconds.
+    pub esp_rekey: Option<u32>,
     /// `--af-xdp`.
     pub af_xdp: bool,
 }
@@ -311,6 +315,8 @@ impl LineSpec {
             cipher: a.cipher.clone(),
             enc_key: esp_key("--enc-key", &a.enc_key)?,
             auth_key: esp_key("--auth-key", &a.auth_key)?,
+            esp_keying: a.esp_keying.clone(),
+            esp_rekey: a.esp_rekey,
             af_xdp: a.af_xdp,
         };
         Ok((table != RawIpTunnel::default()).then_some(table))

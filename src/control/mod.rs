@@ -282,14 +282,42 @@ pub struct LineStatus {
 pub struct EspInfo {
     /// `chacha20-poly1305` or `aes-256-gcm`.
     pub cipher: String,
-    pub spi_out: u32,
-    pub spi_in: u32,
-    /// The next sequence number to send.
+    /// `epoch` or `static`.
+    pub keying: String,
+    /// The SPI this end sends with (epoch keying: none before the first epoch).
+    pub spi_out: Option<u32>,
+    /// The SPI this end accepts.
+    pub spi_in: Option<u32>,
+    /// The next sequence number to send (in the current epoch).
     pub next_seq: u64,
-    /// Sequence numbers below this are reserved on disk.
-    pub reserved_to: u64,
+    /// Static keying: sequence numbers below this are reserved on disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_to: Option<u64>,
     /// Highest sequence number accepted (0: none yet).
     pub highest_received: u64,
+    /// Epoch keying: the epochs and the next rekey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<EpochInfo>,
+}
+
+/// Epoch keying's state, for `line show`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EpochInfo {
+    /// Epochs agreed since the line started (0: waiting for the peer's Hello).
+    pub epochs: u64,
+    /// Seconds since the current epoch was agreed (the last rekey, or the first
+    /// agreement).
+    pub last_rekey_secs: Option<u64>,
+    /// Packets this end may send before it starts a rekey.
+    pub packets_to_rekey: Option<u64>,
+    /// Seconds before this end starts a rekey.
+    pub secs_to_rekey: Option<u64>,
+    /// This end's rekey interval.
+    pub rekey_interval_secs: u64,
+    /// A new epoch is proposed, not agreed yet.
+    pub rekeying: bool,
+    pub hellos_sent: u64,
+    pub hellos_received: u64,
 }
 
 /// An IP tunnel line's keepalive, for `line show`.

@@ -124,6 +124,17 @@ pub enum RequestError {
         name: String,
     },
 
+    /// `line show --xfrm` of a line with epoch keying, whose SAs a kernel cannot follow.
+    #[error(
+        "line {name} uses epoch keying (keys agreed with a twnode peer at every start), \
+         which a kernel peer cannot follow; for a kernel peer create the line with \
+         --esp-keying static"
+    )]
+    XfrmNeedsStatic {
+        /// The line.
+        name: String,
+    },
+
     /// `line show --xfrm`: the line's keys give no SAs between its addresses.
     #[error("line {name}: {source}")]
     Xfrm {

@@ -33,9 +33,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::config::{self, ConfigError};
+use crate::config::esp::Keying;
+use crate::config::{self, ConfigError, LineName};
 use crate::control::server::Server;
 use crate::control::ControlError;
+use crate::dataplane::seqstore::StateDirLock;
 use crate::dataplane::Devices;
 use crate::net::{NetError, Netlink};
 pub use error::RequestError;
@@ -45,7 +47,7 @@ pub use supervisor::Supervisor;
 pub const RETRY: Duration = Duration::from_secs(2);
 
 /// Default state directory (systemd's `StateDirectory=twnode`): ESP sequence-number
-/// marks.
+/// marks of static-keyed lines, and the lock that keeps a second daemon out.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/twnode";
 
 /// Where the daemon finds its files.
@@ -53,8 +55,12 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/twnode";
 pub struct Options {
     pub config: PathBuf,
     pub control: PathBuf,
-    /// Durable state: ESP sequence-number marks (created 0700 when first needed).
+    /// Durable state: ESP sequence-number marks (created 0700 when first needed),
+    /// locked for the daemon's life.
     pub state_dir: PathBuf,
+    /// Static-keyed ESP lines allowed to start once without their sequence-number
+    /// mark (`--esp-fresh-state`).
+    pub esp_fresh_state: Vec<LineName>,
 }
 
 /// Why the daemon could not start.
@@ -76,6 +82,17 @@ pub enum DaemonError {
     /// taken); nothing was touched.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    /// The state directory is another daemon's, or cannot be locked.
+    #[error(transparent)]
+    StateDir(#[from] crate::dataplane::DataplaneError),
+    /// `--esp-fresh-state` names a line that is not a static-keyed encrypted line.
+    #[error("--esp-fresh-state {name}: {why}; it applies to lines with --esp-keying static")]
+    FreshState {
+        /// The line named.
+        name: LineName,
+        /// What the line is instead.
+        why: String,
+    },
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -84,6 +101,25 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // (its traffic would leave in clear), nor replace its control socket.
     let lock = lock::HostLock::acquire()?;
     let config = config::load(&opts.config)?;
+    for name in &opts.esp_fresh_state {
+        let why = match config.line(name.as_str()) {
+            None => "no such line in the configuration".to_string(),
+            Some(l) => match l.ip_tunnel().and_then(|t| t.esp) {
+                None => "the line is not encrypted".to_string(),
+                Some(e) if e.keying != Keying::Static => {
+                    format!("the line uses {} keying, which keeps no state", e.keying)
+                }
+                Some(_) => continue,
+            },
+        };
+        return Err(DaemonError::FreshState {
+            name: name.clone(),
+            why,
+        });
+    }
+    // Before anything touches the host: a second daemon on this directory would also
+    // purge the first one's routes below.
+    let _state_lock = StateDirLock::acquire(&opts.state_dir)?;
     info!(config = %opts.config.display(), lines = config.lines.len(), lock = lock.name(),
           "twnode starting");
     privileges::log_dropped();
@@ -106,6 +142,11 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     let mut sup = Supervisor::new(host, Devices::new(), opts.config.clone(), config)
         .with_state_dir(opts.state_dir.clone());
+    for name in &opts.esp_fresh_state {
+        warn!(line = %name, "--esp-fresh-state: the line's static ESP keys may start from \
+              sequence number 1 if its mark is missing; nonces may repeat if it sent before");
+        sup.allow_fresh_esp(name.clone());
+    }
     sup.reconcile().await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(control = %opts.control.display(), lines = sup.configured(), "twnode ready");

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::error::RequestError;
 use super::supervisor::Supervisor;
+use crate::config::esp::Keying;
 use crate::config::model::IpTunnel;
 use crate::config::{self, Line, LineKind, Mode};
 use crate::control::{
@@ -171,7 +172,12 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         // Bring it up before writing anything: a parent that does not exist, a VIP or a
         // port in use fails here and the config file stays as it was.
         let old_config = std::mem::replace(&mut self.config, new_config);
-        if let Err(f) = self.bring_up(&line).await {
+        // A line being created is new: its static ESP SA starts afresh when no mark of
+        // it exists (on any later start a missing mark means lost state).
+        self.allow_fresh_esp(line.name.clone());
+        let up = self.bring_up(&line).await;
+        self.forget_fresh_esp(&line.name);
+        if let Err(f) = up {
             self.config = old_config;
             return Err(RequestError::NotUp { reason: f.reason });
         }
@@ -272,6 +278,9 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         let Some(e) = line.ip_tunnel().and_then(|t| t.esp) else {
             return Err(RequestError::NotEncrypted { name: name.into() });
         };
+        if e.keying != Keying::Static {
+            return Err(RequestError::XfrmNeedsStatic { name: name.into() });
+        }
         let local = self.local_ip_of(&line)?;
         let peer = line.peer_ip;
         let sas = setup::xfrm_sas(&e, local, peer).map_err(|source| RequestError::Xfrm {

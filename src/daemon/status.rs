@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use super::supervisor::{Running, Supervisor};
 use crate::config::{Line, LineKind};
-use crate::control::{EspInfo, KeepaliveInfo, LineState, LineStatus};
+use crate::control::{EpochInfo, EspInfo, KeepaliveInfo, LineState, LineStatus};
 use crate::dataplane::lines::Liveness;
-use crate::dataplane::{Dataplane, DataplaneStatus, LineStats, RawStatus, RunningLine};
+use crate::dataplane::{Dataplane, DataplaneStatus, IpTunnelStatus, LineStats, RunningLine};
 use crate::net::Host;
 
 impl<H: Host, D: Dataplane> Supervisor<H, D> {
@@ -112,16 +112,25 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             (LineKind::IpTunnel(t), dp) => {
                 status.options = t.cli_options();
                 if let Some(DataplaneStatus::IpTunnel(raw)) = dp {
-                    status.esp = raw.esp.zip(t.esp).map(
-                        |((spi_out, spi_in, next_seq, reserved_to, highest_received), e)| EspInfo {
-                            cipher: e.cipher.as_str().to_string(),
-                            spi_out,
-                            spi_in,
-                            next_seq,
-                            reserved_to,
-                            highest_received,
-                        },
-                    );
+                    status.esp = raw.esp.zip(t.esp).map(|(s, e)| EspInfo {
+                        cipher: e.cipher.as_str().to_string(),
+                        keying: s.keying.as_str().to_string(),
+                        spi_out: s.spi_out,
+                        spi_in: s.spi_in,
+                        next_seq: s.next_seq,
+                        reserved_to: s.reserved_to,
+                        highest_received: s.highest_received,
+                        epoch: s.epoch.map(|p| EpochInfo {
+                            epochs: p.epochs,
+                            last_rekey_secs: p.since_agreed.map(|d| d.as_secs()),
+                            packets_to_rekey: p.packets_to_rekey,
+                            secs_to_rekey: p.time_to_rekey.map(|d| d.as_secs()),
+                            rekey_interval_secs: p.rekey_after.as_secs(),
+                            rekeying: p.rekeying,
+                            hellos_sent: p.hellos_sent,
+                            hellos_received: p.hellos_received,
+                        }),
+                    });
                     status.transmit = raw.transmit;
                     status.af_xdp_packets = raw.af_xdp_packets;
                     status.keepalive = raw.keepalive.map(|k| KeepaliveInfo {
@@ -139,8 +148,26 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
     }
 }
 
-/// An IP tunnel line's state: its keepalive's verdict, or up-but-unknown without one.
-fn raw_state(line: &Line, raw: &RawStatus) -> (LineState, Option<String>) {
+/// An IP tunnel line's state: down while it cannot receive; connecting while an
+/// epoch-keyed ESP line waits for its peer's Hello; then its keepalive's verdict, or
+/// up-but-unknown without one.
+fn raw_state(line: &Line, raw: &IpTunnelStatus) -> (LineState, Option<String>) {
+    if let Some(why) = &raw.receive_problem {
+        return (LineState::Down, Some(why.clone()));
+    }
+    if let Some(e) = raw.esp.as_ref().and_then(|e| e.epoch) {
+        if e.epochs == 0 {
+            return (
+                LineState::Connecting,
+                Some(format!(
+                    "waiting for the peer's ESP Hello from {} ({} sent, {} received): \
+                     nothing is sent until both ends agree on keys; the peer must run \
+                     this line with the same keys and --esp-keying epoch",
+                    line.peer_ip, e.hellos_sent, e.hellos_received
+                )),
+            );
+        }
+    }
     let Some(k) = raw.keepalive else {
         return (
             LineState::Up,

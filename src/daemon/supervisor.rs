@@ -13,7 +13,7 @@
 //! [`Host`] and the data plane only through [`Dataplane`], so all of this runs against
 //! in-memory fakes in the unit tests. Time comes in as `now` where it decides anything.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +71,9 @@ pub struct Supervisor<H: Host = Netlink, D: Dataplane = Devices> {
     next_index: u32,
     /// Where encrypted lines keep their ESP sequence-number marks.
     state_dir: PathBuf,
+    /// Static-keyed ESP lines that may start without a sequence-number mark, once: a
+    /// line being created, or one named by `twnode daemon --esp-fresh-state`.
+    fresh_esp: HashSet<LineName>,
     /// During a reconcile pass: the host's addresses (interface index, address), read
     /// once and kept current with the VIPs the pass adds, so bringing up N lines reads
     /// them once instead of N times (the dump grows with the lines: 1000 lines took
@@ -99,6 +102,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             rules: SharedRules::default(),
             next_index: rand_index(),
             state_dir: PathBuf::from(crate::daemon::DEFAULT_STATE_DIR),
+            fresh_esp: HashSet::new(),
             pass_addrs: None,
             restarts: Restarts::default(),
             policy: PolicyState::default(),
@@ -110,6 +114,17 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
     pub fn with_state_dir(mut self, dir: PathBuf) -> Self {
         self.state_dir = dir;
         self
+    }
+
+    /// Lets the static-keyed ESP line `name` start once without its sequence-number
+    /// mark (its SA is new: see `dataplane::setup`).
+    pub fn allow_fresh_esp(&mut self, name: LineName) {
+        self.fresh_esp.insert(name);
+    }
+
+    /// Takes back [`Self::allow_fresh_esp`].
+    pub(super) fn forget_fresh_esp(&mut self, name: &LineName) {
+        self.fresh_esp.remove(name);
     }
 
     /// How many lines are configured.
@@ -350,6 +365,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                     peer: line.peer_ip,
                     pmtu: pmtu.clone(),
                     state_dir: self.state_dir.clone(),
+                    esp_fresh_state: self.fresh_esp.contains(&line.name),
                 })
                 .map_err(|e| fail(e.to_string()))?,
         };
@@ -372,6 +388,8 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             return Err(fail(e.to_string()));
         }
         info!(line = %line.name, local_ip = %local_ip, mtu, "line up (waiting for the peer)");
+        // Its mark exists now: the permission to start without one was for this start.
+        self.fresh_esp.remove(&line.name);
         self.running.insert(line.name.clone(), running);
         self.follow_next_hops(Some(&line.name)).await;
         Ok(())

@@ -7,31 +7,32 @@
 
 use std::cell::RefCell;
 
+use super::socket::{Received, MAX_MSGS};
+
 /// Packets handled per system call.
 pub const BATCH: usize = 32;
 /// One slot holds the largest packet twnode carries: MTU 9000 plus outer headers.
 pub const SLOT: usize = 9216;
+// One batch goes in one batched call.
+const _: () = assert!(BATCH <= MAX_MSGS);
 
 /// The slots of one receive batch. Packets are processed in place: what a core makes of
 /// the packet in slot `i` (a decapsulated inner packet, a reflected probe) lies inside
 /// that slot, at `out[i]`.
 pub struct Batch {
     input: Vec<u8>,
-    /// Length of each received packet.
-    pub in_len: [usize; BATCH],
+    /// Each received packet: its length, and its source and control message when asked.
+    pub received: [Received; BATCH],
     /// Offset and length of what was produced from each packet, inside its slot.
     pub out: [(usize, usize); BATCH],
-    /// Source address of each received datagram.
-    pub from: [Option<std::net::SocketAddr>; BATCH],
 }
 
 impl Batch {
     fn new() -> Batch {
         Batch {
             input: vec![0; BATCH * SLOT],
-            in_len: [0; BATCH],
+            received: [Received::default(); BATCH],
             out: [(0, 0); BATCH],
-            from: [None; BATCH],
         }
     }
 
@@ -40,9 +41,10 @@ impl Batch {
         &mut self.input[i * SLOT..(i + 1) * SLOT]
     }
 
-    /// All input slots as one buffer (for `recvmmsg`).
-    pub fn inputs_mut(&mut self) -> &mut [u8] {
-        &mut self.input
+    /// All input slots as one buffer, and where to note what arrived in each (for
+    /// `recvmmsg`).
+    pub fn inputs_mut(&mut self) -> (&mut [u8], &mut [Received; BATCH]) {
+        (&mut self.input, &mut self.received)
     }
 }
 

@@ -11,8 +11,8 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use super::iptunnel::{IpTunnelLine, IpTunnelStatus, RawSockets};
 use super::probe::ProbeError;
-use super::raw::{RawLine, RawSockets, RawStatus};
 use super::setup::IpTunnelSpec;
 use super::stats::LineStats;
 use super::wireguard::{WireGuardLine, WireGuardSpec, WireGuardStatus};
@@ -78,7 +78,7 @@ pub enum DataplaneStatus {
     /// A WireGuard line: its session and endpoint.
     WireGuard(WireGuardStatus),
     /// An IP tunnel line: its keepalive, ESP and transmit path.
-    IpTunnel(RawStatus),
+    IpTunnel(IpTunnelStatus),
 }
 
 /// The host's data plane: TUN devices, sockets and the data-plane threads.
@@ -103,7 +103,7 @@ impl Dataplane for Devices {
     }
 
     fn start_ip_tunnel(&self, spec: IpTunnelSpec) -> Result<LineDataplane, DataplaneError> {
-        RawLine::start(spec.into_raw()?, &self.raw_sockets).map(LineDataplane::Raw)
+        IpTunnelLine::start(spec.into_setup()?, &self.raw_sockets).map(LineDataplane::IpTunnel)
     }
 
     fn revive_receives(&self) -> Vec<String> {
@@ -127,19 +127,19 @@ impl RunningLine for LineDataplane {
     fn status(&self) -> DataplaneStatus {
         match self {
             LineDataplane::WireGuard(l) => DataplaneStatus::WireGuard(l.status()),
-            LineDataplane::Raw(l) => DataplaneStatus::IpTunnel(l.status()),
+            LineDataplane::IpTunnel(l) => DataplaneStatus::IpTunnel(l.status()),
         }
     }
 
     fn af_xdp(&self) -> bool {
         match self {
             LineDataplane::WireGuard(_) => false,
-            LineDataplane::Raw(l) => l.af_xdp(),
+            LineDataplane::IpTunnel(l) => l.af_xdp(),
         }
     }
 
     fn update_next_hop(&self, hop: Result<NextHop, String>) {
-        if let LineDataplane::Raw(l) = self {
+        if let LineDataplane::IpTunnel(l) = self {
             l.update_next_hop(hop);
         }
     }
@@ -147,14 +147,14 @@ impl RunningLine for LineDataplane {
     fn send_probe(&self, from: IpAddr, target: IpAddr, seq: u16) -> Result<(), ProbeError> {
         match self {
             LineDataplane::WireGuard(l) => l.send_probe(from, target, seq),
-            LineDataplane::Raw(l) => l.send_probe(from, target, seq),
+            LineDataplane::IpTunnel(l) => l.send_probe(from, target, seq),
         }
     }
 
     fn probe_reply(&self, seq: u16) -> Option<Instant> {
         match self {
             LineDataplane::WireGuard(l) => l.probe_reply(seq),
-            LineDataplane::Raw(l) => l.probe_reply(seq),
+            LineDataplane::IpTunnel(l) => l.probe_reply(seq),
         }
     }
 

@@ -5,37 +5,54 @@
 //! Packets move on the data plane's own threads ([`poller`]: epoll, one per CPU); a line's
 //! timers and keepalives run as tokio tasks beside the control plane.
 //!
+//! The files: [`lines`] is the seam the daemon starts lines through, [`setup`] turns a
+//! configured line into what its data plane runs with; [`wireguard`] and [`iptunnel`]
+//! run the two kinds of line (WireGuard on a UDP socket of its own, the IP tunnels on
+//! raw sockets they share); [`tun`], [`udp`] and [`xsk`] own the devices and sockets,
+//! [`socket`] holds the batched system calls they share; [`pool`] and [`batch`] the
+//! per-thread buffers; [`pmtu`], [`seqstore`] and [`stats`] what a line keeps beside its
+//! core; [`fault`] the tests' injected faults (a cargo feature, empty without it).
+//!
 //! Rules: no allocation per packet (batch buffers are per data-plane thread and reused,
-//! see [`batch`]); no lock held across `.await` (a line's core is locked once per batch);
-//! a bad packet is counted and dropped, never a crash; timers run on a tick, not per
-//! packet.
+//! see [`pool`] and [`batch`]); no lock held across `.await` (a line's core is locked
+//! once per batch); a bad packet is counted and dropped, never a crash; timers run on a
+//! tick, not per packet; every packet path consults its line's [`fault::Faults`].
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod batch;
-pub mod gso;
+pub mod fault;
+pub mod iptunnel;
 pub mod lines;
 pub mod pmtu;
 pub mod poller;
 pub mod pool;
 pub mod probe;
-pub mod raw;
 pub mod seqstore;
 pub mod setup;
+pub mod socket;
 pub mod stats;
 pub mod tun;
 pub mod udp;
 pub mod wireguard;
 pub mod xsk;
 
+pub use iptunnel::{IpTunnelLine, IpTunnelStatus, RawSockets};
 pub use lines::{Dataplane, DataplaneStatus, Devices, RunningLine};
 pub use pmtu::PathMtu;
 pub use probe::{ProbeError, Prober};
-pub use raw::{RawLine, RawSockets, RawStatus};
-pub use setup::{IpTunnelSpec, RawSpec};
+pub use setup::{IpTunnelSetup, IpTunnelSpec};
 pub use stats::LineStats;
+pub use wireguard::{WireGuardLine, WireGuardSpec};
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+/// Locks `m` whatever a panic left in it: the data plane's locks guard plain data (maps,
+/// cores, states), which a panicking packet path cannot leave half-updated in a way that
+/// matters more than losing its line.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Waits (up to 1 s) until `shared` is the last reference and drops it, so a line's TUN
 /// device and sockets are closed when its `stop()` returns even if a path was mid-batch.
@@ -56,14 +73,12 @@ pub(crate) async fn drop_last_ref<T: Send + 'static>(mut shared: Arc<T>) {
         }
     }
 }
-pub use wireguard::{WireGuardLine, WireGuardSpec};
-
 /// A running line's data plane, whatever its type.
 pub enum LineDataplane {
     /// A WireGuard line: its own TUN device and UDP socket.
     WireGuard(WireGuardLine),
     /// An IP tunnel line: its own TUN device, raw sockets shared with other lines.
-    Raw(RawLine),
+    IpTunnel(IpTunnelLine),
 }
 
 impl LineDataplane {
@@ -71,7 +86,7 @@ impl LineDataplane {
     pub fn ifindex(&self) -> u32 {
         match self {
             LineDataplane::WireGuard(l) => l.ifindex(),
-            LineDataplane::Raw(l) => l.ifindex(),
+            LineDataplane::IpTunnel(l) => l.ifindex(),
         }
     }
 
@@ -79,7 +94,7 @@ impl LineDataplane {
     pub fn stats(&self) -> &LineStats {
         match self {
             LineDataplane::WireGuard(l) => l.stats(),
-            LineDataplane::Raw(l) => l.stats(),
+            LineDataplane::IpTunnel(l) => l.stats(),
         }
     }
 
@@ -88,7 +103,7 @@ impl LineDataplane {
     pub fn stopped_path(&self) -> Option<String> {
         match self {
             LineDataplane::WireGuard(l) => l.stopped_path(),
-            LineDataplane::Raw(l) => l.stopped_path(),
+            LineDataplane::IpTunnel(l) => l.stopped_path(),
         }
     }
 
@@ -96,7 +111,7 @@ impl LineDataplane {
     pub async fn stop(self) {
         match self {
             LineDataplane::WireGuard(l) => l.stop().await,
-            LineDataplane::Raw(l) => l.stop().await,
+            LineDataplane::IpTunnel(l) => l.stop().await,
         }
     }
 }
@@ -147,6 +162,14 @@ pub enum DataplaneError {
         /// The file.
         path: std::path::PathBuf,
         /// What is wrong with it.
+        what: String,
+    },
+    /// The state directory cannot be locked for this daemon.
+    #[error("state directory {dir} {what}")]
+    StateDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// What is wrong.
         what: String,
     },
 }

@@ -1,15 +1,19 @@
-//! The WireGuard path's buffers with offloads: one set per data-plane thread, reused for
-//! every batch of every line the thread serves (a batch is read, processed and written
-//! in one handler call, see [`super::poller`]), so 1000 lines cost no more than one and
-//! nothing is allocated per packet. Memory is reserved up front but the kernel backs
-//! only the pages a batch touched, so an idle daemon stays small.
+//! The packet paths' buffers: TUN reads split into segments and their encapsulated
+//! copies (every line's outbound path), packets for TUN writes with GRO (every line's
+//! inbound path), and the WireGuard path's UDP receive arena. One set per data-plane
+//! thread, reused for every batch of every line the thread serves (a batch is read,
+//! processed and written in one handler call, see [`super::poller`]), so 1000 lines cost
+//! no more than one and nothing is allocated per packet. Memory is reserved up front but
+//! the kernel backs only the pages a batch touched, so an idle daemon stays small. The
+//! raw sockets' receive batches are [`super::batch`]'s.
 
 use std::cell::RefCell;
 
 use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
 
 use super::batch::SLOT;
-use super::gso::{Received, GRO_BUF};
+use super::socket::{Received, MAX_MSGS};
+use super::udp::GRO_BUF;
 
 /// Packets per batch: what one 64 KB TSO read splits into at MTU 1420 (46), twice over.
 pub const SEGS: usize = 128;
@@ -23,6 +27,9 @@ pub const RX_MSGS_GRO: usize = 8;
 pub const RX_ARENA: usize = RX_MSGS_GRO * GRO_BUF;
 /// Messages per `recvmmsg` without GRO.
 pub const RX_MSGS_MAX: usize = RX_ARENA / SLOT;
+// One batch goes in one batched call.
+const _: () = assert!(SEGS <= MAX_MSGS && RX_MSGS_MAX <= MAX_MSGS);
+
 /// Capacity of a TUN write buffer: GRO coalesces packets of one flow into the first
 /// one's buffer, up to a 64 KB super-packet.
 const TUN_WRITE_CAP: usize = TUN_OFFSET + 65_535;
@@ -42,7 +49,7 @@ pub struct Buffers {
     pub rx: Vec<u8>,
     pub rx_msgs: [Received; RX_MSGS_MAX],
     /// Decrypted packets at [`TUN_OFFSET`], growable for GRO; each reserves its 64 KB
-    /// on first use ([`Buffers::dec_slot`]).
+    /// on first use ([`dec_slot`]).
     pub dec: Vec<Vec<u8>>,
     /// GRO state for TUN writes with offloads, made on first use (tun-rs preallocates
     /// about a megabyte of flow tables).

@@ -18,9 +18,17 @@
 //! sequence number accepted, written every block of packets and exactly at a clean
 //! stop, so that a restarted receiver refuses what it accepted before (after a crash,
 //! at most the packets of the last block could be replayed once).
+//!
+//! These files are what static keying's nonce safety rests on, so: a line whose mark
+//! is missing does not start unless told that its SA is new ([`SeqStore::load_existing`]
+//! and `dataplane::setup`), and the daemon holds [`StateDirLock`] on the directory for
+//! its whole life, so two daemons never share it. What no file can catch, a directory
+//! rolled back to an older copy, is why twnode-to-twnode lines use epoch keying, which
+//! needs none of this.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -56,19 +64,24 @@ impl SeqStore {
 
     /// The stored mark; 0 when no file exists (a new SA).
     pub fn load(&self) -> Result<u64, DataplaneError> {
+        Ok(self.load_existing()?.unwrap_or(0))
+    }
+
+    /// The stored mark; `None` when no file exists.
+    pub fn load_existing(&self) -> Result<Option<u64>, DataplaneError> {
         let bad = |what: String| DataplaneError::State {
             path: self.path.clone(),
             what,
         };
         match fs::read_to_string(&self.path) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|_| {
+            Ok(text) => text.trim().parse::<u64>().map(Some).map_err(|_| {
                 bad(
                     "does not hold a sequence-number mark (one decimal number); \
                      remove it only if the line's keys were changed on both ends"
                         .into(),
                 )
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(bad(format!("cannot be read: {e}"))),
         }
     }
@@ -102,6 +115,78 @@ impl SeqStore {
         }
         fs::rename(&tmp, &self.path)?;
         fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// The daemon's hold on its state directory: an exclusive `flock` on `<dir>/lock`,
+/// released when this value is dropped or the process ends (even by SIGKILL). Two
+/// daemons on one directory would each send from the same sequence-number marks.
+#[derive(Debug)]
+pub struct StateDirLock {
+    _file: fs::File,
+}
+
+/// The file in the state directory that [`StateDirLock`] locks; it holds the pid of
+/// the daemon that holds it.
+pub const LOCK_FILE: &str = "lock";
+
+impl StateDirLock {
+    /// Locks `dir` (created 0700 if missing), or says which daemon holds it.
+    pub fn acquire(dir: &Path) -> Result<StateDirLock, DataplaneError> {
+        let path = dir.join(LOCK_FILE);
+        let bad = |what: String| DataplaneError::StateDir {
+            dir: dir.to_path_buf(),
+            what,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| bad(format!("cannot be created: {e}")))?;
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| {
+                bad(format!(
+                    "its lock file {} cannot be opened: {e}",
+                    path.display()
+                ))
+            })?;
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(bad(format!("cannot be locked: {e}")));
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = match text.trim().parse::<u32>() {
+                Ok(pid) => format!("another twnode daemon (pid {pid})"),
+                Err(_) => "another twnode daemon".to_string(),
+            };
+            return Err(bad(format!(
+                "is in use by {holder}; two daemons sharing it could send the same ESP \
+                 sequence numbers twice: stop that daemon, or give this one its own \
+                 --state-dir"
+            )));
+        }
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        written.map_err(|e| {
+            bad(format!(
+                "its lock file {} cannot be written: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(StateDirLock { _file: file })
     }
 }
 
@@ -147,5 +232,36 @@ mod test {
         fs::write(s.path(), "twelve\n").unwrap();
         let e = s.load().unwrap_err().to_string();
         assert!(e.contains("esp-ff.seq") && e.contains("mark"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_mark_is_told_apart_from_a_stored_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SeqStore::new(dir.path(), "aa");
+        assert_eq!(s.load_existing().unwrap(), None);
+        s.store(0).unwrap();
+        assert_eq!(s.load_existing().unwrap(), Some(0));
+    }
+
+    #[test]
+    fn a_second_lock_on_one_state_directory_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let held = StateDirLock::acquire(&state).unwrap();
+        let text = fs::read_to_string(state.join(LOCK_FILE)).unwrap();
+        assert_eq!(text, format!("{}\n", std::process::id()));
+        // flock locks belong to the open file: a second open in this process conflicts
+        // as a second daemon's would.
+        let e = StateDirLock::acquire(&state).unwrap_err().to_string();
+        assert!(
+            e.contains(&state.display().to_string())
+                && e.contains(&format!("pid {}", std::process::id()))
+                && e.contains("--state-dir"),
+            "{e}"
+        );
+        drop(held);
+        StateDirLock::acquire(&state).unwrap();
+        let mode = fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
     }
 }

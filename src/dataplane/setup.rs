@@ -1,20 +1,25 @@
 //! From a configured line to what its data plane runs with: the headers the line adds
 //! (and so the MTU it offers under its parent, and its [`PathMtu`]), an IP tunnel
-//! line's core settings ([`RawSpec`]), and an encrypted line's ESP: SAs derived from
-//! the keys, and the core started from the sequence-number files in the state
+//! line's core settings ([`IpTunnelSetup`]), and an encrypted line's ESP: with epoch
+//! keying, a core that starts from a fresh random nonce; with static keying, SAs derived
+//! from the keys and the core started from the sequence-number files in the state
 //! directory that keep its numbers unique across restarts.
 //!
 //! Rules: the daemon hands over config-level settings and addresses; everything that
 //! needs the tunnel cores' own types (headers, SAs, settings) is decided here, so the
 //! daemon never reaches past the data plane. Nothing here opens a device or a socket;
-//! the ESP files are read and written only when the line starts ([`EspSpec::start`]),
-//! before any sequence number is used.
+//! the ESP files are read and written only when the line starts (`EspSpec::start`),
+//! before any sequence number is used. A static line whose mark file is missing does
+//! not start unless the daemon says its SA is new (`line create`, or `twnode daemon
+//! --esp-fresh-state LINE`): starting from 1 again could repeat nonces.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
-use tracing::info;
+use ring::rand::{SecureRandom, SystemRandom};
+use tracing::{info, warn};
 
 use super::pmtu::PathMtu;
 use super::seqstore::SeqStore;
@@ -22,8 +27,9 @@ use super::DataplaneError;
 use crate::config::esp::Esp;
 use crate::config::model::IpTunnel;
 use crate::config::{Line, LineKind};
-use crate::tunnel::esp::{self, Cipher, EspCore, SaPair};
-use crate::tunnel::iptunnel::{IpVersion, Settings};
+use crate::tunnel::esp::{self, Cipher, EpochParams, EspCore, Keying, SaPair};
+use crate::tunnel::iptunnel::Settings;
+use crate::tunnel::iptype::IpVersion;
 use crate::tunnel::pmtu::{Outer, Overhead};
 use crate::tunnel::TunnelError;
 use crate::wire;
@@ -100,18 +106,27 @@ pub struct IpTunnelSpec {
     pub pmtu: Arc<PathMtu>,
     /// Where an encrypted line's sequence-number marks and replay floors live.
     pub state_dir: PathBuf,
+    /// Static keying: the line's SA is new, so a missing mark file means "start at 1"
+    /// rather than "state lost" (`line create`, `twnode daemon --esp-fresh-state`).
+    pub esp_fresh_state: bool,
 }
 
 impl IpTunnelSpec {
-    /// The raw-socket line's settings: the core's, and for an encrypted line its SAs and
-    /// their files. An encrypted line whose keys give no SAs fails here ("ESP: ...").
-    pub(super) fn into_raw(self) -> Result<RawSpec, DataplaneError> {
+    /// What the line starts with: the core's settings, and for an encrypted line its SAs
+    /// and their files. An encrypted line whose keys give no SAs fails here ("ESP: ...").
+    pub(super) fn into_setup(self) -> Result<IpTunnelSetup, DataplaneError> {
         let t = self.tunnel;
         let esp = match t.esp {
-            Some(e) => Some(esp_spec(&e, self.local, self.peer, &self.state_dir)?),
+            Some(e) => Some(esp_spec(
+                &e,
+                self.local,
+                self.peer,
+                &self.state_dir,
+                self.esp_fresh_state,
+            )?),
             None => None,
         };
-        Ok(RawSpec {
+        Ok(IpTunnelSetup {
             name: self.name,
             mtu: self.mtu,
             settings: Settings {
@@ -131,8 +146,9 @@ impl IpTunnelSpec {
     }
 }
 
-/// Everything the data plane needs to run one IP tunnel line.
-pub struct RawSpec {
+/// Everything the data plane needs to run one IP tunnel line, resolved from its
+/// [`IpTunnelSpec`].
+pub struct IpTunnelSetup {
     /// Line (and TUN device) name.
     pub name: String,
     pub mtu: u16,
@@ -147,7 +163,15 @@ pub struct RawSpec {
 }
 
 /// An encrypted GRE line's ESP layer, before it starts.
-pub struct EspSpec {
+pub enum EspSpec {
+    /// Epoch keying: the settings; keys are agreed with the peer once running.
+    Epoch(Esp, IpAddr, IpAddr),
+    /// Static keying: the SAs and their files.
+    Static(StaticEsp),
+}
+
+/// A static-keyed line's SAs and the files that keep their sequence numbers.
+pub struct StaticEsp {
     pub cipher: Cipher,
     /// Both directions' SAs, as derived for this end.
     pub sas: SaPair,
@@ -155,15 +179,78 @@ pub struct EspSpec {
     pub store: SeqStore,
     /// Where the inbound SA's replay floor is kept.
     pub floor: SeqStore,
+    /// A missing mark means a new SA (see [`IpTunnelSpec::esp_fresh_state`]).
+    pub fresh: bool,
+}
+
+/// A fresh 256-bit nonce from the system's random source (`None` if it fails, which
+/// Linux's getrandom does not once booted).
+pub fn fresh_nonce(rng: &SystemRandom) -> Option<[u8; 32]> {
+    let mut n = [0u8; 32];
+    rng.fill(&mut n).ok().map(|()| n)
 }
 
 impl EspSpec {
-    /// Line `line`'s ESP core, beginning at the stored sequence-number mark with the
-    /// first block of numbers made durable before any of it is used, and refusing what
-    /// is at or below the stored replay floor; with the two stores, for the line's
+    /// Line `line`'s ESP core, with, for static keying, the two stores for the line's
     /// `reserve` task.
-    pub(super) fn start(self, line: &str) -> Result<(EspCore, SeqStore, SeqStore), DataplaneError> {
-        let start = self.store.load()?.max(1);
+    pub(super) fn start(
+        self,
+        line: &str,
+    ) -> Result<(EspCore, Option<(SeqStore, SeqStore)>), DataplaneError> {
+        match self {
+            EspSpec::Epoch(e, local, peer) => {
+                let params = EpochParams {
+                    cipher: e.cipher,
+                    enc_key: e.enc_key.bytes(),
+                    auth_key: e.auth_key.bytes(),
+                    local,
+                    peer,
+                    rekey_after: e.rekey,
+                };
+                let nonce = fresh_nonce(&SystemRandom::new()).ok_or(DataplaneError::State {
+                    path: PathBuf::from("/dev/urandom"),
+                    what: "gives no random bytes for the ESP epoch nonce".into(),
+                })?;
+                let core = EspCore::with_epochs(params, nonce, Instant::now())
+                    .map_err(|e| DataplaneError::Tunnel(TunnelError::EspKeys(e)))?;
+                info!(line = %line, cipher = %e.cipher, rekey_s = e.rekey.as_secs(),
+                      "ESP epoch keying: waiting for the peer's Hello");
+                Ok((core, None))
+            }
+            EspSpec::Static(s) => {
+                let (core, store, floor) = s.start(line)?;
+                Ok((core, Some((store, floor))))
+            }
+        }
+    }
+}
+
+impl StaticEsp {
+    /// The core, beginning at the stored sequence-number mark with the first block of
+    /// numbers made durable before any of it is used, and refusing what is at or below
+    /// the stored replay floor; with the two stores.
+    fn start(self, line: &str) -> Result<(EspCore, SeqStore, SeqStore), DataplaneError> {
+        let start = match self.store.load_existing()? {
+            Some(mark) => mark.max(1),
+            None if self.fresh => 1,
+            None => {
+                return Err(DataplaneError::State {
+                    path: self.store.path().to_path_buf(),
+                    what: format!(
+                        "is missing, so line {line}'s static ESP keys would send sequence \
+                         numbers from 1 again and could repeat nonces already used, which \
+                         breaks the encryption; restore the state directory, give the line \
+                         new keys on both ends (or --esp-keying epoch, which needs no state), \
+                         or, only if no packet was ever sent under these keys from this \
+                         host, start the daemon once with --esp-fresh-state {line}"
+                    ),
+                })
+            }
+        };
+        if self.fresh && start == 1 {
+            warn!(line = %line, path = %self.store.path().display(),
+                  "ESP static keys start from sequence number 1 (a new SA, as told)");
+        }
         let limit = start.saturating_add(esp::RESERVE_BLOCK);
         self.store
             .store(limit)
@@ -187,25 +274,30 @@ impl EspSpec {
     }
 }
 
-/// An encrypted line's SAs, with the files named by their fingerprints under
-/// `state_dir`: the outbound SA's sequence-number mark and the inbound SA's replay
-/// floor.
+/// An encrypted line's ESP layer: with static keying, its SAs with the files named by
+/// their fingerprints under `state_dir`: the outbound SA's sequence-number mark and the
+/// inbound SA's replay floor.
 fn esp_spec(
     e: &Esp,
     local: IpAddr,
     peer: IpAddr,
     state_dir: &std::path::Path,
+    fresh: bool,
 ) -> Result<EspSpec, DataplaneError> {
+    if e.keying == Keying::Epoch {
+        return Ok(EspSpec::Epoch(*e, local, peer));
+    }
     let sas = esp::derive(e.cipher, e.enc_key.bytes(), e.auth_key.bytes(), local, peer)
         .map_err(|err| DataplaneError::Tunnel(TunnelError::EspKeys(err)))?;
     let store = SeqStore::new(state_dir, &sas.outbound.fingerprint());
     let floor = SeqStore::replay_floor(state_dir, &sas.inbound.fingerprint());
-    Ok(EspSpec {
+    Ok(EspSpec::Static(StaticEsp {
         cipher: e.cipher,
         sas,
         store,
         floor,
-    })
+        fresh,
+    }))
 }
 
 /// One direction's SA as a Linux peer's `ip xfrm state add` takes it. Secret: it holds

@@ -1,4 +1,7 @@
-//! TUN devices, created with tun-rs and driven non-blocking through tokio's reactor.
+//! TUN devices, created with tun-rs, non-blocking, read and written on the data-plane
+//! threads ([`super::poller`]): offloads (TSO/USO with GRO on writes) unless turned off,
+//! reads split into segments into the thread's buffers ([`super::pool`]), and a read turn
+//! per device so that one flow is never read by two threads at once.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -195,13 +198,13 @@ impl Tun {
     }
 
     /// Reads into the thread's segment buffers (`w.segs`, lengths in `w.seg_len`): reads
-    /// (a super-packet with offloads, splitting into up to [`MAX_SEGMENTS_PER_READ`]
+    /// (a super-packet with offloads, splitting into up to `MAX_SEGMENTS_PER_READ`
     /// packets; else single packets) until the device is drained or the batch is full.
     /// Returns how many packets, and the error that ended the reads early, if any (not
     /// `WouldBlock`, the normal end). 0 packets and no error: nothing was there.
     ///
     /// Adaptive: when batches hold one read's worth (the read after it finds nothing),
-    /// the device is read once per call ([`Pace::Sparse`]): a lone packet is sent without
+    /// the device is read once per call (`Pace::Sparse`): a lone packet is sent without
     /// first paying a read that finds the device empty. Two calls in a row that find
     /// packets switch back to batching. Only under the read turn.
     pub fn read_segments(&self, w: &mut Buffers) -> (usize, Option<io::Error>) {

@@ -30,6 +30,7 @@ use tracing::level_filters::LevelFilter;
 use tracing::{debug, info, warn};
 
 use super::batch::{offset_in, SLOT};
+use super::fault::{Faults, Path};
 use super::pmtu::PathMtu;
 use super::poller::{self, Registration};
 use super::pool::{
@@ -38,7 +39,7 @@ use super::pool::{
 use super::probe::{ProbeError, Prober, MAX_PROBE};
 use super::stats::LineStats;
 use super::tun::Tun;
-use super::{gso, udp, DataplaneError};
+use super::{socket, udp, DataplaneError};
 use crate::tunnel::keys::{PrivateKey, PublicKey};
 use crate::tunnel::wireguard::{Keys, Stats, MIN_OUT};
 use crate::tunnel::wireguard_peer::{
@@ -88,45 +89,13 @@ struct Io {
     /// UDP GRO: on when the kernel took the socket option.
     udp_gro: bool,
     pmtu: Arc<PathMtu>,
-    /// Fault injection for the tests ([`FAULT_ENV`]): the outbound path panics once.
-    fault: Fault,
+    /// Faults injected by the tests (nothing without the `fault-injection` feature).
+    faults: Faults,
     /// Health probes: sent by [`WireGuardLine::send_probe`], replies taken off the
     /// inbound path.
     prober: Prober,
     /// A probe and its encryption (the daemon sends one at a time).
     probe_buf: Mutex<Vec<u8>>,
-}
-
-/// An injected fault ([`FAULT_ENV`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    None,
-    /// The first packet of the process's first such line start panics.
-    Once,
-    /// The first packet after every start of the line panics.
-    Always,
-}
-
-/// `TWNODE_FAULT_INJECT=panic-outbound:<line>` in the daemon's environment makes that
-/// line's outbound path panic on its first packet, once per process;
-/// `panic-outbound-always:<line>` after every start of the line (a bug that every
-/// restart meets again). How the tests check that a packet path that dies is noticed,
-/// its line restarted, and restarted ever more slowly. Read once per line start; costs
-/// one branch per batch otherwise.
-pub const FAULT_ENV: &str = "TWNODE_FAULT_INJECT";
-
-/// What [`FAULT_ENV`] asks of `line`.
-fn fault_armed(line: &str) -> Fault {
-    let Ok(v) = std::env::var(FAULT_ENV) else {
-        return Fault::None;
-    };
-    if v.strip_prefix("panic-outbound:") == Some(line) {
-        Fault::Once
-    } else if v.strip_prefix("panic-outbound-always:") == Some(line) {
-        Fault::Always
-    } else {
-        Fault::None
-    }
 }
 
 impl Io {
@@ -177,8 +146,8 @@ impl WireGuardLine {
         let socket = udp::bind(SocketAddr::new(spec.local_ip, spec.listen_port))?;
         let local = udp::local_addr(&socket);
         let tun_offload = tun.offload();
-        let udp_gso = want && gso::probe_gso(&socket);
-        let udp_gro = want && gso::enable_gro(&socket);
+        let udp_gso = want && udp::probe_gso(&socket);
+        let udp_gro = want && udp::enable_gro(&socket);
         let peer = WireGuardPeer::new(
             Keys {
                 private: &spec.private_key,
@@ -191,7 +160,7 @@ impl WireGuardLine {
                 redial_from: spec.redial_from,
             },
         );
-        let fault = fault_armed(&spec.name);
+        let faults = Faults::for_line(&spec.name);
         let span = tracing::info_span!("wireguard", line = %spec.name);
         let io = Arc::new(Io {
             name: spec.name,
@@ -203,7 +172,7 @@ impl WireGuardLine {
             udp_gso: AtomicBool::new(udp_gso),
             udp_gro,
             pmtu: spec.pmtu,
-            fault,
+            faults,
             prober: Prober::new(),
             probe_buf: Mutex::new(vec![0u8; MAX_PROBE + MIN_OUT + TIMER_SLOT]),
         });
@@ -289,7 +258,7 @@ impl WireGuardLine {
         let datagram = out
             .get(off..off + len)
             .ok_or(ProbeError::CannotSend("probe buffer"))?;
-        udp::send_one(&io.socket, datagram, to)
+        socket::send_one(&io.socket, datagram, to)
             .map(|_| ())
             .map_err(|_| ProbeError::CannotSend("the socket refused the datagram"))
     }
@@ -334,15 +303,7 @@ impl Drop for WireGuardLine {
 /// Runs on a data-plane thread when the TUN device is readable; true when a batch went
 /// (more may be waiting), false when the device had nothing.
 fn outbound_ready(io: &Io) -> bool {
-    static FIRED: AtomicBool = AtomicBool::new(false);
-    if io.fault == Fault::Always
-        || (io.fault == Fault::Once && !FIRED.swap(true, Ordering::Relaxed))
-    {
-        #[allow(clippy::panic)]
-        {
-            panic!("fault injected by {FAULT_ENV} into line {}", io.name);
-        }
-    }
+    io.faults.check(Path::Outbound, &io.name);
     with_buffers(|w| {
         // One batch at a time per line (the inbound path may take a turn too, see
         // `inbound_once`): two threads reading one TUN device would reorder a flow.
@@ -403,13 +364,13 @@ fn outbound_once(io: &Io, w: &mut Buffers) -> bool {
 fn send_encrypted(io: &Io, packets: &[(*const u8, usize)], to: SocketAddr) {
     let k = packets.len();
     let use_gso = io.udp_gso.load(Ordering::Relaxed);
-    let sent = match gso::send_segments(&io.socket, packets, to, use_gso) {
+    let sent = match socket::send(&io.socket, packets, to, use_gso) {
         Ok(sent) => sent,
-        Err((sent, e)) if use_gso && gso::is_gso_refusal(&e) => {
+        Err((sent, e)) if use_gso && udp::is_gso_refusal(&e) => {
             warn!(line = %io.name, error = %e, "UDP GSO refused on this path; sending datagrams one by one from now on");
             io.udp_gso.store(false, Ordering::Relaxed);
             let rest = &packets[sent..];
-            sent + gso::send_segments(&io.socket, rest, to, false).unwrap_or_else(|(n, _)| n)
+            sent + socket::send(&io.socket, rest, to, false).unwrap_or_else(|(n, _)| n)
         }
         Err((sent, e)) => {
             debug!(line = %io.name, error = %e, "UDP send failed");
@@ -429,6 +390,7 @@ fn send_encrypted(io: &Io, packets: &[(*const u8, usize)], to: SocketAddr) {
 /// Runs on a data-plane thread when the socket is readable; true when more may be
 /// waiting.
 fn inbound_ready(io: &Io) -> bool {
+    io.faults.check(Path::Inbound, &io.name);
     with_buffers(|w| match inbound_once(io, w) {
         Ok(more) => more,
         Err(e) => {
@@ -450,7 +412,7 @@ fn inbound_ready(io: &Io) -> bool {
 /// tokio's wake-up; the outbound path then reads nothing).
 fn inbound_once(io: &Io, w: &mut Buffers) -> std::io::Result<bool> {
     let msgs = if io.udp_gro { RX_MSGS_GRO } else { RX_MSGS_MAX };
-    match gso::recv_segments(&io.socket, &mut w.rx, msgs, &mut w.rx_msgs) {
+    match udp::recv_segments(&io.socket, &mut w.rx, msgs, &mut w.rx_msgs) {
         Ok(n) => {
             if inbound_batch(io, w, n) > 0 {
                 if let Some(_turn) = io.tun.try_read_turn() {
@@ -480,15 +442,15 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) -> usize {
             let now = Instant::now();
             while msg < n && t < SEGS {
                 let m = w.rx_msgs[msg];
-                if pos >= m.len {
-                    if m.len == 0 {
+                if m.truncated || pos >= m.len {
+                    if m.truncated || m.len == 0 {
                         io.stats.count_drop(DropReason::Malformed, 1);
                     }
                     msg += 1;
                     pos = 0;
                     continue;
                 }
-                let end = (pos + m.seg).min(m.len);
+                let end = (pos + udp::gro_segment(&m)).min(m.len);
                 let datagram = &w.rx[m.start + pos..m.start + end];
                 pos = end;
                 let Some(from) = m.from else {
@@ -547,7 +509,7 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) -> usize {
 /// Sends one datagram at once (handshake messages, cookies, packets that waited for a
 /// session: rare); false if the kernel refused it.
 fn send_now(io: &Io, tx: &Transmit<'_>) -> bool {
-    let sent = udp::send_one(&io.socket, tx.datagram, tx.to).is_ok();
+    let sent = socket::send_one(&io.socket, tx.datagram, tx.to).is_ok();
     if !sent {
         io.stats.count_drop(DropReason::IoError, 1);
     }

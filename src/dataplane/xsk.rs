@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use tracing::{info, warn};
 
+use super::fault::Faults;
 use crate::net::NextHop;
 
 /// Bytes per UMEM frame: an Ethernet header and the largest packet the line's MTU lets
@@ -165,18 +166,10 @@ fn check(r: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     Ok(r)
 }
 
+/// An AF_XDP socket option, its name in the error.
 fn setsockopt<T>(fd: RawFd, opt: libc::c_int, v: &T, what: &str) -> io::Result<()> {
-    // SAFETY: `v` is a live T of the size passed.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_XDP,
-            opt,
-            (v as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    check(r, what).map(drop)
+    super::socket::setsockopt(fd, libc::SOL_XDP, opt, v)
+        .map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
 }
 
 impl Xsk {
@@ -380,6 +373,17 @@ impl XskTx {
         eth: &[u8; ETH_LEN],
         packets: &[(*const u8, usize)],
     ) -> (usize, Option<io::Error>) {
+        self.send_checked(eth, packets, || Ok(()))
+    }
+
+    /// [`XskTx::send`], with `before_wake` asked before every wake-up: its error counts
+    /// as the wake-up's (the tests' injected faults).
+    fn send_checked(
+        &mut self,
+        eth: &[u8; ETH_LEN],
+        packets: &[(*const u8, usize)],
+        mut before_wake: impl FnMut() -> io::Result<()>,
+    ) -> (usize, Option<io::Error>) {
         self.reclaim();
         let Some(tx) = self.xsk.tx.as_ref() else {
             return (0, None);
@@ -421,7 +425,7 @@ impl XskTx {
             if tx.consumer().load(Ordering::Acquire) == end {
                 break;
             }
-            if let Err(e) = self.xsk.wake() {
+            if let Err(e) = before_wake().and_then(|()| self.xsk.wake()) {
                 return (n as usize, Some(e));
             }
         }
@@ -488,8 +492,8 @@ impl Transmit {
     /// Sends the leading `packets` that fit the path's MTU through the AF_XDP port, in
     /// order; returns how many went (0 when there is no port yet, or this batch is the
     /// pass's one through the kernel). The caller sends the rest through the kernel.
-    /// `line` names the line in logs.
-    pub fn send(&self, line: &str, packets: &[(*const u8, usize)]) -> usize {
+    /// `line` names the line in logs; `faults` are its injected faults.
+    pub fn send(&self, line: &str, packets: &[(*const u8, usize)], faults: &Faults) -> usize {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let State::Ready {
             port,
@@ -504,10 +508,11 @@ impl Transmit {
             return 0;
         }
         let fit = packets.iter().take_while(|p| p.1 <= *mtu).count();
-        let (n, failed) = port
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(eth, &packets[..fit]);
+        let (n, failed) = port.lock().unwrap_or_else(|e| e.into_inner()).send_checked(
+            eth,
+            &packets[..fit],
+            || faults.xdp_wake(),
+        );
         self.sent.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(e) = failed {
             let why = format!("AF_XDP send on {} failed: {e}", hop.ifname);

@@ -25,7 +25,7 @@
 //! carries our input key and checksum setting, and no sequence number, so it is
 //! recognised before the sequence check.
 
-use super::iptunnel::{IpVersion, Layer};
+use super::iptype::{IpVersion, Layer};
 use super::DropReason;
 use crate::wire::gre::{Key, Packet, Repr, HEADER_LEN, PROTO_IPV4, PROTO_IPV6};
 

@@ -10,7 +10,7 @@
 //! underlay address to ours, of the line's first protocol, with an empty payload. No
 //! tunnel packet is empty, so an empty payload is unambiguous.
 
-use super::iptunnel::{IpVersion, Layer, TunnelType};
+use super::iptype::{IpVersion, Layer, TunnelType};
 use super::DropReason;
 use crate::wire::IpProtocol;
 

@@ -11,239 +11,29 @@
 //! and returns the inner packet as a slice of the received buffer (it may rewrite the
 //! inner ECN field, RFC 6040 §4.2).
 //!
-//! Keepalives (`--keepalive SECS[,RETRIES]`) work as Cisco's GRE keepalives: the probe
-//! is an outer packet to the peer whose inner packet goes from the peer's underlay
-//! address back to ours. The peer decapsulates it and routes it back, so it needs no
-//! keepalive support of its own; we recognise the packet that returns as a reply
-//! ([`Layer::KeepaliveReply`]). For GRE the returning packet is a GRE packet of protocol
-//! type 0; for the IP-in-IP types it is an IP packet of the line's protocol with an empty
-//! payload. A twnode peer reflects probes itself (the decapsulated probe is sent straight
-//! back, its TTL decremented as a router would) rather than handing them to its kernel,
-//! which would drop a packet arriving with its own address as source unless
-//! `accept_local` is set. It reflects only a bare probe (nothing inside but the empty
-//! payload or the GRE keepalive header), so a spoofed probe nested in probes does not
-//! bounce between two twnode ends once per layer, and at most a few a second per line
-//! (`probe_refused` counts the rest). A Linux kernel peer needs `net.ipv4.conf.<tunnel>.accept_local=1`
-//! and forwarding enabled to reflect probes; Cisco routers do it out of the box.
+//! Keepalives (`--keepalive SECS[,RETRIES]`): the core sends probes when
+//! [`super::keepalive`] says one is due, built by [`super::probe`], which also decides
+//! which of the peer's probes are reflected straight back.
 //!
 //! With ESP ([`IpTunnelCore::with_esp`], `--encrypt`), a GRE line puts an ESP layer
 //! ([`super::esp`], transport mode) between the outer header and the GRE header: the
 //! outer protocol is 50, the GRE packet is the ESP payload (next header 47). Such a line
 //! accepts nothing but ESP from its peer; keepalives are not offered with ESP.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
 
-use super::esp::{self, EspCore};
+use super::esp::{self, Decap, EspCore};
 use super::gre::{self, GreOptions, RxState};
 use super::ipip;
-use super::keepalive::{Keepalive, KeepaliveConfig, KeepaliveStatus, Liveness};
-use super::pmtu::RateLimit;
+use super::iptype::{IpVersion, Layer, Tos, Ttl, TunnelType};
+use super::keepalive::{Keepalive, KeepaliveConfig, KeepaliveStatus};
+use super::probe::{Probe, Probes, PROBE_TTL};
 use super::{Action, DropReason, TunnelError};
-use crate::wire::{self, checksum, ipv4, ipv6, Ecn, IpProtocol, TrafficClass};
+use crate::wire::{self, checksum, esp_hello, ipv4, ipv6, Ecn, IpProtocol, TrafficClass};
 
-/// TTL of keepalive probes, inner and (with `ttl inherit`) outer.
-const PROBE_TTL: u8 = 255;
-
-/// The six tunnel types, named as iproute2 names their modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TunnelType {
-    /// IPv4 in IPv4, protocol 4 (RFC 2003).
-    Ipip,
-    /// GRE over IPv4, carrying IPv4 and IPv6 (RFC 2784).
-    Gre,
-    /// IPv6 in IPv4, protocol 41 (RFC 4213); like Linux's sit, also IPv4 in IPv4.
-    Sit,
-    /// IPv6 in IPv6, next header 41 (RFC 2473).
-    Ip6ip6,
-    /// IPv4 in IPv6, next header 4 (RFC 2473).
-    Ipip6,
-    /// GRE over IPv6, carrying IPv4 and IPv6.
-    Gre6,
-}
-
-impl TunnelType {
-    /// Every type, in the order the CLI lists them.
-    pub const ALL: [TunnelType; 6] = [
-        TunnelType::Ipip,
-        TunnelType::Gre,
-        TunnelType::Sit,
-        TunnelType::Ip6ip6,
-        TunnelType::Ipip6,
-        TunnelType::Gre6,
-    ];
-
-    /// The `--type` spelling.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TunnelType::Ipip => "ipip",
-            TunnelType::Gre => "gre",
-            TunnelType::Sit => "sit",
-            TunnelType::Ip6ip6 => "ip6ip6",
-            TunnelType::Ipip6 => "ipip6",
-            TunnelType::Gre6 => "gre6",
-        }
-    }
-
-    /// The type spelled `s`.
-    pub fn from_name(s: &str) -> Option<TunnelType> {
-        TunnelType::ALL.into_iter().find(|t| t.as_str() == s)
-    }
-
-    /// Whether the outer header (the underlay) is IPv6.
-    pub const fn outer_ipv6(self) -> bool {
-        matches!(
-            self,
-            TunnelType::Ip6ip6 | TunnelType::Ipip6 | TunnelType::Gre6
-        )
-    }
-
-    /// Whether a GRE header sits between outer and inner packet.
-    pub const fn is_gre(self) -> bool {
-        matches!(self, TunnelType::Gre | TunnelType::Gre6)
-    }
-
-    /// Whether the line carries inner packets of this version.
-    pub const fn carries(self, version: IpVersion) -> bool {
-        match self {
-            TunnelType::Ipip | TunnelType::Ipip6 => matches!(version, IpVersion::V4),
-            TunnelType::Ip6ip6 => matches!(version, IpVersion::V6),
-            TunnelType::Sit | TunnelType::Gre | TunnelType::Gre6 => true,
-        }
-    }
-
-    /// Length of the outer IP header.
-    pub const fn outer_len(self) -> usize {
-        if self.outer_ipv6() {
-            ipv6::HEADER_LEN
-        } else {
-            ipv4::HEADER_LEN
-        }
-    }
-
-    /// The IP protocols whose packets belong to a line of this type. The first is the
-    /// line's own: its keepalive replies come back with it, and a line that owns it is
-    /// preferred when two lines to one peer could take a packet. The others are
-    /// accepted too: a sit line takes IPv4 in IPv4 as Linux's sit does, and an ipip6 line
-    /// takes IPv6 in IPv6 so that keepalive probes (IPv6 packets, as the underlay is
-    /// IPv6) reach it.
-    pub const fn protocols(self) -> &'static [IpProtocol] {
-        match self {
-            TunnelType::Ipip => &[IpProtocol::Ipip],
-            TunnelType::Sit => &[IpProtocol::Ipv6, IpProtocol::Ipip],
-            TunnelType::Ip6ip6 => &[IpProtocol::Ipv6],
-            TunnelType::Ipip6 => &[IpProtocol::Ipip, IpProtocol::Ipv6],
-            TunnelType::Gre | TunnelType::Gre6 => &[IpProtocol::Gre],
-        }
-    }
-
-    /// The line's own protocol (see [`TunnelType::protocols`]).
-    pub const fn protocol(self) -> IpProtocol {
-        match self {
-            TunnelType::Ipip | TunnelType::Ipip6 => IpProtocol::Ipip,
-            TunnelType::Sit | TunnelType::Ip6ip6 => IpProtocol::Ipv6,
-            TunnelType::Gre | TunnelType::Gre6 => IpProtocol::Gre,
-        }
-    }
-}
-
-impl fmt::Display for TunnelType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An inner packet's IP version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IpVersion {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl IpVersion {
-    /// The version of the packet starting with `first`, if 4 or 6.
-    fn of_first_byte(first: u8) -> Option<IpVersion> {
-        match first >> 4 {
-            4 => Some(IpVersion::V4),
-            6 => Some(IpVersion::V6),
-            _ => None,
-        }
-    }
-
-    /// The outer protocol of an IP-in-IP packet carrying this version.
-    const fn ip_protocol(self) -> IpProtocol {
-        match self {
-            IpVersion::V4 => IpProtocol::Ipip,
-            IpVersion::V6 => IpProtocol::Ipv6,
-        }
-    }
-
-    /// The GRE protocol type of a packet of this version.
-    const fn gre_protocol(self) -> u16 {
-        match self {
-            IpVersion::V4 => wire::gre::PROTO_IPV4,
-            IpVersion::V6 => wire::gre::PROTO_IPV6,
-        }
-    }
-}
-
-/// The outer TTL (IPv4) or hop limit (IPv6), iproute2's `ttl`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Ttl {
-    /// Copy the inner packet's TTL or hop limit.
-    Inherit,
-    /// A fixed value, 1-255.
-    Fixed(u8),
-}
-
-impl Ttl {
-    /// Linux's default: `inherit` over IPv4 (ip_tunnel's ttl 0), 64 over IPv6 (ip6_tunnel's
-    /// default hop limit).
-    pub const fn default_for(kind: TunnelType) -> Ttl {
-        if kind.outer_ipv6() {
-            Ttl::Fixed(64)
-        } else {
-            Ttl::Inherit
-        }
-    }
-}
-
-impl fmt::Display for Ttl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ttl::Inherit => f.write_str("inherit"),
-            Ttl::Fixed(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-/// The outer DSCP, iproute2's `tos` (IPv6: the traffic class). The ECN bits of the outer
-/// header always follow RFC 6040, whatever this says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Tos {
-    /// Copy the inner packet's DSCP.
-    Inherit,
-    /// A fixed type-of-service octet; its two ECN bits are ignored.
-    Fixed(u8),
-}
-
-impl Default for Tos {
-    fn default() -> Tos {
-        Tos::Fixed(0)
-    }
-}
-
-impl fmt::Display for Tos {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Tos::Inherit => f.write_str("inherit"),
-            Tos::Fixed(n) => write!(f, "0x{n:02x}"),
-        }
-    }
-}
+/// TTL of ESP Hellos with `ttl inherit` (they have no inner packet to inherit from).
+const HELLO_TTL: u8 = 64;
 
 /// Everything a core needs: the type, both underlay addresses and iproute2's options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,15 +65,6 @@ impl Settings {
     }
 }
 
-/// What sits after the outer header, as the GRE or IP-in-IP layer reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Layer {
-    /// An inner packet of `version` starts `offset` bytes into the outer payload.
-    Inner { offset: usize, version: IpVersion },
-    /// One of our keepalive probes came back.
-    KeepaliveReply,
-}
-
 /// What encapsulation needs to know about an inner packet.
 struct Inner {
     version: IpVersion,
@@ -292,22 +73,6 @@ struct Inner {
     ttl: u8,
     df: bool,
 }
-
-/// A reflected keepalive probe, or not.
-enum Probe {
-    /// Not a probe: deliver it.
-    No,
-    /// A probe of `len` bytes, its TTL decremented: send it back.
-    Reflect(usize),
-    /// Addressed like a probe but not reflected: not a bare probe (a nested one, or one
-    /// carrying data), its TTL ran out, or over the line's reflection rate.
-    Refused,
-}
-
-/// Probes reflected per second per line, and the burst: a peer probes once every
-/// `--keepalive` seconds (at least 1), so anything faster is someone else's doing.
-const PROBE_REFLECTIONS_PER_SEC: u32 = 4;
-const PROBE_REFLECTION_BURST: u32 = 4;
 
 /// RFC 6040 §4.2: the inner ECN field after decapsulation, or `None` when the packet
 /// must be dropped (congestion experienced on a packet that cannot carry the mark).
@@ -354,9 +119,8 @@ pub struct IpTunnelCore {
     keepalive: Option<Keepalive>,
     /// The ESP layer of an encrypted GRE line.
     esp: Option<EspCore>,
-    /// How fast the peer's probes are reflected (an amplification guard: a spoofed
-    /// probe costs the sender one packet for each it makes us send).
-    reflections: RateLimit,
+    /// What our keepalive probes look like, and how fast the peer's are reflected.
+    probes: Probes,
 }
 
 impl IpTunnelCore {
@@ -387,7 +151,7 @@ impl IpTunnelCore {
             rx: RxState::default(),
             keepalive: settings.keepalive.map(Keepalive::new),
             esp: None,
-            reflections: RateLimit::new(PROBE_REFLECTIONS_PER_SEC, PROBE_REFLECTION_BURST),
+            probes: Probes::new(kind, settings.local, settings.peer, settings.gre),
         })
     }
 
@@ -516,35 +280,85 @@ impl IpTunnelCore {
             Ttl::Inherit => inner.ttl,
             Ttl::Fixed(ttl) => ttl,
         };
-        let emitted = match (s.local, s.peer) {
+        let df = s.pmtudisc || inner.df;
+        match self.emit_outer(out, protocol, traffic_class, ttl, df) {
+            Ok(()) => Action::WriteToNetwork(out),
+            Err(_) => Action::Drop(DropReason::TooBig),
+        }
+    }
+
+    /// Writes the outer header at the start of `out`, whose rest is the payload.
+    fn emit_outer(
+        &mut self,
+        out: &mut [u8],
+        protocol: IpProtocol,
+        traffic_class: TrafficClass,
+        ttl: u8,
+        dont_frag: bool,
+    ) -> Result<(), wire::Error> {
+        let s = self.settings;
+        let payload_len = out
+            .len()
+            .checked_sub(s.kind.outer_len())
+            .ok_or(wire::Error::BufferTooSmall)?;
+        match (s.local, s.peer) {
             (IpAddr::V4(src_addr), IpAddr::V4(dst_addr)) => {
                 self.ident = self.ident.wrapping_add(1);
                 ipv4::Repr {
                     src_addr,
                     dst_addr,
                     protocol,
-                    payload_len: total - outer_len,
+                    payload_len,
                     ttl,
                     traffic_class,
-                    dont_frag: s.pmtudisc || inner.df,
+                    dont_frag,
                     ident: self.ident,
                 }
-                .emit(&mut ipv4::Packet::new_unchecked(&mut *out))
+                .emit(&mut ipv4::Packet::new_unchecked(out))
             }
             (IpAddr::V6(src_addr), IpAddr::V6(dst_addr)) => ipv6::Repr {
                 src_addr,
                 dst_addr,
                 next_header: protocol,
-                payload_len: total - outer_len,
+                payload_len,
                 hop_limit: ttl,
                 traffic_class,
                 flow_label: ipv6::FlowLabel::default(),
             }
-            .emit(&mut ipv6::Packet::new_unchecked(&mut *out)),
+            .emit(&mut ipv6::Packet::new_unchecked(out)),
             // `new` refuses mixed families.
-            _ => return Action::Drop(DropReason::Malformed),
+            _ => Err(wire::Error::FamilyMismatch),
+        }
+    }
+
+    /// An encrypted line with epoch keying: the Hello due now (see
+    /// [`EspCore::poll_hello`]; `fresh` gives a new nonce when one is needed), with its
+    /// outer header, written into `out` (200 bytes are enough).
+    pub fn poll_esp_hello<'a>(
+        &mut self,
+        now: Instant,
+        fresh: impl FnOnce() -> Option<[u8; esp_hello::NONCE_LEN]>,
+        out: &'a mut [u8],
+    ) -> Action<'a> {
+        let s = self.settings;
+        let outer_len = s.kind.outer_len();
+        let (Some(e), Some(body)) = (self.esp.as_mut(), out.get_mut(outer_len..)) else {
+            return Action::Done;
         };
-        match emitted {
+        let Some(n) = e.poll_hello(now, fresh, body) else {
+            return Action::Done;
+        };
+        let ttl = match s.ttl {
+            Ttl::Inherit => HELLO_TTL,
+            Ttl::Fixed(ttl) => ttl,
+        };
+        let dscp = match s.tos {
+            Tos::Inherit => 0,
+            Tos::Fixed(tos) => TrafficClass(tos).dscp(),
+        };
+        let traffic_class = TrafficClass::new(dscp, Ecn::NotEct);
+        let out = &mut out[..outer_len + n];
+        match self.emit_outer(out, IpProtocol::Esp, traffic_class, ttl, true) {
             Ok(()) => Action::WriteToNetwork(out),
             Err(_) => Action::Drop(DropReason::TooBig),
         }
@@ -622,8 +436,13 @@ impl IpTunnelCore {
         let (protocol, payload) = match self.esp.as_mut() {
             // An encrypted line takes nothing unprotected.
             Some(_) if protocol != IpProtocol::Esp => return Action::Drop(DropReason::BadAuth),
-            Some(e) => match e.decapsulate(payload) {
-                Ok((next_header, inner)) => (IpProtocol::from(next_header), inner),
+            Some(e) => match e.decapsulate(payload, now) {
+                Ok(Decap::Packet {
+                    next_header,
+                    payload,
+                }) => (IpProtocol::from(next_header), payload),
+                // Taken by the ESP layer (a reply, if due, goes out from its timer).
+                Ok(Decap::Hello) => return Action::Done,
                 Err(r) => return Action::Drop(r),
             },
             None => (protocol, payload),
@@ -651,7 +470,7 @@ impl IpTunnelCore {
         let Some(inner) = payload.get_mut(offset..) else {
             return Action::Drop(DropReason::Truncated);
         };
-        match self.reflect_probe(version, inner, now) {
+        match self.probes.reflect(version, inner, now) {
             Probe::No => {}
             Probe::Reflect(len) => {
                 // The peer probing us is alive.
@@ -678,72 +497,6 @@ impl IpTunnelCore {
         }
     }
 
-    /// Whether `inner` is the peer's keepalive probe: a packet of the underlay's family
-    /// from our underlay address to the peer's, of this line's protocol. Such a packet is
-    /// forwarded straight back (see the module documentation) if it is a bare probe (an
-    /// empty payload, or for GRE a keepalive reply's header and nothing after it), so a
-    /// probe nested in a probe is never reflected twice, and at most
-    /// [`PROBE_REFLECTIONS_PER_SEC`] a second.
-    fn reflect_probe(&mut self, version: IpVersion, inner: &mut [u8], now: Instant) -> Probe {
-        let protocol = self.settings.kind.protocol();
-        let (len, body) = match (version, self.settings.local, self.settings.peer) {
-            (IpVersion::V4, IpAddr::V4(local), IpAddr::V4(peer)) => {
-                let Ok(p) = ipv4::Packet::new_checked(&*inner) else {
-                    return Probe::No;
-                };
-                if p.version() != 4
-                    || p.src_addr() != local
-                    || p.dst_addr() != peer
-                    || p.protocol() != protocol
-                {
-                    return Probe::No;
-                }
-                if p.is_fragment() || !p.verify_checksum() {
-                    return Probe::Refused;
-                }
-                (usize::from(p.total_len()), p.header_len())
-            }
-            (IpVersion::V6, IpAddr::V6(local), IpAddr::V6(peer)) => {
-                let Ok(p) = ipv6::Packet::new_checked(&*inner) else {
-                    return Probe::No;
-                };
-                if p.version() != 6
-                    || p.src_addr() != local
-                    || p.dst_addr() != peer
-                    || p.next_header() != protocol
-                {
-                    return Probe::No;
-                }
-                (p.total_len(), ipv6::HEADER_LEN)
-            }
-            _ => return Probe::No,
-        };
-        let Some(payload) = inner.get(body..len) else {
-            return Probe::Refused;
-        };
-        if !self.settings.kind.is_gre() && !payload.is_empty()
-            || self.settings.kind.is_gre() && !gre::is_bare_keepalive_reply(payload)
-        {
-            return Probe::Refused;
-        }
-        let alive = match version {
-            IpVersion::V4 => {
-                let mut p = ipv4::Packet::new_unchecked(&mut *inner);
-                p.decrement_ttl() != 0
-            }
-            IpVersion::V6 => {
-                let mut p = ipv6::Packet::new_unchecked(&mut *inner);
-                let hop_limit = p.hop_limit().saturating_sub(1);
-                p.set_hop_limit(hop_limit);
-                hop_limit != 0
-            }
-        };
-        if !alive || !self.reflections.allow(now) {
-            return Probe::Refused;
-        }
-        Probe::Reflect(len)
-    }
-
     /// Keepalive work: when a probe is due, writes it into `out` (about 100 bytes are
     /// enough). Call a few times a second.
     pub fn poll_keepalive<'a>(&mut self, now: Instant, out: &'a mut [u8]) -> Action<'a> {
@@ -753,70 +506,22 @@ impl IpTunnelCore {
         if !k.poll(now) {
             return Action::Done;
         }
-        let s = self.settings;
-        // The probe's inner packet is what the peer sends back: from its underlay address
-        // to ours, of this line's protocol, with the GRE header of a keepalive reply or
-        // nothing after the IP header.
-        let inner_header = s.kind.outer_len();
-        let body = if s.kind.is_gre() {
-            s.gre.keepalive_reply_len()
-        } else {
-            0
-        };
         let start = self.prefix_len();
-        let len = inner_header + body;
+        let len = self.probes.len();
         let Some(buf) = out.get_mut(start..start + len) else {
             return Action::Drop(DropReason::TooBig);
         };
-        if s.kind.is_gre() {
-            if let Err(r) = gre::emit_keepalive_reply(&s.gre, &mut buf[inner_header..]) {
-                return Action::Drop(r);
-            }
-        }
-        let emitted = match (s.peer, s.local) {
-            (IpAddr::V4(src_addr), IpAddr::V4(dst_addr)) => ipv4::Repr {
-                src_addr,
-                dst_addr,
-                protocol: s.kind.protocol(),
-                payload_len: body,
-                ttl: PROBE_TTL,
-                traffic_class: TrafficClass::default(),
-                dont_frag: false,
-                ident: 0,
-            }
-            .emit(&mut ipv4::Packet::new_unchecked(&mut *buf)),
-            (IpAddr::V6(src_addr), IpAddr::V6(dst_addr)) => ipv6::Repr {
-                src_addr,
-                dst_addr,
-                next_header: s.kind.protocol(),
-                payload_len: body,
-                hop_limit: PROBE_TTL,
-                traffic_class: TrafficClass::default(),
-                flow_label: ipv6::FlowLabel::default(),
-            }
-            .emit(&mut ipv6::Packet::new_unchecked(&mut *buf)),
-            _ => return Action::Drop(DropReason::Malformed),
-        };
-        if emitted.is_err() {
-            return Action::Drop(DropReason::TooBig);
+        if let Err(r) = self.probes.emit(buf) {
+            return Action::Drop(r);
         }
         let inner = Inner {
-            version: if s.kind.outer_ipv6() {
-                IpVersion::V6
-            } else {
-                IpVersion::V4
-            },
+            version: self.probes.version(),
             len,
             tc: TrafficClass::default(),
             ttl: PROBE_TTL,
             df: false,
         };
         self.encapsulate(&inner, out)
-    }
-
-    /// The keepalive's verdict; `None` without keepalive.
-    pub fn liveness(&self) -> Option<Liveness> {
-        self.keepalive.as_ref().map(Keepalive::liveness)
     }
 
     /// Keepalive figures for `line show`; `None` without keepalive.
@@ -900,6 +605,8 @@ fn finish_inner(version: IpVersion, inner: &mut [u8], outer_ecn: Ecn) -> Action<
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod test {
     use super::*;
+    use crate::tunnel::keepalive::Liveness;
+    use crate::tunnel::probe::{PROBE_REFLECTIONS_PER_SEC, PROBE_REFLECTION_BURST};
     use crate::wire::gre::Key;
     use proptest::prelude::*;
     use std::time::Duration;
@@ -1442,7 +1149,7 @@ mod test {
             let (s, mut a, mut b) = keepalive_pair(kind, gre, 2);
             let t0 = Instant::now();
             let mut out = vec![0u8; 256];
-            assert_eq!(a.liveness(), Some(Liveness::Waiting));
+            assert_eq!(liveness(&a), Some(Liveness::Waiting));
             let probe = net(own(a.poll_keepalive(t0, &mut out)));
             assert_eq!(
                 own(a.poll_keepalive(t0, &mut out)),
@@ -1456,7 +1163,7 @@ mod test {
                 "{kind}: the peer sends it back to us"
             );
             assert_eq!(decap(&mut a, &reflected, t0), Got::Done, "{kind}");
-            assert_eq!(a.liveness(), Some(Liveness::Up), "{kind}");
+            assert_eq!(liveness(&a), Some(Liveness::Up), "{kind}");
             // Data still flows after a keepalive (sequence numbers untouched by replies).
             let inner = inner_for(kind);
             let data = net(encap(&mut a, inner));
@@ -1465,17 +1172,22 @@ mod test {
             // Silence: probes at 1 s and 2 s go unanswered; at 3 s the line is down.
             for t in 1..=2 {
                 net(own(a.poll_keepalive(t0 + t * SEC, &mut out)));
-                assert_eq!(a.liveness(), Some(Liveness::Up));
+                assert_eq!(liveness(&a), Some(Liveness::Up));
             }
             let probe = net(own(a.poll_keepalive(t0 + 3 * SEC, &mut out)));
-            assert_eq!(a.liveness(), Some(Liveness::Down), "{kind}");
+            assert_eq!(liveness(&a), Some(Liveness::Down), "{kind}");
             let reflected = net(decap(&mut b, &probe, t0 + 3 * SEC));
             assert_eq!(decap(&mut a, &reflected, t0 + 3 * SEC), Got::Done);
-            assert_eq!(a.liveness(), Some(Liveness::Up), "{kind}: back up");
+            assert_eq!(liveness(&a), Some(Liveness::Up), "{kind}: back up");
             let st = a.keepalive_status(t0 + 4 * SEC).unwrap();
             assert_eq!((st.sent, st.replies), (4, 2));
-            assert_eq!(b.liveness(), None);
+            assert_eq!(liveness(&b), None);
         }
+    }
+
+    /// The keepalive's verdict; `None` without keepalive.
+    fn liveness(core: &IpTunnelCore) -> Option<Liveness> {
+        core.keepalive_status(Instant::now()).map(|k| k.liveness)
     }
 
     /// Issue 22, item 8: the peer's data arriving before any probe was answered brings
@@ -1497,7 +1209,7 @@ mod test {
             let t0 = Instant::now();
             let mut out = vec![0u8; 256];
             net(own(a.poll_keepalive(t0, &mut out)));
-            assert_eq!(a.liveness(), Some(Liveness::Waiting), "{kind}");
+            assert_eq!(liveness(&a), Some(Liveness::Waiting), "{kind}");
             let inner = inner_for(kind);
             if kind.is_gre() {
                 let mut stranger = core(Settings {
@@ -1514,11 +1226,11 @@ mod test {
                     Got::Drop(DropReason::WrongKey),
                     "{kind}"
                 );
-                assert_eq!(a.liveness(), Some(Liveness::Waiting), "{kind}");
+                assert_eq!(liveness(&a), Some(Liveness::Waiting), "{kind}");
             }
             let data = net(encap(&mut b, inner));
             assert_eq!(decap(&mut a, &data, t0), Got::Tun(inner.to_vec()), "{kind}");
-            assert_eq!(a.liveness(), Some(Liveness::Up), "{kind}");
+            assert_eq!(liveness(&a), Some(Liveness::Up), "{kind}");
             let st = a.keepalive_status(t0).unwrap();
             assert_eq!((st.sent, st.replies), (1, 0), "{kind}");
         }
@@ -1845,6 +1557,67 @@ mod test {
             decap(&mut b, &gre, Instant::now()),
             Got::Drop(DropReason::BadAuth)
         );
+    }
+
+    /// Epoch keying through the whole core: Hellos leave as protocol 50 with the
+    /// Hello SPI and the line's outer header, the peer takes them (no packet for its
+    /// TUN device), and once both agreed, GRE over ESP flows both ways.
+    #[test]
+    fn epoch_hellos_cross_as_protocol_50_and_then_data_flows() {
+        for kind in [TunnelType::Gre, TunnelType::Gre6] {
+            let s = settings(kind, GreOptions::default());
+            let m = mirror(&s);
+            let now = Instant::now();
+            let epochs = |s: &Settings, nonce: u8| {
+                let params = esp::EpochParams {
+                    cipher: esp::Cipher::Aes256Gcm,
+                    enc_key: b"enc",
+                    auth_key: b"auth",
+                    local: s.local,
+                    peer: s.peer,
+                    rekey_after: esp::DEFAULT_REKEY_AFTER,
+                };
+                core(*s)
+                    .with_esp(EspCore::with_epochs(params, [nonce; 32], now).unwrap())
+                    .unwrap()
+            };
+            let (mut a, mut b) = (epochs(&s, 1), epochs(&m, 2));
+            assert_eq!(encap(&mut a, &INNER_V4), Got::Drop(DropReason::NoSession));
+            let outer_len = kind.outer_len();
+            // A Hello from `from`, if one is due, checked and handed to `to`.
+            let hello = |from: &mut IpTunnelCore, to: &mut IpTunnelCore| {
+                let mut out = [0u8; 200];
+                let Got::Net(h) = own(from.poll_esp_hello(now, || Some([9; 32]), &mut out)) else {
+                    return 0;
+                };
+                let (proto, ttl) = if kind.outer_ipv6() {
+                    let p = ipv6::Packet::new_checked(&h[..]).unwrap();
+                    (p.next_header(), p.hop_limit())
+                } else {
+                    let p = ipv4::Packet::new_checked(&h[..]).unwrap();
+                    (p.protocol(), p.ttl())
+                };
+                assert_eq!((proto, ttl), (IpProtocol::Esp, 64));
+                assert_eq!(h.len(), outer_len + esp_hello::HELLO_LEN);
+                assert_eq!(&h[outer_len..outer_len + 4], &[0, 0, 0, 0x74]);
+                assert_eq!(decap(to, &h, now), Got::Done);
+                1
+            };
+            let mut hellos = 0;
+            for _ in 0..3 {
+                hellos += hello(&mut a, &mut b);
+                hellos += hello(&mut b, &mut a);
+            }
+            assert_eq!(hellos, 3, "{kind:?}");
+            let outer = net(encap(&mut a, &INNER_V4));
+            assert_eq!(decap(&mut b, &outer, now), Got::Tun(INNER_V4.to_vec()));
+            let back = net(encap(&mut b, &INNER_V6));
+            assert_eq!(decap(&mut a, &back, now), Got::Tun(INNER_V6.to_vec()));
+            // A plain core has no Hello to send.
+            let mut plain = core(s);
+            let mut out = [0u8; 200];
+            assert_eq!(own(plain.poll_esp_hello(now, || None, &mut out)), Got::Done);
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! probes, as Cisco's keepalive shows it.
 //!
 //! The probe itself (a packet the peer reflects back without any keepalive support of
-//! its own) is built by [`super::iptunnel::IpTunnelCore::poll_keepalive`]; this file is
-//! only the clock-driven state machine. Time comes in as `now`.
+//! its own) is [`super::probe`]'s; this file is only the clock-driven state machine.
+//! Time comes in as `now`.
 
 use std::time::{Duration, Instant};
 

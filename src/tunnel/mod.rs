@@ -10,17 +10,22 @@
 //! The IP tunnels share one core, [`iptunnel::IpTunnelCore`] (outer header, TTL/TOS,
 //! RFC 6040 ECN, keepalive probes), and differ in the layer between outer and inner
 //! header: none for [`ipip`] (ipip, sit, ip6ip6, ipip6), a GRE header for [`gre`] (gre,
-//! gre6). [`keepalive`] is the liveness state machine both use. [`keys`] holds the key
-//! types (WireGuard's and ESP's) that the config stores and the cores use.
+//! gre6), with [`esp`] under GRE when encrypted. [`iptype`] holds the types all of them
+//! share (tunnel type, IP version, `ttl`, `tos`), so the layers never import the core;
+//! [`probe`] builds and reflects keepalive probes, [`keepalive`] is the liveness state
+//! machine. [`keys`] holds the key types (WireGuard's and ESP's) that the config stores
+//! and the cores use.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod esp;
 pub mod gre;
 pub mod ipip;
 pub mod iptunnel;
+pub mod iptype;
 pub mod keepalive;
 pub mod keys;
 pub mod pmtu;
+pub mod probe;
 pub mod wireguard;
 pub mod wireguard_peer;
 
@@ -130,11 +135,15 @@ pub enum DropReason {
     /// inside the tunnel) but not reflected: a probe nested in a probe or carrying data,
     /// its TTL run out, or more probes than a keepalive sends (an amplification guard).
     ProbeRefused,
+    /// ESP epoch keying: no epoch is agreed with the peer yet (its Hello has not
+    /// arrived), or the epoch's packet limit is reached before the rekey finished, so
+    /// nothing may be sent.
+    NoSession,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::BadAuth,
         DropReason::Replay,
         DropReason::Malformed,
@@ -158,6 +167,7 @@ impl DropReason {
         DropReason::ReplayTooOld,
         DropReason::SeqNotReserved,
         DropReason::ProbeRefused,
+        DropReason::NoSession,
     ];
 
     /// The counter's index in [`DropReason::ALL`].
@@ -191,6 +201,7 @@ impl DropReason {
             DropReason::ReplayTooOld => "replay_too_old",
             DropReason::SeqNotReserved => "seq_not_reserved",
             DropReason::ProbeRefused => "probe_refused",
+            DropReason::NoSession => "no_session",
         }
     }
 }

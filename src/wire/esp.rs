@@ -129,18 +129,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_iv(&mut self, iv: [u8; IV_LEN]) {
         self.buffer.as_mut()[field::IV].copy_from_slice(&iv);
     }
-
-    /// The encrypted part and the ICV, mutably, split: what an AEAD seals in place.
-    pub fn ciphertext_and_icv_mut(&mut self) -> (&mut [u8], &mut [u8]) {
-        let b = self.buffer.as_mut();
-        let end = b.len() - ICV_LEN;
-        b[field::PAYLOAD..].split_at_mut(end - field::PAYLOAD)
-    }
-
-    /// Everything after the IV (ciphertext and ICV), mutably: what an AEAD opens in place.
-    pub fn sealed_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer.as_mut()[field::PAYLOAD..]
-    }
 }
 
 /// The fields of an ESP header that are on the wire before the payload.
@@ -254,9 +242,6 @@ impl Trailer {
         Ok(())
     }
 }
-
-/// Offsets inside an ESP packet, for builders that write the payload first.
-pub const PAYLOAD_OFFSET: usize = field::PAYLOAD;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic)]

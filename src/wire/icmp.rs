@@ -148,11 +148,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&value.to_be_bytes());
     }
 
-    /// Set the type-specific word.
-    pub fn set_rest_of_header(&mut self, value: u32) {
-        self.buffer.as_mut()[field::REST_OF_HEADER].copy_from_slice(&value.to_be_bytes());
-    }
-
     /// Set the next-hop MTU and zero the unused half-word before it.
     pub fn set_next_hop_mtu(&mut self, mtu: u16) {
         self.buffer.as_mut()[field::UNUSED].fill(0);

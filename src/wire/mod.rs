@@ -21,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub mod checksum;
 pub mod esp;
+pub mod esp_hello;
 pub mod gre;
 pub mod icmp;
 pub mod ipv4;

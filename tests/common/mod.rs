@@ -349,6 +349,24 @@ pub fn wait_ipv6_settled(ns: &Netns, ifname: &str) {
 /// Otherwise prints a loud `SKIPPED` line and returns false, or panics when `CI` is set
 /// to `true`/`1` (a CI run must never pass by skipping).
 pub fn require_root_and_tools(tools: &[&str]) -> bool {
+    require(missing(tools))
+}
+
+/// [`require_root_and_tools`], and the daemon built with the `fault-injection` feature,
+/// which the tests that inject faults (`TWNODE_FAULT_INJECT`) need: `cargo test
+/// --features fault-injection`, as `scripts/test.sh` runs them (cargo builds the
+/// `twnode` binary the tests run with the same features).
+pub fn require_fault_injection(tools: &[&str]) -> bool {
+    let mut missing = missing(tools);
+    if !cfg!(feature = "fault-injection") {
+        missing
+            .push("the `fault-injection` feature (cargo test --features fault-injection)".into());
+    }
+    require(missing)
+}
+
+/// What the test lacks of root and `tools`.
+fn missing(tools: &[&str]) -> Vec<String> {
     let mut missing = Vec::new();
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -359,6 +377,11 @@ pub fn require_root_and_tools(tools: &[&str]) -> bool {
             missing.push(format!("`{tool}` on PATH"));
         }
     }
+    missing
+}
+
+/// True when nothing is `missing`; else a loud skip, or a failure under `CI=true`.
+fn require(missing: Vec<String>) -> bool {
     if missing.is_empty() {
         return true;
     }

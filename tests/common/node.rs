@@ -119,9 +119,18 @@ impl<'a> Node<'a> {
         self.start_daemon_wrapped(&[], env);
     }
 
+    /// [`Node::start_daemon`] with `extra` after `twnode daemon`'s own arguments.
+    pub fn start_daemon_args(&mut self, extra: &[&str]) {
+        self.start_daemon_full(&[], &[], extra);
+    }
+
     /// [`Node::start_daemon_env`], the daemon run by `wrapper` (a command and its
     /// arguments, e.g. `setpriv ... --`, that execs what follows it).
     pub fn start_daemon_wrapped(&mut self, wrapper: &[&str], env: &[&str]) {
+        self.start_daemon_full(wrapper, env, &[]);
+    }
+
+    fn start_daemon_full(&mut self, wrapper: &[&str], env: &[&str], extra: &[&str]) {
         assert!(self.daemon.is_none(), "daemon already running");
         let config = self.config();
         let socket = self.socket();
@@ -139,6 +148,7 @@ impl<'a> Node<'a> {
             "--state-dir",
             state.to_str().unwrap(),
         ]);
+        args.extend_from_slice(extra);
         let spawned = self.ns.spawn(&args);
         self.daemon = Some(spawned);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -251,6 +261,22 @@ impl<'a> Node<'a> {
     /// `line list --json` parsed.
     pub fn lines(&self) -> serde_json::Value {
         serde_json::from_str(&self.cli_ok(&["line", "list", "--json"])).expect("json")
+    }
+
+    /// `line show LINE --json`.
+    pub fn line_json(&self, line: &str) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["line", "show", line, "--json"])).expect("json")
+    }
+
+    /// How many of `line`'s packets were dropped for `reason` (as `line show` names it).
+    pub fn drops(&self, line: &str, reason: &str) -> u64 {
+        self.line_json(line)["drops"]
+            .as_array()
+            .expect("drops")
+            .iter()
+            .find(|d| d[0] == reason)
+            .and_then(|d| d[1].as_u64())
+            .unwrap_or(0)
     }
 
     /// Waits until `line` reports `state` (e.g. "up"), up to `secs`.

@@ -23,6 +23,9 @@ pub fn spawn_daemon_with_env(node: &Node, env: &[(&str, &str)]) -> Spawned {
         config.display().to_string(),
         "--control".into(),
         socket.display().to_string(),
+        // Its own state directory: a daemon locks it, and the default is the host's.
+        "--state-dir".into(),
+        node.state_dir().display().to_string(),
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut daemon = node.ns.spawn(&args);

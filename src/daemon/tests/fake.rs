@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::dataplane::{
-    Dataplane, DataplaneError, DataplaneStatus, IpTunnelSpec, LineStats, ProbeError, RawStatus,
-    RunningLine, WireGuardSpec,
+    Dataplane, DataplaneError, DataplaneStatus, IpTunnelSpec, IpTunnelStatus, LineStats,
+    ProbeError, RunningLine, WireGuardSpec,
 };
 use crate::net::{
     Family, Host, LinkId, NetError, NextHop, Object, PolicyRoute, PolicyRule, Route, Rule, Via,
@@ -398,12 +398,13 @@ impl RunningLine for FakeLine {
     }
 
     fn status(&self) -> DataplaneStatus {
-        DataplaneStatus::IpTunnel(RawStatus {
+        DataplaneStatus::IpTunnel(IpTunnelStatus {
             local: self.local,
             keepalive: None,
             esp: None,
             transmit: None,
             af_xdp_packets: None,
+            receive_problem: None,
         })
     }
 
