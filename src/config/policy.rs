@@ -266,11 +266,6 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The group called `name`.
-    pub fn group(&self, name: &str) -> Option<&Group> {
-        self.groups.iter().find(|g| g.name == name)
-    }
-
     /// A line's cost (0 when not set).
     pub fn cost(&self, line: &str) -> u8 {
         self.costs

@@ -126,11 +126,6 @@ impl Selector {
         &self.active
     }
 
-    /// The group's mode.
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     /// One evaluation: `views[i]` is exit `i` now. Returns the change to install, if
     /// any.
     pub fn poll(&mut self, views: &[ExitView], tuning: &Tuning) -> Option<Change> {
