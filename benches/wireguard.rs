@@ -58,6 +58,7 @@ fn handshaken_pair() -> (WireGuardCore, WireGuardCore) {
         WireGuardCore::new(Keys {
             private,
             peer_public,
+            preshared: None,
             keepalive: 0,
             index,
         })
@@ -107,6 +108,7 @@ fn handshaken_peers() -> (WireGuardPeer, WireGuardPeer) {
         let keys = Keys {
             private,
             peer_public,
+            preshared: None,
             keepalive: 0,
             index,
         };

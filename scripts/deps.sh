@@ -3,7 +3,7 @@
 # nothing else. Sourced by scripts/demo.sh and scripts/test.sh.
 set -euo pipefail
 
-TWNODE_PACKAGES=(iproute2 iputils-ping wireguard-go wireguard-tools iperf3 tshark python3-scapy nftables procps systemd strace)
+TWNODE_PACKAGES=(iproute2 iputils-ping wireguard-go wireguard-tools iperf3 tshark python3-scapy python3-prometheus-client nftables procps systemd strace binutils)
 
 twnode_install_deps() {
     local missing=()

@@ -86,6 +86,8 @@ fn every_key() -> BTreeSet<String> {
                 peer_public_key: key.public_key(),
                 peer_private_key: Some(key),
                 persistent_keepalive: Some(1),
+                preshared_key: Some(twnode::tunnel::keys::PresharedKey::generate()),
+                allowed_ips: vec!["192.0.2.0/24".into()],
             }),
             ip_tunnel: Some(RawIpTunnel {
                 ikey: Some(IntOrText::Int(1)),
@@ -137,6 +139,7 @@ fn every_key() -> BTreeSet<String> {
             confirmations: Some(3),
             cost: [("n".to_string(), 10)].into_iter().collect(),
         }),
+        metrics: None,
     };
     let text = toml::to_string(&raw).expect("a raw config serializes");
     keys_of(&text)

@@ -326,15 +326,28 @@ fn the_units_sandbox_allows_everything_the_daemon_does() {
         setting(&unit, "RestrictAddressFamilies")
     );
 
-    // Files: the test's config, state and socket all live in the node's directory,
-    // which stands for the unit's /etc/twnode, /var/lib/twnode and /run/twnode.
+    // Files: the test's config, state, control socket and UAPI sockets all live in the
+    // node's directory, which stands for the unit's /etc/twnode, /var/lib/twnode,
+    // /run/twnode and /run/wireguard (the daemon's default --uapi-dir,
+    // /var/run/wireguard, is /run/wireguard).
     for (key, want) in [
         ("ConfigurationDirectory", "twnode"),
         ("StateDirectory", "twnode"),
-        ("RuntimeDirectory", "twnode"),
+        ("RuntimeDirectory", "twnode wireguard"),
     ] {
         assert_eq!(setting(&unit, key), want, "{key}");
     }
+    assert_eq!(
+        twnode::control::uapi_server::DEFAULT_UAPI_DIR,
+        "/var/run/wireguard",
+        "the unit's RuntimeDirectory=wireguard is the UAPI directory"
+    );
+    let uapi_socket = na.uapi_dir().join("tunnel_base.sock");
+    assert!(
+        t.written.contains(uapi_socket.to_str().unwrap()),
+        "the UAPI socket was bound in the UAPI directory: {:?}",
+        t.written
+    );
     assert_eq!(setting(&unit, "ProtectSystem"), "strict");
     assert!(
         setting(&unit, "ReadWritePaths")

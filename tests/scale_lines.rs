@@ -68,6 +68,7 @@ fn spawn_daemon(ns: &Netns, node: &Node<'_>, env: &[(&str, &str)]) -> Spawned {
         state.to_str().expect("utf-8 path"),
     ]);
     command
+        .env("TWNODE_UAPI_DIR", node.uapi_dir())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log)
@@ -191,6 +192,13 @@ fn thousand_wireguard_lines_come_up_in_one_responsive_daemon_and_go_away() {
         })
     });
     assert_eq!(left, 0, "TUN devices left after SIGTERM:\n{link_out}");
+    let sockets: Vec<_> = std::fs::read_dir(node.uapi_dir())
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        sockets.is_empty(),
+        "UAPI sockets left after SIGTERM: {sockets:?}"
+    );
 }
 
 #[test]

@@ -36,6 +36,7 @@ fn core(private: &PrivateKey, peer: &PublicKey, index: u32) -> WireGuardCore {
     WireGuardCore::new(Keys {
         private,
         peer_public: peer,
+        preshared: None,
         keepalive: 25,
         index,
     })

@@ -6,6 +6,7 @@
 //! sockets other than the control socket (`init` only writes two sysctls and creates a
 //! directory). Errors are one line that names the problem and what to do; exit code 1.
 
+mod docs;
 mod output;
 mod policy;
 
@@ -27,7 +28,7 @@ tunnels, GRE over ESP) on TUN devices, stackable into multi-hop relays.
 
 The `line` commands and `reload` talk to a running daemon over its control socket \
 (--control, default /run/twnode/control.sock): start it first, as root, with \
-`systemctl start twnode` or `twnode daemon`. `daemon`, `init`, `genkey` and `pubkey` \
+`systemctl start twnode` or `twnode daemon`. `daemon`, `init`, `genkey`, `pubkey`, `completions` and `man` \
 need no daemon.
 
 The daemon keeps the lines in its configuration file (--config, default \
@@ -72,6 +73,15 @@ enum Command {
             default_value = crate::daemon::DEFAULT_STATE_DIR
         )]
         state_dir: PathBuf,
+        /// Directory of the WireGuard lines' UAPI sockets, where `wg show` and `wg set`
+        /// find them
+        #[arg(
+            long,
+            env = "TWNODE_UAPI_DIR",
+            value_name = "DIR",
+            default_value = crate::control::uapi_server::DEFAULT_UAPI_DIR
+        )]
+        uapi_dir: PathBuf,
         /// Let this static-keyed ESP line start once without its sequence-number mark,
         /// from sequence number 1: only if no packet was ever sent under its keys from
         /// this host, or nonces repeat (repeatable)
@@ -98,6 +108,16 @@ enum Command {
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+    },
+    /// Print the shell completion script for bash, zsh or fish
+    Completions {
+        /// The shell: bash, zsh or fish
+        shell: docs::Shell,
+    },
+    /// Write man pages for twnode and every subcommand into DIR
+    Man {
+        /// Directory for the pages (twnode.1, twnode-line-create.1, ...)
+        dir: PathBuf,
     },
 }
 
@@ -186,6 +206,12 @@ struct CreateArgs {
     /// The peer's public key, base64
     #[arg(long, value_name = "KEY")]
     peer_pubkey: Option<String>,
+    /// WireGuard's optional preshared key (post-quantum layer), the same on both ends:
+    /// a file holding it in base64 (`wg genpsk > psk`), `-` to read it from stdin, or
+    /// `generate` for a new one (a server; its peer command carries it). Never the key
+    /// itself: keys do not belong on the command line
+    #[arg(long, value_name = "FILE|-|generate")]
+    preshared_key: Option<String>,
     /// WireGuard: persistent keepalive in seconds (0 = off) [default: 25]. IP tunnels:
     /// a probe every SECS, the line down after RETRIES unanswered [default: off; RETRIES 3]
     #[arg(long, value_name = "SECS[,RETRIES]")]
@@ -259,6 +285,23 @@ struct CreateArgs {
     af_xdp: bool,
 }
 
+/// `--preshared-key FILE|-|generate`: the key's base64 text (checked by the daemon).
+fn read_preshared_key(source: &str) -> Result<String> {
+    if source == "generate" {
+        return Ok(crate::tunnel::keys::PresharedKey::generate().to_base64());
+    }
+    let mut text = String::new();
+    let read = if source == "-" {
+        std::io::stdin().take(1024).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(source).and_then(|f| f.take(1024).read_to_string(&mut text))
+    };
+    read.with_context(|| {
+        format!("--preshared-key {source}: cannot read the key (a file holding it in base64, or - for stdin)")
+    })?;
+    Ok(text.trim().to_string())
+}
+
 /// `--keepalive SECS[,RETRIES]`.
 fn parse_keepalive(s: &str) -> Result<(u32, Option<u32>)> {
     let bad = || anyhow!("--keepalive {s:?}: expected SECS or SECS,RETRIES (e.g. 10 or 10,3)");
@@ -330,8 +373,9 @@ fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Daemon {
             state_dir,
+            uapi_dir,
             esp_fresh_state,
-        } => run_daemon(&cli, state_dir.clone(), esp_fresh_state),
+        } => run_daemon(&cli, state_dir.clone(), uapi_dir.clone(), esp_fresh_state),
         Command::Init => init(&cli),
         Command::Genkey => {
             println!("{}", PrivateKey::generate().to_base64());
@@ -380,10 +424,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Line(cmd) => line(&cli, cmd),
         Command::Policy(cmd) => policy::run(&cli, cmd),
         Command::Status { json } => policy::status(&cli, *json),
+        Command::Completions { shell } => {
+            docs::completions(*shell);
+            Ok(())
+        }
+        Command::Man { dir } => {
+            let n = docs::man_pages(dir)?;
+            println!("{n} man pages written to {}", dir.display());
+            Ok(())
+        }
     }
 }
 
-fn run_daemon(cli: &Cli, state_dir: PathBuf, fresh: &[String]) -> Result<()> {
+fn run_daemon(cli: &Cli, state_dir: PathBuf, uapi_dir: PathBuf, fresh: &[String]) -> Result<()> {
     let esp_fresh_state = fresh
         .iter()
         .map(|n| {
@@ -395,6 +448,7 @@ fn run_daemon(cli: &Cli, state_dir: PathBuf, fresh: &[String]) -> Result<()> {
         config: config_path(cli),
         control: cli.control.clone(),
         state_dir,
+        uapi_dir,
         esp_fresh_state,
     };
     // Before the runtime starts its threads: capabilities are per thread.
@@ -523,6 +577,12 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                     esp_rekey: a.esp_rekey,
                     af_xdp: a.af_xdp,
                 },
+                preshared_key: a
+                    .preshared_key
+                    .as_deref()
+                    .map(read_preshared_key)
+                    .transpose()?
+                    .map(control::Secret),
             };
             match call(cli, Request::CreateLine(Box::new(spec)))? {
                 Response::Created(c) => {

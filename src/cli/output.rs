@@ -435,33 +435,8 @@ mod test {
 
     fn gre_status(name: &str, options: &[&str]) -> LineStatus {
         LineStatus {
-            name: name.into(),
-            parent: "eth0".into(),
-            kind: "gre".into(),
-            mode: None,
-            peer_ip: "198.51.100.20".parse().unwrap(),
-            peer_vip: "10.0.0.2".parse().unwrap(),
-            local_vip: "10.0.0.1".parse().unwrap(),
-            local_ip: None,
-            depth: 0,
-            mtu: None,
-            state: LineState::Down,
-            reason: None,
-            listen_port: None,
-            endpoint: None,
-            public_key: None,
-            peer_public_key: None,
-            last_handshake_secs: None,
-            rx_bytes: 0,
-            tx_bytes: 0,
-            rx_packets: 0,
-            tx_packets: 0,
-            drops: Vec::new(),
             options: options.iter().map(|o| o.to_string()).collect(),
-            keepalive: None,
-            esp: None,
-            transmit: None,
-            af_xdp_packets: None,
+            ..crate::control::gre_status(name)
         }
     }
 

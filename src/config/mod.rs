@@ -11,6 +11,7 @@
 pub mod diff;
 pub mod esp;
 pub mod iptunnel;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod policy;

@@ -11,7 +11,7 @@ use super::policy::{Policy, RawPolicy, Reader};
 use super::raw::{RawConfig, RawLine, RawWireGuard};
 use super::setting::{Flags, Origin};
 use super::{ConfigError, LineName};
-use crate::tunnel::keys::{PrivateKey, PublicKey};
+use crate::tunnel::keys::{PresharedKey, PrivateKey, PublicKey};
 
 /// Persistent keepalive when the config does not say: keeps NAT mappings open.
 pub const DEFAULT_KEEPALIVE: u16 = 25;
@@ -30,6 +30,11 @@ pub struct WireGuard {
     pub peer_private_key: Option<PrivateKey>,
     /// Seconds; 0 turns it off.
     pub persistent_keepalive: u16,
+    /// WireGuard's optional preshared key (secret), the same on both ends.
+    pub preshared_key: Option<PresharedKey>,
+    /// Prefixes routed to the peer besides its VIP, of the VIPs' family, without host
+    /// bits (WireGuard's AllowedIPs; the peer VIP's own prefix is implied).
+    pub allowed_ips: Vec<ipnet::IpNet>,
 }
 
 /// What a line carries its packets in.
@@ -114,6 +119,8 @@ impl Line {
             peer_private_key: wg.peer_private_key.clone(),
             persistent_keepalive: (wg.persistent_keepalive != DEFAULT_KEEPALIVE)
                 .then_some(wg.persistent_keepalive.into()),
+            preshared_key: wg.preshared_key.clone(),
+            allowed_ips: wg.allowed_ips.iter().map(|n| n.to_string()).collect(),
         });
         RawLine {
             name: self.name.to_string(),
@@ -135,6 +142,8 @@ pub struct Config {
     pub lines: Vec<Line>,
     /// Policy groups, the default exit and the failover settings.
     pub policy: Policy,
+    /// The Prometheus endpoint, when `[metrics]` asks for one.
+    pub metrics: Option<super::metrics::Metrics>,
 }
 
 impl Config {
@@ -214,6 +223,20 @@ impl Config {
         Ok((config, line))
     }
 
+    /// A copy with line `name`'s raw form changed by `edit` (a `wg set`), the whole
+    /// validated again as a request would be; problems name the line's keys.
+    pub fn with_edited_line(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut RawLine),
+    ) -> Result<Config, ConfigError> {
+        let mut raw = self.to_raw();
+        if let Some(line) = raw.lines.iter_mut().find(|l| l.name == name) {
+            edit(line);
+        }
+        Config::from_raw(raw, Origin::Request(&Flags::default()))
+    }
+
     /// A copy without the named lines (and their costs). The caller has taken them
     /// out of the policy groups first.
     pub fn without(&self, names: &[LineName]) -> Config {
@@ -227,6 +250,7 @@ impl Config {
                 .cloned()
                 .collect(),
             policy,
+            metrics: self.metrics,
         }
     }
 
@@ -235,8 +259,8 @@ impl Config {
     pub fn with_policy(&self, policy: &RawPolicy) -> Result<Config, ConfigError> {
         let policy = super::policy::validate(policy, &self.lines, Reader::Request)?;
         Ok(Config {
-            lines: self.lines.clone(),
             policy,
+            ..self.clone()
         })
     }
 
@@ -247,6 +271,7 @@ impl Config {
             groups: policy.groups,
             default_exit: policy.default_exit,
             failover: policy.failover,
+            metrics: self.metrics.map(super::metrics::Metrics::to_raw),
         }
     }
 }

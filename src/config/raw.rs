@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::policy::{RawDefaultExit, RawFailover, RawGroup, RawPolicy};
-use crate::tunnel::keys::{EspKey, PrivateKey, PublicKey};
+use crate::tunnel::keys::{EspKey, PresharedKey, PrivateKey, PublicKey};
 
 /// The whole file.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -15,6 +15,9 @@ pub struct RawConfig {
     /// `[[line]]` tables, in file order.
     #[serde(default, rename = "line", skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<RawLine>,
+    /// `[metrics]` (see [`super::metrics`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<super::metrics::RawMetrics>,
     /// `[[policy]]` groups (see [`super::policy`]).
     #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<RawGroup>,
@@ -73,6 +76,14 @@ pub struct RawWireGuard {
     pub peer_private_key: Option<PrivateKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_keepalive: Option<u32>,
+    /// Secret, base64 (`wg genpsk`): WireGuard's optional preshared key, the same on
+    /// both ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key: Option<PresharedKey>,
+    /// Prefixes routed to the peer besides its VIP (WireGuard's AllowedIPs, as `wg set
+    /// ... allowed-ips` sets them), e.g. `["192.0.2.0/24"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips: Vec<String>,
 }
 
 /// `[line.ip_tunnel]`: iproute2's `ip tunnel` options for the types ipip, gre, sit,

@@ -31,6 +31,8 @@ pub enum Setting {
     PeerPublicKey,
     PeerPrivateKey,
     PersistentKeepalive,
+    PresharedKey,
+    AllowedIps,
     /// The `[line.ip_tunnel]` table as a whole.
     IpTunnel,
     Ikey,
@@ -73,6 +75,8 @@ impl Setting {
             PeerPublicKey => "wireguard.peer_public_key",
             PeerPrivateKey => "wireguard.peer_private_key",
             PersistentKeepalive => "wireguard.persistent_keepalive",
+            PresharedKey => "wireguard.preshared_key",
+            AllowedIps => "wireguard.allowed_ips",
             IpTunnel => "ip_tunnel",
             Ikey => "ip_tunnel.ikey",
             Okey => "ip_tunnel.okey",
@@ -116,6 +120,9 @@ impl Setting {
             // Never given by hand: a server generates it.
             PeerPrivateKey => "wireguard.peer_private_key",
             PersistentKeepalive | Keepalive | KeepaliveRetries => "--keepalive",
+            // Set by `wg set ... allowed-ips` or in the file.
+            AllowedIps => "allowed-ips",
+            PresharedKey => "--preshared-key",
             IpTunnel => "--type",
             Ikey => "--ikey",
             Okey => "--okey",

@@ -35,9 +35,14 @@ impl TryFrom<RawConfig> for Config {
 impl Config {
     /// Validates `raw`; a problem is worded for where the lines came from.
     pub fn from_raw(mut raw: RawConfig, origin: Origin<'_>) -> Result<Config, ConfigError> {
+        let metrics = raw
+            .metrics
+            .take()
+            .map(|m| super::metrics::Metrics::from_raw(&m))
+            .transpose()?;
         let policy = raw.take_policy();
         let names: Vec<String> = raw.lines.iter().map(|l| l.name.clone()).collect();
-        let mut config = validate(raw).map_err(|p| {
+        let config = validate(raw).map_err(|p| {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             p.render(&names, origin)
         })?;
@@ -45,8 +50,12 @@ impl Config {
             Origin::File => Reader::File,
             Origin::Request(_) => Reader::Request,
         };
-        config.policy = super::policy::validate(&policy, &config.lines, reader)?;
-        Ok(config)
+        let policy = super::policy::validate(&policy, &config.lines, reader)?;
+        Ok(Config {
+            metrics,
+            policy,
+            ..config
+        })
     }
 }
 
@@ -61,6 +70,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     Ok(Config {
         lines: lines.into_iter().map(|c| c.line).collect(),
         policy: Default::default(),
+        metrics: None,
     })
 }
 
@@ -142,7 +152,7 @@ fn convert_line(i: usize, raw: RawLine) -> Result<Converted, Problem> {
             if let Some(t) = &raw.ip_tunnel {
                 return Err(ip_tunnel_on_wireguard(i, t));
             }
-            LineKind::WireGuard(convert_wireguard(i, wg)?)
+            LineKind::WireGuard(convert_wireguard(i, wg, raw.peer_vip)?)
         }
         other => match ip_tunnel_type(other) {
             Some((kind, ipsec)) => {
@@ -235,7 +245,7 @@ fn ip_tunnel_on_wireguard(i: usize, t: &RawIpTunnel) -> Problem {
     Problem::at(i, setting).either(file, request)
 }
 
-fn convert_wireguard(i: usize, raw: RawWireGuard) -> Result<WireGuard, Problem> {
+fn convert_wireguard(i: usize, raw: RawWireGuard, peer_vip: IpAddr) -> Result<WireGuard, Problem> {
     use Setting as S;
     let mode: Mode = raw.mode.parse().map_err(bad(i, S::Mode))?;
     let port = |v: Option<u32>, s: Setting| v.map(Port::new).transpose().map_err(bad(i, s));
@@ -272,6 +282,12 @@ fn convert_wireguard(i: usize, raw: RawWireGuard) -> Result<WireGuard, Problem> 
         .transpose()
         .map_err(bad(i, S::PersistentKeepalive))?
         .unwrap_or(DEFAULT_KEEPALIVE);
+    let allowed_ips = raw
+        .allowed_ips
+        .iter()
+        .map(|text| allowed_ip(text, peer_vip))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(bad(i, S::AllowedIps))?;
     Ok(WireGuard {
         mode,
         listen_port,
@@ -280,7 +296,36 @@ fn convert_wireguard(i: usize, raw: RawWireGuard) -> Result<WireGuard, Problem> 
         peer_public_key: raw.peer_public_key,
         peer_private_key: raw.peer_private_key,
         persistent_keepalive,
+        preshared_key: raw.preshared_key,
+        allowed_ips,
     })
+}
+
+/// One of `allowed_ips`: a prefix of the VIPs' family without host bits; the peer
+/// VIP's own host prefix is implied, so it is not written.
+fn allowed_ip(text: &str, peer_vip: IpAddr) -> Result<ipnet::IpNet, String> {
+    let net: ipnet::IpNet = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a prefix (e.g. 192.0.2.0/24 or 2001:db8::/64)"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{text:?} has bits set beyond its /{}; did you mean {}?",
+            net.prefix_len(),
+            net.trunc()
+        ));
+    }
+    if net.addr().is_ipv4() != peer_vip.is_ipv4() {
+        return Err(format!(
+            "{net} is not of the line's VIP family ({peer_vip}); a line routes one family"
+        ));
+    }
+    if net.addr() == peer_vip && net.prefix_len() == net.max_prefix_len() {
+        return Err(format!(
+            "{net} is the peer VIP's own prefix, always routed to the peer; remove it"
+        ));
+    }
+    Ok(net)
 }
 
 /// `esp` is the setting that asked for encryption (for its problems' names).

@@ -18,6 +18,7 @@ use crate::config::esp::EspKey;
 use crate::config::model::IPSEC;
 use crate::config::raw::{IntOrText, RawIpTunnel, RawLine, RawWireGuard};
 use crate::config::{ConfigError, Flags, Mode, PrivateKey, PublicKey, Setting};
+use crate::tunnel::keys::PresharedKey;
 
 /// The arguments of `line create`, as typed by the user. Its `Debug` hides the private
 /// key (the daemon logs requests at debug level).
@@ -46,6 +47,10 @@ pub struct LineSpec {
     /// IP tunnels: iproute2's options, as typed (validated by the daemon).
     #[serde(default)]
     pub ip_tunnel: IpTunnelArgs,
+    /// WireGuard: the preshared key, base64 (read by the CLI from a file or stdin, never
+    /// from argv). Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key: Option<Secret>,
 }
 
 impl fmt::Debug for LineSpec {
@@ -66,6 +71,7 @@ impl fmt::Debug for LineSpec {
             .field("mtu", &self.mtu)
             .field("keepalive_retries", &self.keepalive_retries)
             .field("ip_tunnel", &self.ip_tunnel)
+            .field("preshared_key", &self.preshared_key)
             .finish()
     }
 }
@@ -165,6 +171,7 @@ impl LineSpec {
                 ("--peer-port", self.peer_port.is_some()),
                 ("--private-key", self.private_key.is_some()),
                 ("--peer-pubkey", self.peer_pubkey.is_some()),
+                ("--preshared-key", self.preshared_key.is_some()),
             ];
             if let Some((flag, _)) = wireguard_only.iter().find(|(_, given)| *given) {
                 return Err(ConfigError::invalid(
@@ -254,6 +261,19 @@ impl LineSpec {
             peer_public_key,
             peer_private_key,
             persistent_keepalive: self.keepalive,
+            preshared_key: self
+                .preshared_key
+                .as_ref()
+                .map(|s| {
+                    s.0.parse::<PresharedKey>().map_err(|e| {
+                        ConfigError::invalid(
+                            "--preshared-key",
+                            format!("{e}; `wg genpsk` makes one"),
+                        )
+                    })
+                })
+                .transpose()?,
+            allowed_ips: Vec::new(),
         };
         Ok((wg, generated))
     }
@@ -350,6 +370,7 @@ mod test {
             mtu: None,
             keepalive_retries: None,
             ip_tunnel: IpTunnelArgs::default(),
+            preshared_key: None,
         }
     }
 

@@ -8,8 +8,12 @@
 
 pub mod client;
 mod line_spec;
+pub mod metrics;
+pub mod metrics_server;
 pub mod policy;
 pub mod server;
+pub mod uapi;
+pub mod uapi_server;
 
 pub use line_spec::{IpTunnelArgs, LineSpec, Requested, Secret};
 pub use policy::{
@@ -333,6 +337,9 @@ pub struct KeepaliveInfo {
     pub unanswered: u32,
     /// Milliseconds since the last reply.
     pub last_reply_ms: Option<u64>,
+    /// Round-trip time of the last answered probe, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u64>,
 }
 
 /// A line's state.
@@ -403,6 +410,10 @@ pub struct PeerCommand {
     /// put its own line toward us for `<parent>`. Absent for a line on an interface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_line: Option<ParentLine>,
+    /// WireGuard: the line's preshared key, base64, which the command feeds to
+    /// `--preshared-key -` on stdin. Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key: Option<String>,
 }
 
 /// The line ours runs over, as the peer command's hint names it.
@@ -450,6 +461,7 @@ impl fmt::Debug for PeerCommand {
             .field("options", &RedactedOptions(&self.options))
             .field("secret", &self.secret)
             .field("parent_line", &self.parent_line)
+            .field("preshared_key", &redacted(&self.preshared_key))
             .finish()
     }
 }
@@ -474,8 +486,13 @@ impl fmt::Debug for RedactedOptions<'_> {
 }
 
 impl fmt::Display for PeerCommand {
-    /// One shell command, with `<parent>` left for the user to fill in.
+    /// One shell command, with `<parent>` left for the user to fill in. A preshared
+    /// key goes in on stdin (`echo '...' | twnode ... --preshared-key -`), which also
+    /// works under sudo.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(psk) = &self.preshared_key {
+            write!(f, "echo '{psk}' | ")?;
+        }
         write!(
             f,
             "twnode line create <parent> {} {} {} {} --type {}",
@@ -492,7 +509,47 @@ impl fmt::Display for PeerCommand {
         for word in &self.options {
             write!(f, " {word}")?;
         }
+        if self.preshared_key.is_some() {
+            f.write_str(" --preshared-key -")?;
+        }
         Ok(())
+    }
+}
+
+/// A GRE line's status with every optional part empty, for the tests of what prints
+/// or exports statuses.
+#[cfg(test)]
+pub(crate) fn gre_status(name: &str) -> LineStatus {
+    LineStatus {
+        name: name.into(),
+        parent: "eth0".into(),
+        kind: "gre".into(),
+        mode: None,
+        peer_ip: "198.51.100.20"
+            .parse()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        peer_vip: IpAddr::from([10, 0, 0, 2]),
+        local_vip: IpAddr::from([10, 0, 0, 1]),
+        local_ip: None,
+        depth: 0,
+        mtu: None,
+        state: LineState::Down,
+        reason: None,
+        listen_port: None,
+        endpoint: None,
+        public_key: None,
+        peer_public_key: None,
+        last_handshake_secs: None,
+        rx_bytes: 0,
+        tx_bytes: 0,
+        rx_packets: 0,
+        tx_packets: 0,
+        drops: Vec::new(),
+        options: Vec::new(),
+        keepalive: None,
+        esp: None,
+        transmit: None,
+        af_xdp_packets: None,
     }
 }
 
@@ -600,6 +657,7 @@ mod test {
             options: Vec::new(),
             secret: true,
             parent_line: None,
+            preshared_key: None,
         };
         let debug = format!("{:?}", Response::Peer(peer));
         assert!(
@@ -621,6 +679,7 @@ mod test {
                 .to_vec(),
             secret: true,
             parent_line: None,
+            preshared_key: None,
         };
         let debug = format!("{peer:?}");
         assert!(
@@ -645,9 +704,9 @@ mod test {
         assert!(matches!(err, ControlError::Malformed(_)), "{err}");
     }
 
-    #[test]
-    fn peer_command_is_one_line_starting_with_the_grammar() {
-        let p = PeerCommand {
+    /// The client command of a WireGuard server line `tunnel_base`.
+    fn wireguard_peer_command() -> PeerCommand {
+        PeerCommand {
             peer_ip: "203.0.113.10".parse().unwrap(),
             peer_vip: "10.0.0.1".parse().unwrap(),
             local_vip: "10.0.0.2".parse().unwrap(),
@@ -659,13 +718,35 @@ mod test {
             options: Vec::new(),
             secret: true,
             parent_line: None,
-        };
+            preshared_key: None,
+        }
+    }
+
+    #[test]
+    fn peer_command_is_one_line_starting_with_the_grammar() {
+        let p = wireguard_peer_command();
         let s = p.to_string();
         assert!(s.starts_with(
             "twnode line create <parent> 203.0.113.10 10.0.0.1 10.0.0.2 tunnel_base "
         ));
         assert!(!s.contains('\n'));
         assert!(s.ends_with("--mode client --private-key 'k' --peer-pubkey 'p' --peer-port 51820"));
+    }
+
+    #[test]
+    fn a_preshared_key_goes_to_the_peer_on_stdin_and_never_into_debug() {
+        let psk = "FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE=";
+        let p = PeerCommand {
+            preshared_key: Some(psk.into()),
+            ..wireguard_peer_command()
+        };
+        let s = p.to_string();
+        assert!(
+            s.starts_with(&format!("echo '{psk}' | twnode line create <parent> "))
+                && s.ends_with(" --preshared-key -"),
+            "{s}"
+        );
+        assert!(!format!("{p:?}").contains(psk));
     }
 
     #[test]
@@ -682,6 +763,7 @@ mod test {
             secret: false,
             options: vec!["--ikey".into(), "2".into(), "--okey".into(), "1".into()],
             parent_line: None,
+            preshared_key: None,
         };
         assert_eq!(
             p.to_string(),
@@ -706,6 +788,7 @@ mod test {
             options: Vec::new(),
             secret: false,
             parent_line: None,
+            preshared_key: None,
         };
         assert!(p
             .parent_hint()

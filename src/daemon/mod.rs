@@ -15,6 +15,7 @@ mod error;
 mod follow;
 mod health;
 pub mod lock;
+mod metrics;
 mod objects;
 mod policy;
 mod policy_requests;
@@ -25,6 +26,7 @@ mod status;
 pub mod supervisor;
 #[cfg(test)]
 mod tests;
+mod uapi;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,7 +37,9 @@ use tracing::{error, info, warn};
 
 use crate::config::esp::Keying;
 use crate::config::{self, ConfigError, LineName};
+use crate::control::metrics_server::MetricsServer;
 use crate::control::server::Server;
+use crate::control::uapi_server::UapiSockets;
 use crate::control::ControlError;
 use crate::dataplane::seqstore::StateDirLock;
 use crate::dataplane::Devices;
@@ -58,6 +62,8 @@ pub struct Options {
     /// Durable state: ESP sequence-number marks (created 0700 when first needed),
     /// locked for the daemon's life.
     pub state_dir: PathBuf,
+    /// Where WireGuard lines' UAPI sockets go (`wg show`/`wg set`; created 0700).
+    pub uapi_dir: PathBuf,
     /// Static-keyed ESP lines allowed to start once without their sequence-number
     /// mark (`--esp-fresh-state`).
     pub esp_fresh_state: Vec<LineName>,
@@ -139,6 +145,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let server = Server::bind(&opts.control)?;
     let (calls_tx, mut calls) = mpsc::channel(64);
     let serving = tokio::spawn(server.serve(calls_tx));
+    let (uapi_tx, mut uapi_calls) = mpsc::channel(64);
+    let mut uapi = UapiSockets::new(opts.uapi_dir.clone(), uapi_tx);
+    let (metrics_tx, mut metrics_calls) = mpsc::channel(16);
+    let mut metrics = MetricsServer::new(metrics_tx);
 
     let mut sup = Supervisor::new(host, Devices::new(), opts.config.clone(), config)
         .with_state_dir(opts.state_dir.clone());
@@ -148,6 +158,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         sup.allow_fresh_esp(name.clone());
     }
     sup.reconcile().await;
+    uapi.sync(&sup.wireguard_lines());
+    metrics.sync(sup.metrics_config());
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     info!(control = %opts.control.display(), lines = sup.configured(), "twnode ready");
 
@@ -168,11 +180,20 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             Some((request, reply)) = calls.recv() => {
                 if let Some((request, reply)) = sup.defer(request, reply) {
                     let response = sup.handle(request).await;
+                    // A line's UAPI socket is there when `line create` returns.
+                    uapi.sync(&sup.wireguard_lines());
                     let _ = reply.send(response);
                 }
             }
             _ = probe.tick() => {
                 sup.policy_tick(std::time::Instant::now()).await;
+            }
+            Some(reply) = metrics_calls.recv() => {
+                let _ = reply.send(sup.metrics_snapshot());
+            }
+            Some((request, reply)) = uapi_calls.recv() => {
+                let answer = sup.handle_uapi(request).await;
+                let _ = reply.send(answer);
             }
             _ = retry.tick() => {
                 sup.reconcile().await;
@@ -189,7 +210,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         if probe.period() != sup.probe_interval() {
             probe = probe_ticker(&sup);
         }
+        // Each line's UAPI socket comes and goes with the line; the metrics endpoint
+        // follows a reload.
+        uapi.sync(&sup.wireguard_lines());
+        metrics.sync(sup.metrics_config());
     }
+    drop(uapi);
+    drop(metrics);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     serving.abort();
     let _ = serving.await;

@@ -266,6 +266,19 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         };
         self.host.add_route(&vip_route).await?;
         r.installed.push(Installed::Route(vip_route));
+        // A WireGuard line's allowed_ips (`wg set ... allowed-ips`) are routed to it as
+        // its peer VIP is.
+        for allowed in line.wireguard().map_or(&[][..], |w| &w.allowed_ips) {
+            let route = Route {
+                dst: allowed.network(),
+                prefix: allowed.prefix_len(),
+                oif: ifindex,
+                table: net::VIP_TABLE,
+                src: Some(line.local_vip),
+            };
+            self.host.add_route(&route).await?;
+            r.installed.push(Installed::Route(route));
+        }
         self.rules
             .acquire(
                 &self.host,

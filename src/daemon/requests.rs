@@ -261,6 +261,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             private_key: Some(peer_private.to_base64()),
             peer_pubkey: Some(wg.private_key.public_key().to_string()),
             peer_port: Some(wg.listen_port.map(|p| p.get()).unwrap_or(0)),
+            preshared_key: wg.preshared_key.as_ref().map(|k| k.to_base64()),
             // An MTU set by hand goes to both ends, as for the IP tunnels.
             options: line
                 .mtu
@@ -366,6 +367,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                 name: p.name.to_string(),
                 relay: p.peer_vip != line.peer_ip,
             }),
+            preshared_key: None,
         }
     }
 

@@ -42,6 +42,8 @@ pub(super) struct Restart {
 #[derive(Debug, Default)]
 pub(super) struct Restarts {
     lines: HashMap<LineName, Backoff>,
+    /// Every restart since the daemon started, per configured line (for the metrics).
+    total: HashMap<LineName, u64>,
 }
 
 impl Restarts {
@@ -66,6 +68,7 @@ impl Restarts {
             _ => 1,
         };
         let delay = Self::delay(count);
+        *self.total.entry(name.clone()).or_default() += 1;
         self.lines.insert(
             name.clone(),
             Backoff {
@@ -85,6 +88,12 @@ impl Restarts {
     pub fn forget(&mut self, now: Instant, configured: impl Fn(&LineName) -> bool) {
         self.lines
             .retain(|name, b| configured(name) && !b.healed(now));
+        self.total.retain(|name, _| configured(name));
+    }
+
+    /// How often `name` was restarted since the daemon started.
+    pub fn total(&self, name: &LineName) -> u64 {
+        self.total.get(name).copied().unwrap_or(0)
     }
 }
 

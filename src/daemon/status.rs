@@ -140,6 +140,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                         replies: k.replies,
                         unanswered: k.unanswered,
                         last_reply_ms: k.last_reply.map(|d| d.as_millis() as u64),
+                        rtt_us: k.rtt.map(|d| d.as_micros() as u64),
                     });
                 }
             }

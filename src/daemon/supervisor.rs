@@ -82,7 +82,7 @@ pub struct Supervisor<H: Host = Netlink, D: Dataplane = Devices> {
     pub(super) pass_addrs: Option<Vec<(u32, IpAddr)>>,
     /// Lines restarted after their packet path stopped (a bug): how often in a row,
     /// and when the next bring-up may happen.
-    restarts: Restarts,
+    pub(super) restarts: Restarts,
     /// Policy groups on the host, their exits' health, failover events (`policy.rs`).
     pub(super) policy: PolicyState,
     /// Host objects the last repair could not put back (each logged once).
@@ -416,6 +416,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             },
             private_key: wg.private_key.clone(),
             peer_public_key: wg.peer_public_key,
+            preshared_key: wg.preshared_key.clone(),
             keepalive: wg.persistent_keepalive,
             index,
             pmtu,

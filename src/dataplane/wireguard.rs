@@ -40,7 +40,7 @@ use super::probe::{ProbeError, Prober, MAX_PROBE};
 use super::stats::LineStats;
 use super::tun::Tun;
 use super::{socket, udp, DataplaneError};
-use crate::tunnel::keys::{PrivateKey, PublicKey};
+use crate::tunnel::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::tunnel::wireguard::{Keys, Stats, MIN_OUT};
 use crate::tunnel::wireguard_peer::{
     Event, Inbound, Outbound, PeerConfig, Transmit, WireGuardPeer,
@@ -65,6 +65,8 @@ pub struct WireGuardSpec {
     pub endpoint: Option<SocketAddr>,
     pub private_key: PrivateKey,
     pub peer_public_key: PublicKey,
+    /// WireGuard's optional preshared key.
+    pub preshared_key: Option<PresharedKey>,
     pub keepalive: u16,
     /// Unique per line on this node.
     pub index: u32,
@@ -152,6 +154,7 @@ impl WireGuardLine {
             Keys {
                 private: &spec.private_key,
                 peer_public: &spec.peer_public_key,
+                preshared: spec.preshared_key.as_ref(),
                 keepalive: spec.keepalive,
                 index: spec.index,
             },

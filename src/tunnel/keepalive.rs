@@ -49,6 +49,8 @@ pub struct KeepaliveStatus {
     pub replies: u64,
     /// Time since the last reply.
     pub last_reply: Option<Duration>,
+    /// Round-trip time of the last probe answered while it was the only one out.
+    pub rtt: Option<Duration>,
 }
 
 /// The state machine of one line.
@@ -61,6 +63,9 @@ pub struct Keepalive {
     last_reply: Option<Instant>,
     sent: u64,
     replies: u64,
+    /// When the last probe went out, for the round-trip time.
+    last_probe: Option<Instant>,
+    rtt: Option<Duration>,
 }
 
 impl Keepalive {
@@ -74,6 +79,8 @@ impl Keepalive {
             last_reply: None,
             sent: 0,
             replies: 0,
+            last_probe: None,
+            rtt: None,
         }
     }
 
@@ -90,6 +97,7 @@ impl Keepalive {
         }
         self.unanswered = self.unanswered.saturating_add(1);
         self.sent += 1;
+        self.last_probe = Some(now);
         // Keep the schedule when a tick comes a little late, so late ticks do not add
         // up to a slower probe rate; restart it after a long stall.
         self.next_probe = Some(match self.next_probe {
@@ -103,6 +111,11 @@ impl Keepalive {
 
     /// A probe came back.
     pub fn handle_reply(&mut self, now: Instant) {
+        // Probes carry no identifier: only a reply while one probe was out is surely
+        // that probe's.
+        if self.unanswered == 1 {
+            self.rtt = self.last_probe.map(|t| now.saturating_duration_since(t));
+        }
         self.unanswered = 0;
         self.liveness = Liveness::Up;
         self.last_reply = Some(now);
@@ -132,6 +145,7 @@ impl Keepalive {
             sent: self.sent,
             replies: self.replies,
             last_reply: self.last_reply.map(|t| now.saturating_duration_since(t)),
+            rtt: self.rtt,
         }
     }
 }
@@ -170,6 +184,23 @@ mod test {
         assert!(k.poll(t0 + SEC + SEC / 4));
         assert!(!k.poll(t0 + 2 * SEC - SEC / 10));
         assert!(k.poll(t0 + 2 * SEC + SEC / 4));
+    }
+
+    #[test]
+    fn the_round_trip_time_is_measured_only_when_one_probe_was_out() {
+        let t0 = Instant::now();
+        let mut k = ka(3);
+        k.poll(t0);
+        k.handle_reply(t0 + SEC / 20);
+        assert_eq!(k.status(t0).rtt, Some(SEC / 20));
+        // Two probes out: a reply could answer either, so the last figure stays.
+        k.poll(t0 + SEC);
+        k.poll(t0 + 2 * SEC);
+        k.handle_reply(t0 + 2 * SEC + SEC / 10);
+        assert_eq!(k.status(t0).rtt, Some(SEC / 20));
+        k.poll(t0 + 3 * SEC);
+        k.handle_reply(t0 + 3 * SEC + SEC / 4);
+        assert_eq!(k.status(t0).rtt, Some(SEC / 4));
     }
 
     #[test]

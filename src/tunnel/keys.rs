@@ -67,6 +67,16 @@ impl PrivateKey {
         STANDARD.encode(self.0)
     }
 
+    /// The key from its 32 bytes (WireGuard's UAPI writes keys in hex).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        PrivateKey(bytes)
+    }
+
+    /// The key's bytes: reveals it, as [`Self::to_base64`] does, for the UAPI's `get`.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     /// The raw scalar, for the WireGuard state machine.
     pub fn to_secret(&self) -> x25519_dalek::StaticSecret {
         x25519_dalek::StaticSecret::from(self.0)
@@ -113,6 +123,11 @@ impl PublicKey {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// The key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        PublicKey(bytes)
+    }
 }
 
 impl FromStr for PublicKey {
@@ -141,6 +156,62 @@ impl Serialize for PublicKey {
 }
 
 impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A WireGuard preshared key: 32 random bytes mixed into the handshake, WireGuard's
+/// optional post-quantum layer. Base64 as `wg genpsk` prints it; secret like a private
+/// key (`Debug` redacted, [`Self::to_base64`] the one way to reveal it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PresharedKey([u8; 32]);
+
+impl PresharedKey {
+    /// A fresh key from the operating system's random source (as `wg genpsk`).
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        OsRng.fill_bytes(&mut bytes);
+        PresharedKey(bytes)
+    }
+
+    /// The key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        PresharedKey(bytes)
+    }
+
+    /// The key's bytes, for the WireGuard state machine and the UAPI's `get`.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// The key in base64.
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0)
+    }
+}
+
+impl FromStr for PresharedKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        decode32(s).map(PresharedKey)
+    }
+}
+
+impl fmt::Debug for PresharedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PresharedKey(<redacted>)")
+    }
+}
+
+impl Serialize for PresharedKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_base64())
+    }
+}
+
+impl<'de> Deserialize<'de> for PresharedKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 
-use super::keys::{PrivateKey, PublicKey};
+use super::keys::{PresharedKey, PrivateKey, PublicKey};
 use super::{Action, DropReason};
 
 /// Bytes WireGuard adds to an inner packet: type 4, receiver index 4, counter 8, tag 16.
@@ -23,6 +23,8 @@ pub const MIN_OUT: usize = 148;
 pub struct Keys<'a> {
     pub private: &'a PrivateKey,
     pub peer_public: &'a PublicKey,
+    /// Mixed into every handshake when both ends have it.
+    pub preshared: Option<&'a PresharedKey>,
     /// Seconds; 0 disables it.
     pub keepalive: u16,
     /// A local session index, unique per line on the node (the upper 24 bits are used).
@@ -77,7 +79,7 @@ impl WireGuardCore {
             tunn: Tunn::new(
                 keys.private.to_secret(),
                 keys.peer_public.to_dalek(),
-                None,
+                keys.preshared.map(PresharedKey::to_bytes),
                 keepalive,
                 keys.index,
                 None,
@@ -179,20 +181,26 @@ pub(super) mod test {
 
     impl Pair {
         fn new() -> Pair {
+            Pair::with_psk(None, None)
+        }
+
+        /// Two cores with these preshared keys (`None`: none).
+        fn with_psk(psk_a: Option<&PresharedKey>, psk_b: Option<&PresharedKey>) -> Pair {
             let ka = PrivateKey::generate();
             let kb = PrivateKey::generate();
             let (pa, pb) = (ka.public_key(), kb.public_key());
-            let core = |k, p, i| {
+            let core = |k, p, i, preshared| {
                 WireGuardCore::new(Keys {
                     private: k,
                     peer_public: p,
+                    preshared,
                     keepalive: 25,
                     index: i,
                 })
             };
             Pair {
-                a: core(&ka, &pb, 1),
-                b: core(&kb, &pa, 2),
+                a: core(&ka, &pb, 1, psk_a),
+                b: core(&kb, &pa, 2, psk_b),
             }
         }
 
@@ -225,6 +233,43 @@ pub(super) mod test {
                 }
             }
             tun
+        }
+    }
+
+    #[test]
+    fn the_same_preshared_key_on_both_ends_shakes_hands_and_another_does_not() {
+        let psk = PresharedKey::generate();
+        let mut p = Pair::with_psk(Some(&psk), Some(&psk));
+        let mut out = vec![0u8; 2048];
+        let pkt = ipv4_packet(b"post-quantum");
+        let Action::WriteToNetwork(init) = p.a.handle_tun_packet(&pkt, &mut out) else {
+            panic!("no handshake initiation");
+        };
+        let init = init.to_vec();
+        assert_eq!(p.deliver(true, init), vec![pkt.clone()]);
+        assert!(p.a.is_up() && p.b.is_up());
+
+        // One end without the key (or with another): the responder cannot finish the
+        // handshake the initiator started, so no session, no packet.
+        for (a, b) in [
+            (Some(&psk), None),
+            (Some(&psk), Some(&PresharedKey::generate())),
+        ] {
+            let mut p = Pair::with_psk(a, b);
+            let Action::WriteToNetwork(init) = p.a.handle_tun_packet(&pkt, &mut out) else {
+                panic!("no handshake initiation");
+            };
+            let mut resp = vec![0u8; 2048];
+            let Action::WriteToNetwork(answer) = p.b.handle_datagram(A_IP, init, &mut resp) else {
+                panic!("the responder answers (it cannot tell the keys differ)");
+            };
+            let answer = answer.to_vec();
+            assert_eq!(
+                p.a.handle_datagram(B_IP, &answer, &mut out),
+                Action::Drop(DropReason::BadAuth),
+                "the initiator refuses a response made with another preshared key"
+            );
+            assert!(!p.a.is_up());
         }
     }
 

@@ -642,6 +642,7 @@ mod test {
             Keys {
                 private,
                 peer_public,
+                preshared: None,
                 keepalive: 25,
                 index,
             },

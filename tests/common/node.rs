@@ -109,6 +109,51 @@ impl<'a> Node<'a> {
         self.dir.path().join("control.sock")
     }
 
+    /// The daemon's UAPI directory (`--uapi-dir`), inside the node's temporary
+    /// directory, so nodes (and test runs) never share `/var/run/wireguard`.
+    pub fn uapi_dir(&self) -> PathBuf {
+        self.dir.path().join("wireguard")
+    }
+
+    /// Runs wireguard-tools' `wg args...` against this node's UAPI sockets, with `stdin`
+    /// as its standard input, in the node's network namespace and a mount namespace of
+    /// its own where `/var/run/wireguard` (where `wg` looks) is this node's
+    /// [`Node::uapi_dir`].
+    pub fn wg_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let script = format!(
+            "mount -t tmpfs twnode-test /run && mkdir /run/wireguard && \
+             mount --bind '{}' /run/wireguard && exec wg \"$@\"",
+            self.uapi_dir().display()
+        );
+        let mut command = self.ns.command(&[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "wg",
+        ]);
+        command.args(args);
+        output_with_stdin(command, stdin)
+    }
+
+    /// [`Node::wg_with_stdin`] without input, panicking with the output and the
+    /// daemon's log on failure; returns stdout.
+    pub fn wg(&self, args: &[&str]) -> String {
+        let out = self.wg_with_stdin(args, b"");
+        assert!(
+            out.status.success(),
+            "wg {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Starts the daemon and waits until it answers on its control socket.
     pub fn start_daemon(&mut self) {
         self.start_daemon_env(&[]);
@@ -135,6 +180,7 @@ impl<'a> Node<'a> {
         let config = self.config();
         let socket = self.socket();
         let state = self.state_dir();
+        let uapi = self.uapi_dir();
         let mut args = vec!["env"];
         args.extend_from_slice(env);
         args.extend_from_slice(wrapper);
@@ -147,6 +193,8 @@ impl<'a> Node<'a> {
             socket.to_str().unwrap(),
             "--state-dir",
             state.to_str().unwrap(),
+            "--uapi-dir",
+            uapi.to_str().unwrap(),
         ]);
         args.extend_from_slice(extra);
         let spawned = self.ns.spawn(&args);
@@ -214,19 +262,24 @@ impl<'a> Node<'a> {
         self.daemon.as_ref().map(|d| d.log()).unwrap_or_default()
     }
 
-    /// Runs `twnode --config C --control S args...` in the namespace.
-    pub fn cli(&self, args: &[&str]) -> Output {
+    /// `twnode --config C --control S args...` in the namespace, not run yet.
+    fn cli_command(&self, args: &[&str]) -> std::process::Command {
         let config = self.config();
         let socket = self.socket();
-        let mut full = vec![
+        let mut command = self.ns.command(&[
             twnode_bin(),
             "--config",
             config.to_str().unwrap(),
             "--control",
             socket.to_str().unwrap(),
-        ];
-        full.extend_from_slice(args);
-        self.ns.exec(&full)
+        ]);
+        command.args(args);
+        command
+    }
+
+    /// Runs `twnode --config C --control S args...` in the namespace.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        output_with_stdin(self.cli_command(args), b"")
     }
 
     /// Like [`Node::cli`], panicking with stdout, stderr and the daemon log on failure.
@@ -245,9 +298,17 @@ impl<'a> Node<'a> {
     }
 
     /// Runs a pasted peer command (`twnode line create <parent> ...`) with the parent
-    /// filled in, as a user would paste it into a shell (single-quoted keys).
+    /// filled in, as a user would paste it into a shell (single-quoted keys; a
+    /// preshared key piped in as `echo 'KEY' | twnode ... --preshared-key -`).
     pub fn paste(&self, command: &str, parent: &str) -> String {
         let command = command.trim().replacen("<parent>", parent, 1);
+        let (stdin, command) = match command.strip_prefix("echo '") {
+            Some(rest) => {
+                let (key, command) = rest.split_once("' | ").expect("echo '...' | twnode");
+                (format!("{key}\n"), command.to_string())
+            }
+            None => (String::new(), command),
+        };
         let words = shell_words(&command);
         assert_eq!(
             words.first().map(String::as_str),
@@ -255,7 +316,22 @@ impl<'a> Node<'a> {
             "{command}"
         );
         let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-        self.cli_ok(&args)
+        if stdin.is_empty() {
+            return self.cli_ok(&args);
+        }
+        let out = self.cli_with_stdin(&args, stdin.as_bytes());
+        assert!(
+            out.status.success(),
+            "twnode {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// [`Node::cli`] with `stdin` as its standard input.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        output_with_stdin(self.cli_command(args), stdin)
     }
 
     /// `line list --json` parsed.
@@ -325,6 +401,24 @@ impl Drop for Node<'_> {
             let _ = d.child.wait();
         }
     }
+}
+
+/// Runs `command` with `stdin` as its standard input; its output, whatever its status.
+fn output_with_stdin(mut command: std::process::Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    if let Some(mut input) = child.stdin.take() {
+        // A command that does not read its input closes the pipe: not an error here.
+        let _ = input.write_all(stdin);
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
 }
 
 /// Splits a command line the way a POSIX shell does for words, single and double quotes

@@ -5,6 +5,7 @@
 mod fake;
 mod policy;
 mod repair;
+mod uapi;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -76,6 +77,9 @@ pub(super) fn setup(toml: &str) -> (Sup, Shared, PathBuf, TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("twnode.toml");
     std::fs::write(&path, toml).expect("config written");
+    // Private, as a config holding keys must be.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
     let config = config::load(&path).expect("the test config loads");
     let shared = Shared::default();
     shared.world().add_link("eth0", 1500, &[ip("192.0.2.1")]);
@@ -171,6 +175,7 @@ fn spec(name: &str, local_vip: &str, peer_vip: &str, peer_ip: &str) -> LineSpec 
         mtu: None,
         keepalive_retries: None,
         ip_tunnel: IpTunnelArgs::default(),
+        preshared_key: None,
     }
 }
 
