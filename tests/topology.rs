@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::node::Node;
-use common::policy::{monotonic, nft_drop_from, plug, send_flows, Arrival, Receiver};
+use common::policy::{monotonic, nft_drop_from, plug, send_flows, switch, Arrival, Receiver};
 use common::relay::line_pair;
 use common::{require_root_and_tools, Netns};
 
@@ -119,17 +119,7 @@ fn ten_hosts_groups_failover_and_balancing_together() {
     if !require_root_and_tools(&["ip", "python3", "nft"]) {
         return;
     }
-    let sw = Netns::new("tps");
-    sw.ip(&[
-        "link",
-        "add",
-        "br0",
-        "type",
-        "bridge",
-        "mcast_snooping",
-        "0",
-    ]);
-    sw.ip(&["link", "set", "br0", "up"]);
+    let sw = switch("tps");
     let g = Netns::new("tpg");
     let cl1 = Netns::new("tpc1");
     let cl2 = Netns::new("tpc2");

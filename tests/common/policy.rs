@@ -60,6 +60,23 @@ pub struct Star {
     pub c: Netns,
 }
 
+/// A namespace holding the switch: a bridge `br0` that [`plug`] connects hosts to.
+pub fn switch(name: &str) -> Netns {
+    let sw = Netns::new(name);
+    // Without snooping: see relay.rs.
+    sw.ip(&[
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "0",
+    ]);
+    sw.ip(&["link", "set", "br0", "up"]);
+    sw
+}
+
 /// Plugs `host` into the switch as `eth0` with `addr/24`, the switch side named
 /// `port`, default route via `gateway`.
 pub fn plug(sw: &Netns, host: &Netns, port: &str, addr: &str, gateway: &str) {
@@ -89,18 +106,7 @@ impl Star {
     /// A's VIP on line `i` back through relay `i`; each relay routes the destination
     /// to C.
     pub fn new(prefix: &str, n: usize) -> Star {
-        let sw = Netns::new(&format!("{prefix}s"));
-        // Without snooping: see relay.rs.
-        sw.ip(&[
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        sw.ip(&["link", "set", "br0", "up"]);
+        let sw = switch(&format!("{prefix}s"));
         let a = Netns::new(&format!("{prefix}a"));
         let c = Netns::new(&format!("{prefix}c"));
         plug(&sw, &a, "pa", A_IP, C_IP);
