@@ -2,7 +2,8 @@
 //!
 //! Data flows one way through the rooms:
 //! `config` -> `daemon` (reconcile) -> `dataplane` (fds) -> `tunnel` (pure) -> `wire` (bytes).
-//! `cli` is a thin client of `control`; `net` is the host side (netlink).
+//! `cli` is a thin client of `control`; `net` is the host side (netlink); `policy` is the
+//! pure room that decides which exits policy groups use (the daemon applies it).
 
 pub mod cli;
 pub mod config;
@@ -10,5 +11,6 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod net;
+pub mod policy;
 pub mod tunnel;
 pub mod wire;

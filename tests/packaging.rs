@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use twnode::config::policy::{RawDefaultExit, RawFailover, RawGroup};
 use twnode::config::raw::{IntOrText, RawConfig, RawIpTunnel, RawLine, RawWireGuard};
 use twnode::config::{self, Mode, PrivateKey};
 
@@ -115,13 +116,38 @@ fn every_key() -> BTreeSet<String> {
                 af_xdp: true,
             }),
         }],
+        groups: vec![RawGroup {
+            name: "g".into(),
+            exits: vec!["n".into()],
+            from: Some("all".into()),
+            priority: 100,
+            cidrs: vec!["192.0.2.0/24".into()],
+            applied: false,
+            targets: vec![ip],
+        }],
+        default_exit: Some(RawDefaultExit {
+            exits: vec!["n".into()],
+            applied: false,
+            targets: vec![ip],
+        }),
+        failover: Some(RawFailover {
+            interval_ms: Some(100),
+            timeout_ms: Some(250),
+            lost_probes: Some(3),
+            window: Some(20),
+            threshold: Some(5),
+            confirmations: Some(3),
+            cost: [("n".to_string(), 10)].into_iter().collect(),
+        }),
         metrics: None,
     };
     let text = toml::to_string(&raw).expect("a raw config serializes");
     keys_of(&text)
 }
 
-/// The `line.KEY` and `line.TABLE.KEY` paths that some `[[line]]` of `text` sets.
+/// The `line.KEY` and `line.TABLE.KEY` paths that some `[[line]]` of `text` sets, the
+/// `policy.KEY` paths of its `[[policy]]` groups, and `default_exit.KEY`, `failover.KEY`
+/// (`failover.cost` is a table of line names: its own key is what counts).
 fn keys_of(text: &str) -> BTreeSet<String> {
     let value: toml::Table = toml::from_str(text).expect("TOML");
     let mut keys = BTreeSet::new();
@@ -137,6 +163,19 @@ fn keys_of(text: &str) -> BTreeSet<String> {
                     keys.insert(format!("line.{key}"));
                 }
             }
+        }
+    }
+    let groups = value.get("policy").and_then(toml::Value::as_array);
+    for group in groups
+        .into_iter()
+        .flatten()
+        .filter_map(toml::Value::as_table)
+    {
+        keys.extend(group.keys().map(|k| format!("policy.{k}")));
+    }
+    for table in ["default_exit", "failover"] {
+        if let Some(t) = value.get(table).and_then(toml::Value::as_table) {
+            keys.extend(t.keys().map(|k| format!("{table}.{k}")));
         }
     }
     keys

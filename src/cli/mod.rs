@@ -1,5 +1,6 @@
 //! The `twnode` command line: TrueWord Node's grammar (`twnode line create <parent>
-//! <peer_ip> <peer_vip> <local_vip> <name> --type ... --mode ...`) plus the daemon.
+//! <peer_ip> <peer_vip> <local_vip> <name> --type ... --mode ...`, `twnode policy ...`)
+//! plus the daemon.
 //!
 //! Rules: a thin client of [`crate::control`]; it never touches netlink, TUN devices or
 //! sockets other than the control socket (`init` only writes two sysctls and creates a
@@ -7,6 +8,7 @@
 
 mod docs;
 mod output;
+mod policy;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -97,6 +99,16 @@ enum Command {
     Line(Box<LineCommand>),
     /// Ask the daemon to re-read its configuration file (as SIGHUP does)
     Reload,
+    /// Policy routing: which destinations leave through which lines, with failover
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// The lines with their health and score, the groups with their active exit, the
+    /// default exit, and the latest exit changes
+    Status {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the shell completion script for bash, zsh or fish
     Completions {
         /// The shell: bash, zsh or fish
@@ -143,7 +155,23 @@ enum LineCommand {
         /// Also delete the lines stacked on this one
         #[arg(long)]
         cascade: bool,
+        /// Also when policy groups use it: they move to their other exits
+        #[arg(long)]
+        force: bool,
     },
+    /// Probe lines now and print loss, latency and score per line
+    Check {
+        /// One line [default: every line]
+        line: Option<String>,
+        /// Where to send the probes [default: each line's peer VIP]
+        #[arg(value_name = "IP[,IP...]")]
+        targets: Option<String>,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a line's cost, 0-100: half a point off its health score each
+    SetCost { line: String, cost: u32 },
 }
 
 #[derive(Debug, Args)]
@@ -394,6 +422,8 @@ fn run(cli: Cli) -> Result<()> {
             other => bail!("unexpected answer from the daemon: {other:?}"),
         },
         Command::Line(cmd) => line(&cli, cmd),
+        Command::Policy(cmd) => policy::run(&cli, cmd),
+        Command::Status { json } => policy::status(&cli, *json),
         Command::Completions { shell } => {
             docs::completions(*shell);
             Ok(())
@@ -622,11 +652,22 @@ fn line(cli: &Cli, cmd: &LineCommand) -> Result<()> {
                 other => bail!("unexpected answer from the daemon: {other:?}"),
             }
         }
-        LineCommand::Delete { name, cascade } => match call(
+        LineCommand::Check {
+            line,
+            targets,
+            json,
+        } => policy::check(cli, line, targets, *json),
+        LineCommand::SetCost { line, cost } => policy::set_cost(cli, line, *cost),
+        LineCommand::Delete {
+            name,
+            cascade,
+            force,
+        } => match call(
             cli,
             Request::DeleteLine {
                 name: name.clone(),
                 cascade: *cascade,
+                force: *force,
             },
         )? {
             Response::Deleted { names } => {

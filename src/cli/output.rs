@@ -171,7 +171,7 @@ fn state_label(l: &LineStatus) -> String {
 /// The lines in the order of their tree: each line followed by the lines stacked on it
 /// (depth first), siblings in the order given. A line whose parent is not in the list
 /// (an interface) is a root.
-fn tree_order(lines: &[LineStatus]) -> Vec<&LineStatus> {
+pub fn tree_order(lines: &[LineStatus]) -> Vec<&LineStatus> {
     let is_line = |name: &str| lines.iter().any(|l| l.name == name);
     let mut out: Vec<&LineStatus> = Vec::with_capacity(lines.len());
     let mut stack: Vec<&LineStatus> = lines.iter().filter(|l| !is_line(&l.parent)).rev().collect();

@@ -1,7 +1,7 @@
 //! The TOML configuration: raw serde structs ([`raw`]) are turned by `TryFrom`
 //! ([`validate`]) into a validated model ([`model`]: lines of the newtypes in [`names`],
-//! IP tunnel options in [`iptunnel`], ESP in [`esp`]); [`diff`] tells a reload which
-//! lines changed.
+//! IP tunnel options in [`iptunnel`], ESP in [`esp`]; policy groups, the default exit
+//! and the failover settings in [`policy`]); [`diff`] tells a reload which lines changed.
 //!
 //! Rules: everything that can be checked without looking at the host is checked at load
 //! time (duplicate names, unknown line parents, cycles, VIP and port clashes, MTU bounds);
@@ -14,6 +14,7 @@ pub mod iptunnel;
 pub mod metrics;
 pub mod model;
 pub mod names;
+pub mod policy;
 pub mod raw;
 pub mod setting;
 #[cfg(test)]

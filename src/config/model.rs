@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 pub use super::iptunnel::IpTunnel;
 use super::names::{Mode, Mtu, ParentName, Port};
+use super::policy::{Policy, RawPolicy, Reader};
 use super::raw::{RawConfig, RawLine, RawWireGuard};
 use super::setting::{Flags, Origin};
 use super::{ConfigError, LineName};
@@ -139,6 +140,8 @@ impl Line {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     pub lines: Vec<Line>,
+    /// Policy groups, the default exit and the failover settings.
+    pub policy: Policy,
     /// The Prometheus endpoint, when `[metrics]` asks for one.
     pub metrics: Option<super::metrics::Metrics>,
 }
@@ -234,8 +237,11 @@ impl Config {
         Config::from_raw(raw, Origin::Request(&Flags::default()))
     }
 
-    /// A copy without the named lines.
+    /// A copy without the named lines (and their costs). The caller has taken them
+    /// out of the policy groups first.
     pub fn without(&self, names: &[LineName]) -> Config {
+        let mut policy = self.policy.clone();
+        policy.costs.retain(|l, _| !names.contains(l));
         Config {
             lines: self
                 .lines
@@ -243,13 +249,28 @@ impl Config {
                 .filter(|l| !names.contains(&l.name))
                 .cloned()
                 .collect(),
+            policy,
             metrics: self.metrics,
         }
     }
 
+    /// A copy with `policy` (a request's edit of [`Policy::to_raw`]) as its policy part,
+    /// validated against the lines; problems name the group.
+    pub fn with_policy(&self, policy: &RawPolicy) -> Result<Config, ConfigError> {
+        let policy = super::policy::validate(policy, &self.lines, Reader::Request)?;
+        Ok(Config {
+            policy,
+            ..self.clone()
+        })
+    }
+
     fn to_raw(&self) -> RawConfig {
+        let policy = self.policy.to_raw();
         RawConfig {
             lines: self.lines.iter().map(Line::to_raw).collect(),
+            groups: policy.groups,
+            default_exit: policy.default_exit,
+            failover: policy.failover,
             metrics: self.metrics.map(super::metrics::Metrics::to_raw),
         }
     }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::policy::{RawDefaultExit, RawFailover, RawGroup, RawPolicy};
 use crate::tunnel::keys::{EspKey, PresharedKey, PrivateKey, PublicKey};
 
 /// The whole file.
@@ -17,6 +18,26 @@ pub struct RawConfig {
     /// `[metrics]` (see [`super::metrics`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<super::metrics::RawMetrics>,
+    /// `[[policy]]` groups (see [`super::policy`]).
+    #[serde(default, rename = "policy", skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<RawGroup>,
+    /// `[default_exit]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_exit: Option<RawDefaultExit>,
+    /// `[failover]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<RawFailover>,
+}
+
+impl RawConfig {
+    /// Takes the policy part out (validated after the lines, against them).
+    pub fn take_policy(&mut self) -> RawPolicy {
+        RawPolicy {
+            groups: std::mem::take(&mut self.groups),
+            default_exit: self.default_exit.take(),
+            failover: self.failover.take(),
+        }
+    }
 }
 
 /// One `[[line]]` table.

@@ -15,6 +15,7 @@ use super::esp::{parse_cipher, parse_keying, parse_rekey, Esp, Keying};
 use super::iptunnel::{keepalive, parse_key, parse_tos, parse_ttl, IpTunnel, KeySpelling};
 use super::model::{Config, Line, LineKind, WireGuard, DEFAULT_KEEPALIVE, IPSEC, SUPPORTED_TYPES};
 use super::names::{seconds, LineName, Mode, Mtu, Port};
+use super::policy::Reader;
 use super::raw::{IntOrText, RawConfig, RawIpTunnel, RawLine, RawWireGuard};
 use super::setting::{Origin, Problem, Setting};
 use super::ConfigError;
@@ -39,12 +40,22 @@ impl Config {
             .take()
             .map(|m| super::metrics::Metrics::from_raw(&m))
             .transpose()?;
+        let policy = raw.take_policy();
         let names: Vec<String> = raw.lines.iter().map(|l| l.name.clone()).collect();
         let config = validate(raw).map_err(|p| {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             p.render(&names, origin)
         })?;
-        Ok(Config { metrics, ..config })
+        let reader = match origin {
+            Origin::File => Reader::File,
+            Origin::Request(_) => Reader::Request,
+        };
+        let policy = super::policy::validate(&policy, &config.lines, reader)?;
+        Ok(Config {
+            metrics,
+            policy,
+            ..config
+        })
     }
 }
 
@@ -58,6 +69,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     check_across(&lines)?;
     Ok(Config {
         lines: lines.into_iter().map(|c| c.line).collect(),
+        policy: Default::default(),
         metrics: None,
     })
 }

@@ -10,11 +10,16 @@ pub mod client;
 mod line_spec;
 pub mod metrics;
 pub mod metrics_server;
+pub mod policy;
 pub mod server;
 pub mod uapi;
 pub mod uapi_server;
 
 pub use line_spec::{IpTunnelArgs, LineSpec, Requested, Secret};
+pub use policy::{
+    CheckResult, ExitStatus, FailoverEvent, GroupStatus, HealthStatus, LineHealth, NodeStatus,
+    PolicyRequest, PolicyStatus,
+};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -119,9 +124,31 @@ pub enum Request {
         name: String,
         /// Also delete the lines stacked on it.
         cascade: bool,
+        /// Delete it even when policy groups use it as an exit: they move to their
+        /// other exits.
+        #[serde(default)]
+        force: bool,
     },
     /// Re-read the config file (as SIGHUP does).
     Reload,
+    /// A `policy ...` command.
+    Policy(PolicyRequest),
+    /// Probe lines now and report loss, latency and score (`line check`).
+    CheckLines {
+        /// One line, or every running line.
+        line: Option<String>,
+        /// Where the probes go; empty: each line's peer VIP.
+        targets: Vec<IpAddr>,
+    },
+    /// Set a line's cost, 0-100 (`line set-cost`).
+    SetCost {
+        /// The line.
+        line: String,
+        /// The cost.
+        cost: u32,
+    },
+    /// The lines with their health and the policy (`twnode status`).
+    NodeStatus,
 }
 
 /// What `Debug` shows of a secret.
@@ -169,6 +196,20 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         not_up: Vec<NotUp>,
     },
+    /// Answer to `policy list`.
+    Policy(PolicyStatus),
+    /// Answer to a policy or cost change: what was done, one line per change.
+    Done {
+        /// What changed.
+        messages: Vec<String>,
+    },
+    /// Answer to [`Request::CheckLines`].
+    Checked {
+        /// Per line.
+        results: Vec<CheckResult>,
+    },
+    /// Answer to [`Request::NodeStatus`].
+    NodeStatus(NodeStatus),
     /// The request failed; nothing was changed.
     Error {
         /// One line: what is wrong and what to do.
@@ -553,11 +594,38 @@ mod test {
         let bytes = encode(&Request::DeleteLine {
             name: "t".into(),
             cascade: true,
+            force: false,
         });
         assert_eq!(*bytes.last().unwrap(), b'\n');
         match decode::<Request>(&bytes[..bytes.len() - 1]).unwrap() {
-            Request::DeleteLine { name, cascade } => assert!(name == "t" && cascade),
+            Request::DeleteLine { name, cascade, .. } => assert!(name == "t" && cascade),
             other => panic!("{other:?}"),
+        }
+        let create = Request::Policy(PolicyRequest::Create {
+            group: "asia".into(),
+            exits: vec!["b1:2".into(), "b2".into()],
+            from: None,
+            priority: Some(120),
+        });
+        let bytes = encode(&create);
+        match decode::<Request>(&bytes[..bytes.len() - 1]).unwrap() {
+            Request::Policy(p) => assert_eq!(
+                Request::Policy(p).to_string_for_test(),
+                create.to_string_for_test()
+            ),
+            other => panic!("{other:?}"),
+        }
+        // An older client's delete has no `force`.
+        let old = br#"{"protocol":1,"body":{"request":"delete_line","name":"t","cascade":false}}"#;
+        assert!(matches!(
+            decode::<Request>(old).unwrap(),
+            Request::DeleteLine { force: false, .. }
+        ));
+    }
+
+    impl Request {
+        fn to_string_for_test(&self) -> String {
+            format!("{self:?}")
         }
     }
 

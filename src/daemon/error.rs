@@ -144,4 +144,74 @@ pub enum RequestError {
         #[source]
         source: DataplaneError,
     },
+
+    /// A `policy` command names a group the configuration does not have.
+    #[error("no policy group named {name:?}; `twnode policy list` shows the groups")]
+    NoSuchGroup {
+        /// The name as given.
+        name: String,
+    },
+
+    /// `policy create` of a group that exists.
+    #[error(
+        "a policy group named {name} already exists; choose another name, or change it with \
+         `twnode policy failover {name} ...` / `policy add {name} ...`"
+    )]
+    GroupExists {
+        /// The group.
+        name: String,
+    },
+
+    /// `policy create` without `--priority` when the highest priority in use is 899.
+    #[error(
+        "no priority above the highest in use is free (899 is the last); give one with --priority"
+    )]
+    NoFreePriority,
+
+    /// `policy unset-default`, `apply default`... without a default exit.
+    #[error("no default exit is set; `twnode policy default <line>` sets one")]
+    NoDefaultExit,
+
+    /// `policy remove` with something that is not a CIDR.
+    #[error("policy group {group}: {message}")]
+    BadCidr {
+        /// The group.
+        group: String,
+        /// What is wrong with the CIDR.
+        message: String,
+    },
+
+    /// `policy remove` of a destination the group does not have.
+    #[error("policy group {group} has no destination {cidr}; `twnode policy list` shows them")]
+    NotInGroup {
+        /// The group.
+        group: String,
+        /// The destination.
+        cidr: String,
+    },
+
+    /// `line delete` of a line that policy groups use as an exit, without `--force`.
+    #[error(
+        "policy groups use {} as an exit; change their exits first (`twnode policy failover \
+         <group> ...`), or add --force to move them to their other exits",
+        lines.join(", ")
+    )]
+    UsedByPolicy {
+        /// `line (group g)` for each use.
+        lines: Vec<String>,
+    },
+
+    /// `line delete --force` of a group's only exit.
+    #[error(
+        "policy group {group} has no other exit; delete it first (`twnode policy delete \
+         {group}`, or `policy unset-default` for the default exit)"
+    )]
+    NoOtherExit {
+        /// The group (`default` for the default exit).
+        group: String,
+    },
+
+    /// A policy or cost change could not be written to the config file.
+    #[error("nothing changed: {0}")]
+    NothingChanged(#[source] ConfigError),
 }

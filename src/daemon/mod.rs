@@ -7,13 +7,18 @@
 //! The supervisor's jobs, one file each: the life of lines ([`supervisor`]), control
 //! requests (`requests`), status views (`status`), the host objects lines install
 //! (`objects`), following parents and next hops (`follow`), restart back-off
-//! (`restarts`); refusals are [`RequestError`]s.
+//! (`restarts`), policy groups (`policy`, `policy_requests`) and their exits' health
+//! probes (`health`), on their own clock: every probe interval; refusals are
+//! [`RequestError`]s.
 
 mod error;
 mod follow;
+mod health;
 pub mod lock;
 mod metrics;
 mod objects;
+mod policy;
+mod policy_requests;
 pub mod privileges;
 mod requests;
 mod restarts;
@@ -160,6 +165,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     let mut retry = tokio::time::interval(RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probe = probe_ticker(&sup);
     let mut states = sup.states();
     loop {
         tokio::select! {
@@ -172,10 +178,15 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             }
             Some((request, reply)) = calls.recv() => {
-                let response = sup.handle(request).await;
-                // A line's UAPI socket is there when `line create` returns.
-                uapi.sync(&sup.wireguard_lines());
-                let _ = reply.send(response);
+                if let Some((request, reply)) = sup.defer(request, reply) {
+                    let response = sup.handle(request).await;
+                    // A line's UAPI socket is there when `line create` returns.
+                    uapi.sync(&sup.wireguard_lines());
+                    let _ = reply.send(response);
+                }
+            }
+            _ = probe.tick() => {
+                sup.policy_tick(std::time::Instant::now()).await;
             }
             Some(reply) = metrics_calls.recv() => {
                 let _ = reply.send(sup.metrics_snapshot());
@@ -195,6 +206,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 states = now;
             }
         }
+        // A reload or a request may have changed the probe interval.
+        if probe.period() != sup.probe_interval() {
+            probe = probe_ticker(&sup);
+        }
         // Each line's UAPI socket comes and goes with the line; the metrics endpoint
         // follows a reload.
         uapi.sync(&sup.wireguard_lines());
@@ -209,6 +224,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     info!("twnode stopped; everything it created is removed");
     drop(lock);
     Ok(())
+}
+
+/// The policy groups' probe clock, at the configured interval.
+fn probe_ticker(sup: &Supervisor) -> tokio::time::Interval {
+    let mut probe = tokio::time::interval(sup.probe_interval());
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    probe
 }
 
 /// Logs a fatal start-up error in the daemon's voice.

@@ -1,5 +1,6 @@
 //! Control requests: status, list and show, `line create`, `line delete`, the peer
-//! command (`show-peer`), an encrypted line's `ip xfrm` commands, and `reload`.
+//! command (`show-peer`), an encrypted line's `ip xfrm` commands, and `reload`; the
+//! policy requests are in `policy_requests.rs`.
 //!
 //! Rules: a request that fails changes nothing. The config file is written only after
 //! the host accepted the change (a new line is brought up first, and taken down again
@@ -50,14 +51,25 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
                 .create(*spec)
                 .await
                 .map(|c| Response::Created(Box::new(c))),
-            Request::DeleteLine { name, cascade } => self
-                .delete(&name, cascade)
+            Request::DeleteLine {
+                name,
+                cascade,
+                force,
+            } => self
+                .delete(&name, cascade, force)
                 .await
                 .map(|names| Response::Deleted { names }),
             Request::Reload => self.reload().await.map(|r| Response::Reloaded {
                 stopped: r.stopped,
                 started: r.started,
                 not_up: r.not_up,
+            }),
+            Request::Policy(p) => self.policy_request(p).await,
+            Request::SetCost { line, cost } => self.set_cost(&line, cost).await,
+            Request::NodeStatus => Ok(Response::NodeStatus(self.node_status())),
+            // Answered by `defer` once its probes are back; here only if asked directly.
+            Request::CheckLines { .. } => Ok(Response::Checked {
+                results: Vec::new(),
             }),
         };
         result.unwrap_or_else(|e| Response::Error {
@@ -184,7 +196,12 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         })
     }
 
-    async fn delete(&mut self, name: &str, cascade: bool) -> Result<Vec<String>, RequestError> {
+    async fn delete(
+        &mut self,
+        name: &str,
+        cascade: bool,
+        force: bool,
+    ) -> Result<Vec<String>, RequestError> {
         let line = self.known(name)?.clone();
         self.check_file_unchanged()?;
         let below = self.config.descendants(name);
@@ -198,13 +215,22 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
         doomed.reverse();
         doomed.sort_by_key(|n| std::cmp::Reverse(self.config.depth(n.as_str())));
         doomed.push(line.name.clone());
-        let new_config = self.config.without(&doomed);
+        // Policy groups that use a doomed line leave it (--force) before it goes.
+        let new_config = match self.release_exits(&doomed, force)? {
+            Some(policy) => self
+                .config
+                .with_policy(&policy)
+                .map_err(RequestError::Config)?,
+            None => self.config.clone(),
+        }
+        .without(&doomed);
         config::save(&new_config, &self.config_path).map_err(RequestError::NothingDeleted)?;
+        self.config = new_config;
+        self.sync_policy().await;
         for n in &doomed {
             self.take_down(n).await;
             self.failed.remove(n);
         }
-        self.config = new_config;
         info!(lines = ?doomed, "deleted");
         Ok(doomed.iter().map(|n| n.to_string()).collect())
     }

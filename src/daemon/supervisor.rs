@@ -4,8 +4,9 @@
 //!
 //! Its other jobs live beside it, in `impl` blocks of their own files: control requests
 //! (`requests.rs`), status views (`status.rs`), the host objects a line installs
-//! (`objects.rs`), following parents' MTUs and next hops (`follow.rs`); restart back-off
-//! is a type of its own (`restarts.rs`).
+//! (`objects.rs`), following parents' MTUs and next hops (`follow.rs`), policy groups
+//! and their exits' health (`policy.rs`, `policy_requests.rs`); restart back-off is a
+//! type of its own (`restarts.rs`).
 //!
 //! Rules: a line half brought up is rolled back, so a line is either running with all
 //! its host objects or not running with none; the host is reached only through
@@ -21,6 +22,7 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 use super::objects::{Installed, SharedRules, Unrepaired};
+use super::policy::PolicyState;
 use super::restarts::Restarts;
 use crate::config::{self, Config, Line, LineKind, LineName, Mode, WireGuard};
 use crate::dataplane::{
@@ -81,6 +83,8 @@ pub struct Supervisor<H: Host = Netlink, D: Dataplane = Devices> {
     /// Lines restarted after their packet path stopped (a bug): how often in a row,
     /// and when the next bring-up may happen.
     pub(super) restarts: Restarts,
+    /// Policy groups on the host, their exits' health, failover events (`policy.rs`).
+    pub(super) policy: PolicyState,
     /// Host objects the last repair could not put back (each logged once).
     pub(super) unrepaired: Unrepaired,
 }
@@ -101,6 +105,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             fresh_esp: HashSet::new(),
             pass_addrs: None,
             restarts: Restarts::default(),
+            policy: PolicyState::default(),
             unrepaired: Unrepaired::default(),
         }
     }
@@ -167,6 +172,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
             }
         }
         self.pass_addrs = None;
+        self.sync_policy().await;
     }
 
     /// A packet path that panicked (a bug) stops alone and the line would look alive
@@ -207,6 +213,7 @@ impl<H: Host, D: Dataplane> Supervisor<H, D> {
     /// lines of one depth stop together: closing a TUN device waits on the kernel, and
     /// those waits overlap (1000 lines would otherwise take 20 s).
     pub async fn shutdown(&mut self) {
+        self.policy_shutdown().await;
         let mut by_depth: BTreeMap<usize, Vec<LineName>> = BTreeMap::new();
         for l in &self.config.lines {
             by_depth

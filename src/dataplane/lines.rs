@@ -8,8 +8,11 @@
 //! either returns a running line or leaves nothing behind.
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::time::Instant;
 
 use super::iptunnel::{IpTunnelLine, IpTunnelStatus, RawSockets};
+use super::probe::ProbeError;
 use super::setup::IpTunnelSpec;
 use super::stats::LineStats;
 use super::wireguard::{WireGuardLine, WireGuardSpec, WireGuardStatus};
@@ -57,6 +60,13 @@ pub trait RunningLine {
     /// Hands the line the next hop toward its peer (or why there is none); nothing for
     /// a line that does not send through AF_XDP.
     fn update_next_hop(&self, hop: Result<NextHop, String>);
+
+    /// Sends health probe `seq`: an ICMP echo request from `from` (the line's VIP) to
+    /// `target`, through the line's outbound path as if read from its TUN device.
+    fn send_probe(&self, from: IpAddr, target: IpAddr, seq: u16) -> Result<(), ProbeError>;
+
+    /// When the reply to probe `seq` came off the line's inbound path, if it did.
+    fn probe_reply(&self, seq: u16) -> Option<Instant>;
 
     /// Stops the line and waits until its TUN device is gone.
     fn stop(self) -> impl Future<Output = ()> + Send;
@@ -131,6 +141,20 @@ impl RunningLine for LineDataplane {
     fn update_next_hop(&self, hop: Result<NextHop, String>) {
         if let LineDataplane::IpTunnel(l) = self {
             l.update_next_hop(hop);
+        }
+    }
+
+    fn send_probe(&self, from: IpAddr, target: IpAddr, seq: u16) -> Result<(), ProbeError> {
+        match self {
+            LineDataplane::WireGuard(l) => l.send_probe(from, target, seq),
+            LineDataplane::IpTunnel(l) => l.send_probe(from, target, seq),
+        }
+    }
+
+    fn probe_reply(&self, seq: u16) -> Option<Instant> {
+        match self {
+            LineDataplane::WireGuard(l) => l.probe_reply(seq),
+            LineDataplane::IpTunnel(l) => l.probe_reply(seq),
         }
     }
 

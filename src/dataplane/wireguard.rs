@@ -36,6 +36,7 @@ use super::poller::{self, Registration};
 use super::pool::{
     dec_slot, segment, with_buffers, Buffers, RX_MSGS_GRO, RX_MSGS_MAX, SEGS, TUN_OFFSET,
 };
+use super::probe::{ProbeError, Prober, MAX_PROBE};
 use super::stats::LineStats;
 use super::tun::Tun;
 use super::{socket, udp, DataplaneError};
@@ -92,6 +93,11 @@ struct Io {
     pmtu: Arc<PathMtu>,
     /// Faults injected by the tests (nothing without the `fault-injection` feature).
     faults: Faults,
+    /// Health probes: sent by [`WireGuardLine::send_probe`], replies taken off the
+    /// inbound path.
+    prober: Prober,
+    /// A probe and its encryption (the daemon sends one at a time).
+    probe_buf: Mutex<Vec<u8>>,
 }
 
 impl Io {
@@ -170,6 +176,8 @@ impl WireGuardLine {
             udp_gro,
             pmtu: spec.pmtu,
             faults,
+            prober: Prober::new(),
+            probe_buf: Mutex::new(vec![0u8; MAX_PROBE + MIN_OUT + TIMER_SLOT]),
         });
         info!(
             line = %io.name,
@@ -234,6 +242,33 @@ impl WireGuardLine {
             core: peer.stats(),
             problem: peer.problem(Instant::now()).map(|p| p.to_string()),
         }
+    }
+
+    /// Sends health probe `seq` from `from` (the line's VIP) to `target`: encrypted as
+    /// a packet read from the TUN device would be, and sent to the peer.
+    pub fn send_probe(&self, from: IpAddr, target: IpAddr, seq: u16) -> Result<(), ProbeError> {
+        let io = &self.io;
+        let mut buf = io.probe_buf.lock().unwrap_or_else(|e| e.into_inner());
+        let (inp, out) = buf.split_at_mut(MAX_PROBE);
+        let n = io.prober.build(from, target, seq, inp)?;
+        let base = out.as_ptr();
+        let (off, len, to) = match io.lock().handle_tun_packet(&inp[..n], out, Instant::now()) {
+            Outbound::Send(t) => (offset_in(base, t.datagram), t.datagram.len(), t.to),
+            // Waits for the handshake under way: it goes with the packets that wait.
+            Outbound::Queued | Outbound::Held => return Ok(()),
+            Outbound::Drop(_) => return Err(ProbeError::CannotSend("no session or endpoint")),
+        };
+        let datagram = out
+            .get(off..off + len)
+            .ok_or(ProbeError::CannotSend("probe buffer"))?;
+        socket::send_one(&io.socket, datagram, to)
+            .map(|_| ())
+            .map_err(|_| ProbeError::CannotSend("the socket refused the datagram"))
+    }
+
+    /// When the reply to probe `seq` came, if it did.
+    pub fn probe_reply(&self, seq: u16) -> Option<Instant> {
+        self.io.prober.reply(seq)
     }
 
     /// Stops the tasks and waits for them, so the TUN device and socket are closed
@@ -435,6 +470,8 @@ fn inbound_batch(io: &Io, w: &mut Buffers, n: usize) -> usize {
                 let base = out.as_ptr();
                 let mut to_tun = None;
                 match peer.handle_datagram(from, datagram, out, now) {
+                    // A reply to our own health probe: recorded, not the host's.
+                    Inbound::Tun(p) if io.prober.take_reply(p, now) => {}
                     Inbound::Tun(p) => to_tun = Some((offset_in(base, p), p.len())),
                     // Handshake messages go back at once (rare; the lock is held for
                     // one send).

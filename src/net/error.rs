@@ -49,6 +49,8 @@ pub enum Object {
     Rule(Rule),
     /// A whole kernel table listed by a dump request ("addresses", "IPv4 routes", ...).
     Dump(&'static str),
+    /// A policy group's rule, described as `ip rule` would print it.
+    Policy(String),
 }
 
 impl Object {
@@ -58,7 +60,7 @@ impl Object {
             Object::Link(link) => Some(link.clone()),
             Object::Addr { index, .. } => Some(LinkId::Index(*index)),
             Object::Route(route) => Some(LinkId::Index(route.oif)),
-            Object::Rule(_) | Object::Dump(_) => None,
+            Object::Rule(_) | Object::Dump(_) | Object::Policy(_) => None,
         }
     }
 }
@@ -75,6 +77,7 @@ impl fmt::Display for Object {
             Object::Route(route) => route.fmt(f),
             Object::Rule(rule) => rule.fmt(f),
             Object::Dump(what) => write!(f, "the list of {what}"),
+            Object::Policy(rule) => f.write_str(rule),
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 
-use super::{Family, NetError, Netlink, NextHop, Route, Rule};
+use super::{Family, NetError, Netlink, NextHop, PolicyRoute, PolicyRule, Route, Rule};
 
 /// The host side as the daemon sees it: links, addresses, routes and rules.
 pub trait Host {
@@ -74,6 +74,49 @@ pub trait Host {
         &self,
         pairs: &[(IpAddr, IpAddr)],
     ) -> impl Future<Output = Result<Vec<Result<NextHop, String>>, NetError>> + Send;
+
+    /// Installs a policy route or replaces the table's route to its destination in one
+    /// step.
+    fn replace_route(
+        &self,
+        route: &PolicyRoute,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Deletes twnode's route to the policy route's destination in its table.
+    fn del_policy_route(
+        &self,
+        route: &PolicyRoute,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Adds a policy group's rule; [`NetError::Exists`] if it is there.
+    fn add_policy_rule(
+        &self,
+        rule: &PolicyRule,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// Deletes a policy group's rule; one that is not there is not an error.
+    fn del_policy_rule(
+        &self,
+        rule: &PolicyRule,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// twnode's routes in a policy group's `table` as (destination, prefix, metric).
+    fn twnode_policy_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<(IpAddr, u8, u32)>, NetError>> + Send;
+
+    /// twnode's policy group rules (protocol 116, with a source, an input interface or
+    /// neither) in the lists of `families`, as the host has them.
+    fn twnode_policy_rules(
+        &self,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<PolicyRule>, NetError>> + Send;
+
+    /// Sets the IPv4 and IPv6 multipath hash policies (`fib_multipath_hash_policy`);
+    /// returns what they were.
+    fn set_multipath_hash(&self, value: [u8; 2]) -> std::io::Result<[u8; 2]>;
 }
 
 // Each method forwards to the inherent one of the same name (inherent methods win the
@@ -148,5 +191,53 @@ impl Host for Netlink {
         pairs: &[(IpAddr, IpAddr)],
     ) -> impl Future<Output = Result<Vec<Result<NextHop, String>>, NetError>> + Send {
         Netlink::next_hops(self, pairs)
+    }
+
+    fn replace_route(
+        &self,
+        route: &PolicyRoute,
+    ) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::replace_route(self, route)
+    }
+
+    fn del_policy_route(
+        &self,
+        route: &PolicyRoute,
+    ) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::del_policy_route(self, route)
+    }
+
+    fn add_policy_rule(
+        &self,
+        rule: &PolicyRule,
+    ) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::add_policy_rule(self, rule)
+    }
+
+    fn del_policy_rule(
+        &self,
+        rule: &PolicyRule,
+    ) -> impl Future<Output = Result<(), NetError>> + Send {
+        Netlink::del_policy_rule(self, rule)
+    }
+
+    fn twnode_policy_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<(IpAddr, u8, u32)>, NetError>> + Send {
+        Netlink::twnode_policy_routes(self, table, families)
+    }
+
+    fn twnode_policy_rules(
+        &self,
+        families: &[Family],
+    ) -> impl Future<Output = Result<Vec<PolicyRule>, NetError>> + Send {
+        Netlink::twnode_policy_rules(self, families)
+    }
+
+    /// The sysctls of the namespace the daemon runs in (its netlink connection's).
+    fn set_multipath_hash(&self, value: [u8; 2]) -> std::io::Result<[u8; 2]> {
+        super::sysctl::set_multipath_hash(value)
     }
 }

@@ -6,6 +6,9 @@
 //! shells out to `ip`. The daemon reaches it through the [`Host`] trait, which an
 //! in-memory host also implements in the daemon's unit tests.
 //!
+//! Policy groups' routes and rules (`policy`) replace a route in one step, so a switch
+//! between exits never leaves a gap.
+//!
 //! Rules of this room:
 //! - Routes and rules twnode installs carry protocol [`RTPROT_TWNODE`], so the ones left
 //!   by a crashed run can be found and removed ([`Netlink::purge_stale`]) without touching
@@ -24,6 +27,7 @@ pub mod fault;
 mod host;
 mod link;
 mod nexthop;
+mod policy;
 mod route;
 mod rule;
 pub mod sysctl;
@@ -38,6 +42,7 @@ pub use self::error::{LinkId, NetError, Object};
 pub use self::host::Host;
 pub use self::link::interface_name;
 pub use self::nexthop::NextHop;
+pub use self::policy::{PolicyRoute, PolicyRule, RuleFrom, Via, FALLBACK_METRIC};
 pub use self::route::Route;
 pub use self::rule::Rule;
 

@@ -14,6 +14,7 @@ use rtnetlink::packet_route::AddressFamily;
 use super::conn::Call;
 use super::error::errno;
 use super::{Family, NetError, Netlink, Object, RTPROT_TWNODE};
+use crate::wire::network;
 
 /// A device route `dst/prefix dev <oif> table <table> [src <src>]`, installed with
 /// protocol [`RTPROT_TWNODE`].
@@ -119,20 +120,6 @@ impl fmt::Display for Route {
     }
 }
 
-/// `addr` with every bit beyond `prefix` cleared.
-fn network(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(v4) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4((u32::from(v4) & mask).into())
-        }
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
-    }
-}
-
 fn ip_of(addr: &RouteAddress) -> Option<IpAddr> {
     match addr {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
@@ -142,7 +129,7 @@ fn ip_of(addr: &RouteAddress) -> Option<IpAddr> {
 }
 
 /// Table of a dumped route: RTA_TABLE when present, else the 8-bit header field.
-fn table_of(message: &RouteMessage) -> u32 {
+pub(super) fn table_of(message: &RouteMessage) -> u32 {
     message
         .attributes
         .iter()
@@ -229,7 +216,7 @@ impl Netlink {
     }
 
     /// Every route of one family, all tables.
-    async fn dump_routes(&self, family: Family) -> Result<Vec<RouteMessage>, NetError> {
+    pub(super) async fn dump_routes(&self, family: Family) -> Result<Vec<RouteMessage>, NetError> {
         let what = match family {
             Family::V4 => "IPv4 routes",
             Family::V6 => "IPv6 routes",

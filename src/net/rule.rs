@@ -197,7 +197,7 @@ impl Netlink {
         Ok(out)
     }
 
-    async fn dump_rules(&self, family: Family) -> Result<Vec<RuleMessage>, NetError> {
+    pub(super) async fn dump_rules(&self, family: Family) -> Result<Vec<RuleMessage>, NetError> {
         let (version, what) = match family {
             Family::V4 => (IpVersion::V4, "IPv4 rules"),
             Family::V6 => (IpVersion::V6, "IPv6 rules"),

@@ -1,6 +1,6 @@
 //! The few kernel settings twnode sets through `/proc/sys`: forwarding, which a relay
 //! (a host in the middle of a multi-hop path) needs, and IPv6 off on the TUN device of a
-//! line that cannot carry IPv6.
+//! line that cannot carry IPv6, and the multipath hash policy balancing groups need.
 
 use std::io;
 
@@ -32,4 +32,25 @@ pub fn disable_ipv6(ifname: &str) -> io::Result<()> {
     }
     let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
     std::fs::write(&path, b"1\n").map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
+}
+
+/// The multipath hash policy switches of both families: `1` hashes on addresses,
+/// protocol and ports, so a balancing group spreads flows, not host pairs.
+pub const MULTIPATH_HASH: [&str; 2] = [
+    "/proc/sys/net/ipv4/fib_multipath_hash_policy",
+    "/proc/sys/net/ipv6/fib_multipath_hash_policy",
+];
+
+/// Sets both multipath hash policies to `value` in the caller's network namespace;
+/// returns what they were, to put back.
+pub fn set_multipath_hash(value: [u8; 2]) -> io::Result<[u8; 2]> {
+    let mut old = [0u8; 2];
+    for (i, path) in MULTIPATH_HASH.iter().enumerate() {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+        old[i] = text.trim().parse().unwrap_or(0);
+        std::fs::write(path, format!("{}\n", value[i]))
+            .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    }
+    Ok(old)
 }

@@ -278,6 +278,20 @@ pub fn ip_dst(buf: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// `addr` with every bit beyond `prefix` cleared: the network a prefix names.
+pub fn network(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
+}
+
 /// Read a big-endian u16 from the first two bytes of `b` (callers pass a `Field`).
 fn read_u16(b: &[u8]) -> u16 {
     u16::from_be_bytes([b[0], b[1]])

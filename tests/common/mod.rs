@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 
 pub mod node;
+pub mod policy;
 pub mod raw;
 pub mod relay;
 pub mod soak;
@@ -404,9 +405,9 @@ fn require(missing: Vec<String>) -> bool {
     false
 }
 
-/// The namespace's links, addresses, routes (all tables, both families) and rules, with
-/// fields that change on their own (address lifetimes, route expiry, DAD progress)
-/// removed, for before/after comparisons.
+/// The namespace's links, addresses, routes (all tables, both families), rules and the
+/// multipath hash policies, with fields that change on their own (address lifetimes,
+/// route expiry, DAD progress) removed, for before/after comparisons.
 pub fn dump_state(ns: &Netns) -> String {
     const SECTIONS: [&[&str]; 6] = [
         &["-d", "link", "show"],
@@ -438,6 +439,19 @@ pub fn dump_state(ns: &Netns) -> String {
                 let _ = writeln!(dump, "(cannot run ip: {err})");
             }
         }
+    }
+    // The namespace-wide settings twnode changes while it runs (balancing policy groups
+    // set the multipath hash policies): put back as found, too.
+    for path in [
+        "/proc/sys/net/ipv4/fib_multipath_hash_policy",
+        "/proc/sys/net/ipv6/fib_multipath_hash_policy",
+    ] {
+        let value = ns.exec(&["cat", path]);
+        let _ = writeln!(
+            dump,
+            "## {path}\n{}",
+            String::from_utf8_lossy(&value.stdout).trim()
+        );
     }
     dump
 }

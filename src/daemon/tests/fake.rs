@@ -4,17 +4,20 @@
 //! removes them) when it stops, a log of every change in order, and failures injected
 //! on request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::dataplane::{
     Dataplane, DataplaneError, DataplaneStatus, IpTunnelSpec, IpTunnelStatus, LineStats,
-    RunningLine, WireGuardSpec,
+    ProbeError, RunningLine, WireGuardSpec,
 };
-use crate::net::{Family, Host, LinkId, NetError, NextHop, Object, Route, Rule};
+use crate::net::{
+    Family, Host, LinkId, NetError, NextHop, Object, PolicyRoute, PolicyRule, Route, Rule, Via,
+};
 
 /// The host as the fakes see it.
 #[derive(Debug, Default)]
@@ -26,12 +29,21 @@ pub struct World {
     pub routes: Vec<Route>,
     /// Rules on the host, twnode's or not.
     pub rules: Vec<Rule>,
+    /// Policy groups' routes (one per table and destination) and rules.
+    pub policy_routes: Vec<PolicyRoute>,
+    pub policy_rules: Vec<PolicyRule>,
     /// Every change, in order: `add route ...`, `del rule ...`, `start a`, `stop a`.
     pub log: Vec<String>,
     /// Adding this rule fails.
     pub refuse_rule: Option<Rule>,
     /// Each running line's "packet path stopped" flag, by line name.
     pub paths: HashMap<String, Arc<AtomicBool>>,
+    /// Lines whose peer answers no probe (a cut path).
+    pub silent: HashSet<String>,
+    /// Probes sent, by line.
+    pub probes: HashMap<String, u64>,
+    /// The multipath hash policies (IPv4, IPv6).
+    pub multipath_hash: [u8; 2],
     /// How many times each dump was asked for.
     pub dumps: BTreeMap<&'static str, usize>,
     next_index: u32,
@@ -68,8 +80,15 @@ impl World {
     /// What is installed, to compare before and after.
     pub fn snapshot(&self) -> String {
         format!(
-            "links {:?}\naddrs {:?}\nroutes {:?}\nrules {:?}",
-            self.links, self.addrs, self.routes, self.rules
+            "links {:?}\naddrs {:?}\nroutes {:?}\nrules {:?}\npolicy routes {:?}\npolicy rules \
+             {:?}\nmultipath hash {:?}",
+            self.links,
+            self.addrs,
+            self.routes,
+            self.rules,
+            self.policy_routes,
+            self.policy_rules,
+            self.multipath_hash
         )
     }
 
@@ -114,6 +133,8 @@ pub struct FakeLine {
     stopped: Arc<AtomicBool>,
     stats: LineStats,
     world: Shared,
+    /// Replies to probes, answered at once unless the line is silent.
+    replies: Mutex<HashMap<u16, Instant>>,
 }
 
 impl Host for FakeHost {
@@ -246,6 +267,80 @@ impl Host for FakeHost {
     ) -> Result<Vec<Result<NextHop, String>>, NetError> {
         Ok(pairs.iter().map(|_| Err("no AF_XDP here".into())).collect())
     }
+
+    async fn replace_route(&self, route: &PolicyRoute) -> Result<(), NetError> {
+        let mut world = self.0.world();
+        let key = |r: &PolicyRoute| (r.dst, r.prefix, r.table, r.metric);
+        let same = |r: &PolicyRoute| key(r) == key(route);
+        match world.policy_routes.iter_mut().find(|r| same(r)) {
+            Some(r) => *r = route.clone(),
+            None => world.policy_routes.push(route.clone()),
+        }
+        world
+            .log
+            .push(format!("replace {route} via {:?}", route.via));
+        Ok(())
+    }
+
+    async fn del_policy_route(&self, route: &PolicyRoute) -> Result<(), NetError> {
+        let mut world = self.0.world();
+        let key = |r: &PolicyRoute| (r.dst, r.prefix, r.table, r.metric);
+        world.policy_routes.retain(|r| key(r) != key(route));
+        world.log.push(format!("del {route}"));
+        Ok(())
+    }
+
+    async fn add_policy_rule(&self, rule: &PolicyRule) -> Result<(), NetError> {
+        let mut world = self.0.world();
+        if world.policy_rules.contains(rule) {
+            return Err(NetError::Exists {
+                object: Object::Policy(rule.to_string()),
+            });
+        }
+        world.policy_rules.push(rule.clone());
+        world.log.push(format!("add {rule}"));
+        Ok(())
+    }
+
+    async fn del_policy_rule(&self, rule: &PolicyRule) -> Result<(), NetError> {
+        let mut world = self.0.world();
+        world.policy_rules.retain(|r| r != rule);
+        world.log.push(format!("del {rule}"));
+        Ok(())
+    }
+
+    async fn twnode_policy_routes(
+        &self,
+        table: u32,
+        families: &[Family],
+    ) -> Result<Vec<(IpAddr, u8, u32)>, NetError> {
+        let mut world = self.0.world();
+        world.count("dump routes");
+        Ok(world
+            .policy_routes
+            .iter()
+            .filter(|r| r.table == table && families.contains(&Family::of(r.dst)))
+            .map(|r| (r.dst, r.prefix, r.metric))
+            .collect())
+    }
+
+    async fn twnode_policy_rules(&self, families: &[Family]) -> Result<Vec<PolicyRule>, NetError> {
+        let mut world = self.0.world();
+        world.count("dump rules");
+        Ok(world
+            .policy_rules
+            .iter()
+            .filter(|r| families.contains(&r.family))
+            .cloned()
+            .collect())
+    }
+
+    fn set_multipath_hash(&self, value: [u8; 2]) -> io::Result<[u8; 2]> {
+        let mut world = self.0.world();
+        let old = std::mem::replace(&mut world.multipath_hash, value);
+        world.log.push(format!("multipath hash {value:?}"));
+        Ok(old)
+    }
 }
 
 impl FakeDataplane {
@@ -266,6 +361,7 @@ impl FakeDataplane {
             stopped,
             stats: LineStats::default(),
             world: self.0.clone(),
+            replies: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -318,12 +414,37 @@ impl RunningLine for FakeLine {
 
     fn update_next_hop(&self, _hop: Result<NextHop, String>) {}
 
+    fn send_probe(&self, _from: IpAddr, _target: IpAddr, seq: u16) -> Result<(), ProbeError> {
+        let mut world = self.world.world();
+        *world.probes.entry(self.name.clone()).or_default() += 1;
+        if !world.silent.contains(&self.name) {
+            // Answered at once: the daemon's clock in the tests runs ahead of this one,
+            // so the round trip reads as zero.
+            let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+            replies.insert(seq, Instant::now());
+        }
+        Ok(())
+    }
+
+    fn probe_reply(&self, seq: u16) -> Option<Instant> {
+        let replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
+        replies.get(&seq).copied()
+    }
+
     /// The device goes, and with it its addresses and the routes through it.
     async fn stop(self) {
         let mut world = self.world.world();
         world.links.remove(&self.name);
         world.addrs.retain(|(i, _)| *i != self.ifindex);
         world.routes.retain(|r| r.oif != self.ifindex);
+        // The kernel removes routes through a device that goes away, multipath ones
+        // included.
+        let ifindex = self.ifindex;
+        world.policy_routes.retain(|r| match &r.via {
+            Via::Dev(i) => *i != ifindex,
+            Via::Multipath(hops) => hops.iter().all(|(i, _)| *i != ifindex),
+            Via::Unreachable => true,
+        });
         world.log.push(format!("stop {}", self.name));
     }
 }

@@ -3,6 +3,7 @@
 //! with a driven clock, and shutdown order. No root, no devices.
 
 mod fake;
+mod policy;
 mod repair;
 mod uapi;
 
@@ -250,6 +251,7 @@ async fn shared_rules_are_counted_and_a_rule_that_was_there_before_is_never_remo
 
     let answer = sup
         .handle(Request::DeleteLine {
+            force: false,
             name: "a".into(),
             cascade: true,
         })
@@ -268,6 +270,7 @@ async fn shared_rules_are_counted_and_a_rule_that_was_there_before_is_never_remo
 
     let answer = sup
         .handle(Request::DeleteLine {
+            force: false,
             name: "e".into(),
             cascade: false,
         })

@@ -35,6 +35,7 @@ use tracing::{info, warn};
 
 use super::fault::Faults;
 use super::poller::Registration;
+use super::probe::{ProbeError, Prober, MAX_PROBE};
 use super::seqstore::SeqStore;
 use super::setup::IpTunnelSetup;
 use super::stats::LineStats;
@@ -122,6 +123,8 @@ impl IpTunnelLine {
                 reserve: encrypted.then(tokio::sync::Notify::new),
                 xdp: spec.af_xdp.then(xsk::Transmit::default),
                 faults: Faults::for_line(&spec.name),
+                prober: Prober::new(),
+                probe_buf: Mutex::new(vec![0u8; MAX_PROBE + outbound::PROBE_OUT]),
             });
             let protocols = if encrypted {
                 &[IpProtocol::Esp][..]
@@ -194,6 +197,17 @@ impl IpTunnelLine {
             id,
             floor,
         })
+    }
+
+    /// Sends health probe `seq` from `from` (the line's VIP) to `target` through the
+    /// line.
+    pub fn send_probe(&self, from: IpAddr, target: IpAddr, seq: u16) -> Result<(), ProbeError> {
+        outbound::send_probe(&self.io, from, target, seq)
+    }
+
+    /// When the reply to probe `seq` came, if it did.
+    pub fn probe_reply(&self, seq: u16) -> Option<Instant> {
+        self.io.prober.reply(seq)
     }
 
     /// The TUN device's interface index.

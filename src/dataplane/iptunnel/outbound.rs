@@ -4,16 +4,17 @@
 //! path ([`super::sockets`]) delivers a line's packets to its TUN device with
 //! [`deliver`], which sends what the kernel answered at once through this path.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use socket2::Socket;
 use tracing::debug;
 
-use super::super::batch::SLOT;
+use super::super::batch::{offset_in, SLOT};
 use super::super::fault::{Faults, Path};
 use super::super::pmtu::PathMtu;
 use super::super::pool::{segment, with_buffers, Buffers};
+use super::super::probe::{ProbeError, Prober, MAX_PROBE};
 use super::super::stats::LineStats;
 use super::super::tun::Tun;
 use super::super::{lock, socket, xsk};
@@ -38,6 +39,10 @@ pub(super) struct LineIo {
     pub(super) xdp: Option<xsk::Transmit>,
     /// Faults injected by the tests (nothing without the `fault-injection` feature).
     pub(super) faults: Faults,
+    /// Health probes: sent by [`send_probe`], replies taken off the receive path.
+    pub(super) prober: Prober,
+    /// A probe and its encapsulation (the daemon sends one at a time).
+    pub(super) probe_buf: Mutex<Vec<u8>>,
 }
 
 impl LineIo {
@@ -120,6 +125,42 @@ fn outbound_once(io: &LineIo, w: &mut Buffers) -> bool {
         io.stats.count_drop(DropReason::IoError, (k - sent) as u64);
     }
     true
+}
+
+/// Room for a probe's outer packet: the outer IP header, GRE with every option, ESP's
+/// header, padding and tag, with margin.
+pub(super) const PROBE_OUT: usize = 512;
+
+/// Sends health probe `seq` from `from` (the line's VIP) to `target`: encapsulated as a
+/// packet read from the TUN device would be, and sent to the peer on the raw socket.
+pub(super) fn send_probe(
+    io: &LineIo,
+    from: IpAddr,
+    target: IpAddr,
+    seq: u16,
+) -> Result<(), ProbeError> {
+    let mut buf = lock(&io.probe_buf);
+    let (inp, out) = buf.split_at_mut(MAX_PROBE);
+    let n = io.prober.build(from, target, seq, inp)?;
+    let base = out.as_ptr();
+    let (off, len, reserve) = {
+        let mut core = io.lock();
+        let (off, len) = match core.handle_tun_packet(&inp[..n], out) {
+            Action::WriteToNetwork(p) => (offset_in(base, p), p.len()),
+            _ => return Err(ProbeError::CannotSend("the tunnel core refused the probe")),
+        };
+        let reserve = core.esp().and_then(EspCore::poll_reservation).is_some();
+        (off, len, reserve)
+    };
+    if reserve {
+        io.wake_reserve();
+    }
+    let packet = out
+        .get(off..off + len)
+        .ok_or(ProbeError::CannotSend("probe buffer"))?;
+    socket::send_one(&io.socket, packet, io.peer)
+        .map(|_| ())
+        .map_err(|_| ProbeError::CannotSend("the raw socket refused the packet"))
 }
 
 /// Writes a run of one line's packets (`w.dec[..t]`) to its TUN device. What the kernel

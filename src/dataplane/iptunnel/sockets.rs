@@ -505,6 +505,8 @@ fn receive_once(endpoint: &Endpoint) -> bool {
                     line.wake_reserve();
                 }
                 match action {
+                    // A reply to the line's own health probe: recorded, not the host's.
+                    Action::WriteToTun(p) if line.prober.take_reply(p, now) => {}
                     Action::WriteToTun(p) => {
                         let rec = (offset_in(base, p), p.len());
                         b.out[i] = rec;
